@@ -1,0 +1,204 @@
+//! `backup`: one run, one set, every selected component.
+//!
+//! Order of work: lock, clean up partial snapshots of crashed runs, prepare every component
+//! (nothing is stored when one cannot be prepared), store all parts in one snapshot tagged
+//! partial, let each component judge what was stored, and only when all succeeded rewrite the
+//! snapshot as a complete set with its manifest. A failed run leaves no set and exits 1.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::{
+    backup_set::{ComponentRecord, MANIFEST_FORMAT, Manifest, Status},
+    component::{Component, ComponentError},
+    plan::BackupPlan,
+    progress::ProgressRef,
+    repository::{RepoError, Repository},
+};
+
+/// Errors that stop a backup before a set could be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Repository problems.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A component could not be prepared.
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    /// Not enough space.
+    #[error(
+        "not enough free space for the repository at {repo}: about {need} needed (estimated growth plus {margin} headroom), {free} free; free some space or pass --force"
+    )]
+    NoSpace {
+        /// Repository path.
+        repo: String,
+        /// Needed, human readable.
+        need: String,
+        /// Free, human readable.
+        free: String,
+        /// The headroom.
+        margin: String,
+    },
+    /// The staging directory could not be created.
+    #[error("cannot create a staging directory in {path}: {source}")]
+    Staging {
+        /// Where.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a backup run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    /// The new set's id, when it completed.
+    pub set: Option<String>,
+    /// Overall status.
+    pub status: Status,
+    /// The repository.
+    pub repository: String,
+    /// Per-component records, as in the manifest.
+    pub components: Vec<ComponentRecord>,
+    /// Bytes added to the repository (after compression and dedup).
+    pub added_bytes: u64,
+    /// Total bytes of the components.
+    pub total_bytes: u64,
+    /// Wall time.
+    pub duration_secs: f64,
+    /// Start.
+    pub started: jiff::Timestamp,
+    /// End.
+    pub finished: jiff::Timestamp,
+    /// Partial snapshots of earlier crashed runs that were removed.
+    pub cleaned_partial: usize,
+    /// A stale lock that was broken, described.
+    pub stale_lock: Option<String>,
+}
+
+/// Runs a backup according to `plan`.
+///
+/// # Errors
+/// [`BackupError`] for problems before any component was judged; component failures are in
+/// the summary with status `Failed`.
+pub fn run(
+    repo: &Repository,
+    components: &[Box<dyn Component>],
+    plan: &BackupPlan,
+    force: bool,
+    progress: &ProgressRef,
+) -> Result<BackupSummary, BackupError> {
+    let started = jiff::Timestamp::now();
+    let clock = Instant::now();
+    if !plan.enough_space && !force {
+        return Err(BackupError::NoSpace {
+            repo: plan.repository.display().to_string(),
+            need: human_bytes(plan.estimated_growth + crate::plan::FREE_SPACE_MARGIN),
+            free: human_bytes(plan.free_bytes),
+            margin: human_bytes(crate::plan::FREE_SPACE_MARGIN),
+        });
+    }
+    let lock = repo.lock("backup")?;
+    let stale_lock = lock.broke_stale.as_ref().map(|h| {
+        let msg = format!("removed a stale lock of pid {} ({} since {})", h.pid, h.command, h.time);
+        progress.note(&msg);
+        msg
+    });
+    let partial = repo.partial_snapshots()?;
+    repo.discard(&partial)?;
+
+    // Private staging next to the repository (same filesystem as the data it feeds).
+    let staging = tempfile::Builder::new()
+        .prefix(".akbackup-staging-")
+        .tempdir_in(repo.path())
+        .map_err(|source| BackupError::Staging { path: repo.path().display().to_string(), source })?;
+
+    let mut prepared = Vec::new();
+    for c in components {
+        progress.note(&format!("{}: preparing {}", c.name(), c.source()));
+        prepared.push(c.prepare(staging.path(), progress)?);
+    }
+    let parts: Vec<_> = prepared.iter().map(|p| p.part.clone()).collect();
+    let (partial_id, stats, added) = repo.store_set(&parts, &plan.tags, plan.parent.as_deref(), progress)?;
+
+    let mut records = Vec::new();
+    for (c, prep) in components.iter().zip(prepared) {
+        let label = c.name().to_string();
+        let index = parts.iter().position(|p| p.label == label);
+        // Stats come back in snapshot-path order; match them by position of the sorted parts.
+        let mut sorted: Vec<_> = parts.iter().map(|p| p.repo_path.clone()).collect();
+        sorted.sort();
+        let stat = index
+            .and_then(|i| sorted.iter().position(|p| *p == parts[i].repo_path))
+            .and_then(|i| stats.get(i).cloned())
+            .unwrap_or_default();
+        records.push(c.finish(prep, stat));
+    }
+    drop(staging);
+
+    let finished = jiff::Timestamp::now();
+    let status = if records.iter().any(|r| r.status == Status::Failed) {
+        Status::Failed
+    } else if records.iter().any(|r| r.status == Status::Warning) {
+        Status::Warning
+    } else {
+        Status::Complete
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        akbackup_version: crate::VERSION.to_string(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        started,
+        finished,
+        status,
+        tags: plan.tags.clone(),
+        components: records.clone(),
+    };
+    let set = if status == Status::Failed {
+        repo.discard(&[partial_id])?;
+        None
+    } else {
+        Some(repo.complete_set(&partial_id, &manifest)?.id)
+    };
+    drop(lock);
+    Ok(BackupSummary {
+        set,
+        status,
+        repository: repo.path().display().to_string(),
+        total_bytes: manifest.total_bytes(),
+        components: records,
+        added_bytes: added.unwrap_or(0),
+        duration_secs: clock.elapsed().as_secs_f64(),
+        started,
+        finished,
+        cleaned_partial: partial.len(),
+        stale_lock,
+    })
+}
+
+/// `1536` -> `1.5 KiB`.
+#[must_use]
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    /// Byte counts are shown in binary units.
+    fn human() {
+        assert_eq!(super::human_bytes(5), "5 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

@@ -1,0 +1,246 @@
+//! The files component: a directory tree such as the control module `/opt/altcraft`.
+//!
+//! Backup reads the live directory (the control module is configuration and code, written
+//! rarely), skipping the exclude globs; a file that changes while it is read is reported as
+//! a warning in the manifest. In-place restore materializes the set into a hidden staging
+//! directory next to the live one (same filesystem), swaps the two atomically, keeps the
+//! previous tree under a printed name, then runs the restart command.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget, StoredIndex,
+};
+use crate::{
+    backup_set::{ComponentRecord, Status},
+    config::{ComponentName, FilesConfig, OnReadError},
+    fsutil,
+    progress::ProgressRef,
+    repository::{PartStats, Repository, SourcePart},
+    service, tree,
+};
+
+/// A directory tree component.
+#[derive(Debug)]
+pub struct FilesComponent {
+    name: ComponentName,
+    config: FilesConfig,
+}
+
+impl FilesComponent {
+    /// Creates the component from its config section.
+    #[must_use]
+    pub const fn new(name: ComponentName, config: FilesConfig) -> Self {
+        Self { name, config }
+    }
+
+    fn restart(&self) -> Option<Vec<String>> {
+        self.config.restart_command(&self.name.name)
+    }
+
+    fn excludes(&self) -> globset::GlobSet {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &self.config.exclude {
+            if let Ok(glob) = globset::Glob::new(g) {
+                b.add(glob);
+            }
+        }
+        b.build().unwrap_or_else(|_| globset::GlobSet::empty())
+    }
+
+    fn restore_error(&self, message: String) -> ComponentError {
+        ComponentError::Restore { name: self.name.clone(), message }
+    }
+}
+
+impl Component for FilesComponent {
+    fn name(&self) -> &ComponentName {
+        &self.name
+    }
+
+    fn source(&self) -> String {
+        self.config.path.display().to_string()
+    }
+
+    fn repo_path(&self) -> &Path {
+        &self.config.path
+    }
+
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let path = &self.config.path;
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_dir() => problems.push(format!("{}: {} is not a directory", self.name, path.display())),
+            Ok(_) => {
+                if let Err(e) = std::fs::read_dir(path) {
+                    problems.push(format!("{}: cannot read {}: {e}", self.name, path.display()));
+                }
+            }
+            Err(e) => problems.push(format!("{}: {}: {e}", self.name, path.display())),
+        }
+        if let Some(argv) = self.restart() {
+            let program = Path::new(&argv[0]);
+            if program.is_absolute() && !program.exists() {
+                problems.push(format!("{}: restart command {} does not exist", self.name, program.display()));
+            }
+        }
+        problems
+    }
+
+    fn estimate(&self, stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
+        let excludes = self.excludes();
+        let mut est = Estimate::default();
+        if !self.config.path.is_dir() {
+            return Err(ComponentError::Source {
+                name: self.name.clone(),
+                path: self.config.path.clone(),
+                message: "is not a readable directory: fix [files] path".to_string(),
+            });
+        }
+        for entry in walkdir::WalkDir::new(&self.config.path).into_iter().filter_entry(|e| !excludes.is_match(e.file_name())) {
+            let Ok(entry) = entry else { continue };
+            if let Ok(m) = entry.metadata()
+                && m.is_file()
+            {
+                est.files += 1;
+                est.bytes += m.len();
+                let rel = entry.path().strip_prefix(&self.config.path).unwrap_or(entry.path());
+                let mtime = filetime::FileTime::from_last_modification_time(&m).unix_seconds();
+                if stored.and_then(|s| s.get(rel)) != Some(&(m.len(), mtime)) {
+                    est.changed_bytes += m.len();
+                }
+            }
+        }
+        Ok(est)
+    }
+
+    fn prepare(&self, _staging: &Path, _progress: &ProgressRef) -> Result<Prepared, ComponentError> {
+        let path = &self.config.path;
+        std::fs::read_dir(path).map_err(|e| ComponentError::Source {
+            name: self.name.clone(),
+            path: path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Ok(Prepared {
+            part: SourcePart {
+                label: self.name.to_string(),
+                read_root: path.clone(),
+                repo_path: path.clone(),
+                excludes: self.config.exclude.clone(),
+            },
+            details: serde_json::json!({ "exclude": self.config.exclude }),
+            guard: None,
+        })
+    }
+
+    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
+        let mut warnings: Vec<String> = stats.changed.iter().map(|p| format!("changed while being read: {p}")).collect();
+        let mut errors = Vec::new();
+        match self.config.on_read_error {
+            OnReadError::Fail => errors.extend(stats.errors.iter().cloned()),
+            OnReadError::Skip => warnings.extend(stats.errors.iter().map(|e| format!("skipped: {e}"))),
+        }
+        let status = if !errors.is_empty() {
+            Status::Failed
+        } else if warnings.is_empty() {
+            Status::Complete
+        } else {
+            Status::Warning
+        };
+        ComponentRecord {
+            name: self.name.to_string(),
+            kind: self.name.kind.to_string(),
+            source: self.source(),
+            repo_path: prepared.part.repo_path.display().to_string(),
+            files: stats.files,
+            dirs: stats.dirs,
+            bytes: stats.bytes,
+            read_bytes: stats.read_bytes,
+            status,
+            warnings,
+            errors,
+            details: prepared.details,
+        }
+    }
+
+    fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
+        let (destination, replaces, start) = match target {
+            RestoreTarget::Directory(dir) => (dir.join("files").join(&self.name.name), false, Vec::new()),
+            RestoreTarget::InPlace { no_restart } => (
+                self.config.path.clone(),
+                self.config.path.exists(),
+                if *no_restart { Vec::new() } else { self.restart().map(|a| shell_words::join(&a)).into_iter().collect() },
+            ),
+        };
+        RestoreStep {
+            name: self.name.to_string(),
+            repo_path: self.config.path.clone(),
+            destination,
+            replaces_existing: replaces,
+            stop: Vec::new(),
+            start,
+            files: record.files,
+            bytes: record.bytes,
+        }
+    }
+
+    fn restore(
+        &self,
+        repo: &Repository,
+        set_id: &str,
+        target: &RestoreTarget,
+        progress: &ProgressRef,
+    ) -> Result<ComponentRestore, ComponentError> {
+        let label = self.name.to_string();
+        let tree_err = |source| ComponentError::Tree { name: self.name.clone(), source };
+        match target {
+            RestoreTarget::Directory(dir) => {
+                let dest = dir.join("files").join(&self.name.name);
+                let written = tree::materialize(repo, set_id, &self.config.path, &dest, &label, progress).map_err(tree_err)?;
+                Ok(ComponentRestore {
+                    name: label,
+                    destination: dest,
+                    previous: None,
+                    restarted: None,
+                    written,
+                    status: Status::Complete,
+                    warnings: Vec::new(),
+                })
+            }
+            RestoreTarget::InPlace { no_restart } => {
+                let live = &self.config.path;
+                let stamp = super::stamp();
+                let staging = fsutil::sibling(live, &format!("restore-{stamp}"), true);
+                let keep = fsutil::sibling(live, &format!("prev-{stamp}"), false);
+                if let Some(parent) = live.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| self.restore_error(format!("cannot create {}: {e}", parent.display())))?;
+                }
+                let written = match tree::materialize(repo, set_id, live, &staging, &label, progress) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&staging);
+                        return Err(self.restore_error(format!("{e}; nothing was changed at {}", live.display())));
+                    }
+                };
+                let previous: Option<PathBuf> = fsutil::swap_into_place(&staging, live, &keep).map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    self.restore_error(format!("cannot swap the restored tree into {}: {e}; nothing was changed", live.display()))
+                })?;
+                let mut warnings = Vec::new();
+                let mut status = Status::Complete;
+                let mut restarted = None;
+                if !no_restart && let Some(argv) = self.restart() {
+                    let shown = shell_words::join(&argv);
+                    progress.note(&format!("{label}: running {shown}"));
+                    if let Err(e) = service::run(&argv) {
+                        warnings.push(format!("data restored, but the restart failed: {e}"));
+                        status = Status::Failed;
+                    }
+                    restarted = Some(shown);
+                }
+                Ok(ComponentRestore { name: label, destination: live.clone(), previous, restarted, written, status, warnings })
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The component trait: one implementation per kind of platform part.
+//!
+//! A component turns a piece of the platform into a directory the repository can store
+//! (`prepare`), judges what was stored (`finish`), and puts it back (`restore`). The files
+//! component stores its live directory as is; the SSDB component will hand over a consistent
+//! staging copy and the MongoDB component a dump directory; both fit the same three calls.
+//! Instances (the two MongoDB servers, the four SSDB stores) are config values, not types.
+
+pub mod files;
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    backup_set::{ComponentRecord, Status},
+    config::{ComponentName, Config, Kind},
+    progress::ProgressRef,
+    repository::{PartStats, RepoError, Repository, SourcePart},
+    service::ServiceError,
+    tree::{MaterializeSummary, TreeError},
+};
+
+/// Errors of components.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The kind is configured but not implemented in this release.
+    #[error(
+        "{0}: not supported yet in akbackup {ver}; remove the [{0}] section (or back up with --only files.control)",
+        ver = crate::VERSION
+    )]
+    NotSupported(ComponentName),
+    /// The source is missing or unreadable.
+    #[error("{name}: {path}: {message}")]
+    Source {
+        /// Component.
+        name: ComponentName,
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing the restore failed.
+    #[error("{name}: {source}")]
+    Tree {
+        /// Component.
+        name: ComponentName,
+        /// Cause.
+        #[source]
+        source: TreeError,
+    },
+    /// Repository errors.
+    #[error("{name}: {source}")]
+    Repo {
+        /// Component.
+        name: ComponentName,
+        /// Cause.
+        #[source]
+        source: RepoError,
+    },
+    /// A restore step on disk failed.
+    #[error("{name}: {message}")]
+    Restore {
+        /// Component.
+        name: ComponentName,
+        /// What failed, and where the data is now.
+        message: String,
+    },
+    /// A service command failed.
+    #[error("{name}: {source}")]
+    Service {
+        /// Component.
+        name: ComponentName,
+        /// Cause.
+        #[source]
+        source: ServiceError,
+    },
+}
+
+/// Size of a component's data now.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Estimate {
+    /// Regular files.
+    pub files: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Bytes in files new or changed compared with the stored index (all bytes without one).
+    pub changed_bytes: u64,
+}
+
+/// Size and mtime (seconds) of each stored file, by path relative to the component root.
+pub type StoredIndex = std::collections::HashMap<PathBuf, (u64, i64)>;
+
+/// A source ready to be stored. Dropping it releases whatever `prepare` took (staging
+/// directories, stopped services), on every path.
+pub struct Prepared {
+    /// What to store.
+    pub part: SourcePart,
+    /// Kind-specific facts for the manifest, known after preparing.
+    pub details: serde_json::Value,
+    /// Released on drop.
+    pub guard: Option<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("part", &self.part).finish_non_exhaustive()
+    }
+}
+
+/// Where a restore goes.
+#[derive(Debug, Clone)]
+pub enum RestoreTarget {
+    /// Under `DIR/<kind>/<name>/`, touching no service.
+    Directory(PathBuf),
+    /// Back in place, then restart unless `no_restart`.
+    InPlace {
+        /// Skip the restart command.
+        no_restart: bool,
+    },
+}
+
+/// What one component's restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentRestore {
+    /// `kind.name`.
+    pub name: String,
+    /// Where the data now is.
+    pub destination: PathBuf,
+    /// Where the previous contents were kept (in-place only).
+    pub previous: Option<PathBuf>,
+    /// The restart command that ran, if any.
+    pub restarted: Option<String>,
+    /// What was written.
+    pub written: MaterializeSummary,
+    /// Ok, or what went wrong after the data was in place.
+    pub status: Status,
+    /// Problems that did not stop the restore.
+    pub warnings: Vec<String>,
+}
+
+/// What a restore of one component will do (for `--dry-run` and confirmation).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreStep {
+    /// `kind.name`.
+    pub name: String,
+    /// Path inside the set.
+    pub repo_path: PathBuf,
+    /// Where it will be written.
+    pub destination: PathBuf,
+    /// Whether existing data there is replaced (and kept aside).
+    pub replaces_existing: bool,
+    /// Services stopped before, in order.
+    pub stop: Vec<String>,
+    /// Commands run after, in order.
+    pub start: Vec<String>,
+    /// Files and bytes in the set.
+    pub files: u64,
+    /// Bytes in the set.
+    pub bytes: u64,
+}
+
+/// The operations every kind of component provides.
+pub trait Component: Send + Sync {
+    /// `kind.name`.
+    fn name(&self) -> &ComponentName;
+    /// Where the data comes from (a path, or a URI with credentials redacted).
+    fn source(&self) -> String;
+    /// Absolute path of the component's data inside a set.
+    fn repo_path(&self) -> &Path;
+    /// Problems with this component on this machine (`config check`); empty when fine.
+    fn check(&self) -> Vec<String>;
+    /// The data's size now, and how much of it differs from `stored` (the parent set), for
+    /// plans and free-space checks.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    fn estimate(&self, stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError>;
+    /// Makes the data readable for the backup. Nothing may be stopped or staged after this
+    /// returns an error. May use `staging` (a private directory on the repository's
+    /// filesystem) for copies.
+    ///
+    /// # Errors
+    /// When the source cannot be prepared; the set then fails.
+    fn prepare(&self, staging: &Path, progress: &ProgressRef) -> Result<Prepared, ComponentError>;
+    /// Judges what was stored and builds the manifest record. Called after the data was
+    /// stored and before the set is completed; a `Failed` record fails the whole set.
+    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord;
+    /// Describes the restore without doing anything.
+    fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep;
+    /// Restores from set `set_id`. In place it must leave either the old data or the new
+    /// data at the live path, never a mix, and say where the other one is.
+    ///
+    /// # Errors
+    /// When nothing was changed, or when the old data was put back; the message says which.
+    fn restore(
+        &self,
+        repo: &Repository,
+        set_id: &str,
+        target: &RestoreTarget,
+        progress: &ProgressRef,
+    ) -> Result<ComponentRestore, ComponentError>;
+}
+
+/// Builds the components named (all configured ones when `only` is empty).
+///
+/// # Errors
+/// An `--only` name that is not configured; kinds that are not implemented yet.
+pub fn build(config: &Config, only: &[ComponentName]) -> Result<Vec<Box<dyn Component>>, ComponentError> {
+    let names = config.component_names();
+    for wanted in only {
+        if !names.contains(wanted) {
+            return Err(ComponentError::Source {
+                name: wanted.clone(),
+                path: config.source.clone().unwrap_or_default(),
+                message: format!(
+                    "no such component in the config; configured: {}",
+                    names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let mut out: Vec<Box<dyn Component>> = Vec::new();
+    for name in names {
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        match name.kind {
+            Kind::Files => {
+                let cfg = config.files.get(&name.name).cloned().ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
+                out.push(Box::new(files::FilesComponent::new(name, cfg)));
+            }
+            Kind::Mongodb | Kind::Ssdb => return Err(ComponentError::NotSupported(name)),
+        }
+    }
+    Ok(out)
+}
+
+/// A timestamp usable in file names: `20261124T235959Z`.
+#[must_use]
+pub fn stamp() -> String {
+    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+}

@@ -1,0 +1,538 @@
+//! The TOML configuration: schema, defaults of a standard Altcraft install, validation.
+//!
+//! Loading is two passes. The first walks the raw TOML table and rejects unknown keys with the
+//! closest valid one (`unknown key "pathh" in [files.control]; did you mean "path"?`), because
+//! serde's own message lists every field and no line. The second deserializes into typed
+//! structs. Checks against the machine (paths exist, repository opens) live in
+//! [`crate::plan`] and the `config check` command, not here: loading never touches the disk
+//! beyond the file itself.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the config is read from when neither `--config` nor `AKBACKUP_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/akbackup/akbackup.toml";
+
+/// Errors from loading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type.
+    #[error("config {path}, line {line}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the problem (0 when unknown).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key that akbackup does not know.
+    #[error("config {path}: unknown key \"{key}\" in [{section}]{hint}")]
+    UnknownKey {
+        /// The config file.
+        path: PathBuf,
+        /// The table holding the key.
+        section: String,
+        /// The key as written.
+        key: String,
+        /// `; did you mean "x"?` or empty.
+        hint: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The kinds of component akbackup knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A directory tree (the control module).
+    Files,
+    /// A MongoDB instance.
+    Mongodb,
+    /// An SSDB store.
+    Ssdb,
+}
+
+impl Kind {
+    /// The config section and name prefix of this kind.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Mongodb => "mongodb",
+            Self::Ssdb => "ssdb",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kind.name`, the name of a component everywhere (`--only files.control`, manifests).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentName {
+    /// The kind.
+    pub kind: Kind,
+    /// The instance name from the config section.
+    pub name: String,
+}
+
+impl fmt::Display for ComponentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind, self.name)
+    }
+}
+
+impl std::str::FromStr for ComponentName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, name) = s
+            .split_once('.')
+            .ok_or_else(|| format!("\"{s}\" is not a component name: use KIND.NAME, e.g. files.control"))?;
+        let kind = match kind {
+            "files" => Kind::Files,
+            "mongodb" => Kind::Mongodb,
+            "ssdb" => Kind::Ssdb,
+            other => {
+                return Err(format!(
+                    "unknown component kind \"{other}\" in \"{s}\": use files, mongodb or ssdb"
+                ));
+            }
+        };
+        if name.is_empty() {
+            return Err(format!("\"{s}\" has no instance name: use KIND.NAME, e.g. files.control"));
+        }
+        Ok(Self { kind, name: name.to_string() })
+    }
+}
+
+/// `[repository]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A local directory holding the restic-format repository.
+    pub path: Option<PathBuf>,
+    /// A file whose first line is the repository password (mode 0600 or stricter).
+    pub password_file: Option<PathBuf>,
+    /// A command (argv, no shell) printing the password on stdout.
+    pub password_command: Option<Vec<String>>,
+}
+
+/// What to do when a file cannot be read during a backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReadError {
+    /// The component fails and the set is not completed (default: nothing is silently missing).
+    #[default]
+    Fail,
+    /// The file is skipped with a warning in the manifest.
+    Skip,
+}
+
+/// `[files.<name>]`: a directory tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The directory to back up; it appears under this absolute path in the repository.
+    pub path: PathBuf,
+    /// Glob patterns of files to leave out (default `*.pid`, `*.log`).
+    #[serde(default = "default_excludes")]
+    pub exclude: Vec<String>,
+    /// Command (argv, no shell) run after an in-place restore. Default for `control`:
+    /// `<path>/akd restart`; `[]` disables it.
+    pub restart: Option<Vec<String>>,
+    /// `fail` (default) or `skip` for files that cannot be read.
+    #[serde(default)]
+    pub on_read_error: OnReadError,
+}
+
+fn default_excludes() -> Vec<String> {
+    vec!["*.pid".to_string(), "*.log".to_string()]
+}
+
+impl FilesConfig {
+    /// The restart command after defaults are applied, or `None`.
+    #[must_use]
+    pub fn restart_command(&self, name: &str) -> Option<Vec<String>> {
+        match &self.restart {
+            Some(argv) if argv.is_empty() => None,
+            Some(argv) => Some(argv.clone()),
+            None if name == "control" => Some(vec![
+                self.path.join("akd").display().to_string(),
+                "restart".to_string(),
+            ]),
+            None => None,
+        }
+    }
+}
+
+/// `[mongodb.<name>]`: a MongoDB instance (implemented in a later release).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MongodbConfig {
+    /// Connection string; credentials in it are redacted everywhere.
+    pub uri: String,
+    /// systemd unit (default `mongod-<name>`).
+    pub service: Option<String>,
+}
+
+/// `[ssdb.<name>]`: an SSDB store (implemented in a later release).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SsdbConfig {
+    /// The store's work directory holding `data/` and `meta/`.
+    pub path: PathBuf,
+    /// systemd unit (default `ssdb-<name>`).
+    pub service: Option<String>,
+}
+
+/// The whole configuration after defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// The repository.
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    /// Directory trees.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FilesConfig>,
+    /// MongoDB instances.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mongodb: BTreeMap<String, MongodbConfig>,
+    /// SSDB stores.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ssdb: BTreeMap<String, SsdbConfig>,
+    /// Where the config came from (not part of the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// The keys each table accepts, for the unknown-key check.
+const TOP_KEYS: &[&str] = &["repository", "files", "mongodb", "ssdb"];
+const REPOSITORY_KEYS: &[&str] = &["path", "password-file", "password-command"];
+const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "on-read-error"];
+const MONGODB_KEYS: &[&str] = &["uri", "service"];
+const SSDB_KEYS: &[&str] = &["path", "service"];
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the line or key, and the fix.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// [`ConfigError`] as for [`Config::load`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let parse_error = |err: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: err.span().map_or(0, |span| line_of(text, span.start)),
+            message: err.message().trim().replace('\n', " "),
+        };
+        let table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        check_keys(&table, path)?;
+        let mut config: Self = toml::from_str(text).map_err(parse_error)?;
+        if config.files.is_empty() && config.mongodb.is_empty() && config.ssdb.is_empty() {
+            config.add_standard_components();
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The components of a standard Altcraft install, used when the file declares none.
+    fn add_standard_components(&mut self) {
+        self.files.insert(
+            "control".to_string(),
+            FilesConfig {
+                path: PathBuf::from("/opt/altcraft"),
+                exclude: default_excludes(),
+                restart: None,
+                on_read_error: OnReadError::Fail,
+            },
+        );
+        for (name, port) in [("control", 27017), ("account", 27018)] {
+            self.mongodb.insert(
+                name.to_string(),
+                MongodbConfig { uri: format!("mongodb://127.0.0.1:{port}"), service: None },
+            );
+        }
+        for name in ["actions", "hb", "notify", "stat"] {
+            self.ssdb.insert(
+                name.to_string(),
+                SsdbConfig { path: PathBuf::from(format!("/var/lib/ssdb/{name}")), service: None },
+            );
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        for (name, files) in &self.files {
+            if !files.path.is_absolute() {
+                return Err(invalid(format!(
+                    "[files.{name}] path \"{}\" must be absolute",
+                    files.path.display()
+                )));
+            }
+            for glob in &files.exclude {
+                globset::Glob::new(glob).map_err(|err| {
+                    invalid(format!("[files.{name}] exclude \"{glob}\" is not a valid glob: {err}"))
+                })?;
+            }
+            if matches!(&files.restart, Some(argv) if argv.first().is_some_and(String::is_empty)) {
+                return Err(invalid(format!("[files.{name}] restart has an empty program name")));
+            }
+        }
+        // Components must not overlap: each owns its subtree of the snapshot.
+        let paths = self.component_paths();
+        for (a, pa) in &paths {
+            for (b, pb) in &paths {
+                if a != b && pb.starts_with(pa) {
+                    return Err(invalid(format!(
+                        "{b} ({}) lies inside {a} ({}): components must not overlap",
+                        pb.display(),
+                        pa.display()
+                    )));
+                }
+            }
+        }
+        if matches!(&self.repository.password_command, Some(argv) if argv.is_empty()) {
+            return Err(invalid("[repository] password-command is empty".to_string()));
+        }
+        Ok(())
+    }
+
+    /// Every component's name and the absolute path its data has inside a snapshot.
+    #[must_use]
+    pub fn component_paths(&self) -> Vec<(ComponentName, PathBuf)> {
+        let mut out = Vec::new();
+        for (name, c) in &self.files {
+            out.push((ComponentName { kind: Kind::Files, name: name.clone() }, c.path.clone()));
+        }
+        for (name, c) in &self.ssdb {
+            out.push((ComponentName { kind: Kind::Ssdb, name: name.clone() }, c.path.clone()));
+        }
+        for name in self.mongodb.keys() {
+            out.push((
+                ComponentName { kind: Kind::Mongodb, name: name.clone() },
+                PathBuf::from(format!("/akbackup/mongodb/{name}")),
+            ));
+        }
+        out
+    }
+
+    /// The names of all configured components, in a stable order.
+    #[must_use]
+    pub fn component_names(&self) -> Vec<ComponentName> {
+        let mut names: Vec<_> = self.component_paths().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    }
+
+    /// The repository path, or an error saying how to set it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `[repository] path` is missing.
+    pub fn repository_path(&self) -> Result<&Path, ConfigError> {
+        self.repository.path.as_deref().ok_or_else(|| ConfigError::Invalid {
+            path: self.source.clone().unwrap_or_default(),
+            message: "[repository] has no path: add path = \"/backup/akbackup\"".to_string(),
+        })
+    }
+
+    /// The config as TOML with secrets redacted, for `config show`.
+    #[must_use]
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for m in shown.mongodb.values_mut() {
+            m.uri = redact_uri(&m.uri);
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|err| format!("# cannot render: {err}\n"))
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+#[must_use]
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return uri.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:***@{host}")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |before| before.matches('\n').count() + 1)
+}
+
+fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
+    let unknown = |section: &str, key: &str, valid: &[&str]| ConfigError::UnknownKey {
+        path: path.to_path_buf(),
+        section: section.to_string(),
+        key: key.to_string(),
+        hint: closest(key, valid).map_or_else(
+            || format!("; valid keys: {}", valid.join(", ")),
+            |best| format!("; did you mean \"{best}\"?"),
+        ),
+    };
+    let not_table = |section: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("[{section}] must be a table"),
+    };
+    for (key, value) in table {
+        match key.as_str() {
+            "repository" => {
+                let t = value.as_table().ok_or_else(|| not_table("repository"))?;
+                for k in t.keys() {
+                    if !REPOSITORY_KEYS.contains(&k.as_str()) {
+                        return Err(unknown("repository", k, REPOSITORY_KEYS));
+                    }
+                }
+            }
+            kind @ ("files" | "mongodb" | "ssdb") => {
+                let valid = match kind {
+                    "files" => FILES_KEYS,
+                    "mongodb" => MONGODB_KEYS,
+                    _ => SSDB_KEYS,
+                };
+                let t = value.as_table().ok_or_else(|| not_table(kind))?;
+                for (name, instance) in t {
+                    let section = format!("{kind}.{name}");
+                    let it = instance.as_table().ok_or_else(|| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "\"{name}\" in [{kind}] must be a table: write [{kind}.{name}] with its keys"
+                        ),
+                    })?;
+                    for k in it.keys() {
+                        if !valid.contains(&k.as_str()) {
+                            return Err(unknown(&section, k, valid));
+                        }
+                    }
+                }
+            }
+            other => return Err(unknown("top level", other, TOP_KEYS)),
+        }
+    }
+    Ok(())
+}
+
+/// The valid key closest to `key`, if it is close enough to be a typo.
+fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(key, v), *v))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    /// A config without component sections gets the standard Altcraft layout.
+    fn empty_config_gets_standard_layout() {
+        let c = parse("[repository]\npath = \"/backup\"\n").unwrap();
+        let names: Vec<String> = c.component_names().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "files.control",
+                "mongodb.account",
+                "mongodb.control",
+                "ssdb.actions",
+                "ssdb.hb",
+                "ssdb.notify",
+                "ssdb.stat"
+            ]
+        );
+        assert_eq!(c.files["control"].exclude, ["*.pid", "*.log"]);
+        assert_eq!(
+            c.files["control"].restart_command("control").unwrap(),
+            ["/opt/altcraft/akd", "restart"]
+        );
+    }
+
+    #[test]
+    /// Declaring one component gives exactly that component.
+    fn declared_components_replace_defaults() {
+        let c = parse("[files.control]\npath = \"/srv/a\"\n").unwrap();
+        assert_eq!(c.component_names().len(), 1);
+    }
+
+    #[test]
+    /// A misspelled key is named with its closest valid key.
+    fn unknown_key_suggests_closest() {
+        let err = parse("[files.control]\npathh = \"/a\"\n").unwrap_err().to_string();
+        assert!(err.contains("\"pathh\"") && err.contains("did you mean \"path\""), "{err}");
+        let err = parse("[repository]\npassword_file = \"/a\"\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"password-file\""), "{err}");
+        let err = parse("[repo]\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"repository\""), "{err}");
+    }
+
+    #[test]
+    /// A wrong type is one line with the line number.
+    fn wrong_type_names_line() {
+        let err = parse("[repository]\npath = \"/b\"\n[files.control]\npath = 5\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 4") && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    /// Overlapping component paths are rejected.
+    fn overlapping_paths_rejected() {
+        let err = parse("[files.a]\npath = \"/srv\"\n[files.b]\npath = \"/srv/x\"\n").unwrap_err();
+        assert!(err.to_string().contains("must not overlap"));
+    }
+
+    #[test]
+    /// Passwords in URIs never reach `config show`.
+    fn uri_password_redacted() {
+        assert_eq!(redact_uri("mongodb://u:secret@h:1/db"), "mongodb://u:***@h:1/db");
+        let c = parse("[mongodb.x]\nuri = \"mongodb://u:secret@h\"\n").unwrap();
+        assert!(!c.to_redacted_toml().contains("secret"));
+    }
+}

@@ -1,0 +1,39 @@
+//! The core of akbackup: everything except argument parsing and rendering.
+//!
+//! Map of the crate (arrows point from caller to callee):
+//!
+//! ```text
+//! config ──> plan ──> backup / restore / verify / forget
+//!                          │
+//!                          ├──> component::{files, ...}   (what a platform part is)
+//!                          └──> repository                (sets, locks; the only user of the engine)
+//!                                   └──> repository::engine   (the only module naming rustic_core)
+//! ```
+//!
+//! - [`config`] owns the TOML schema and the defaults of a standard Altcraft install.
+//! - [`component`] defines the [`component::Component`] trait; one module per kind.
+//! - [`repository`] owns the restic-format repository: sets, manifests, locking.
+//! - [`backup`], [`restore`], [`verify`], [`forget`] are the operations; each builds a plan first.
+//! - [`demo`] and [`sandbox`] generate a sandbox platform for the README's first command.
+//!
+//! Deliberately absent: terminal output. Progress is reported through [`progress::Progress`],
+//! and every operation returns a `*Summary` that the binary renders.
+
+pub mod backup;
+pub mod backup_set;
+pub mod component;
+pub mod config;
+pub mod demo;
+pub mod forget;
+pub mod fsutil;
+pub mod plan;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod sandbox;
+pub mod service;
+pub mod tree;
+pub mod verify;
+
+/// The version recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

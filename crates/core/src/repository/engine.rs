@@ -1,0 +1,860 @@
+//! The storage engine: the only module that names `rustic_core` and `rustic_backend`.
+//!
+//! `rustic_core` implements the restic repository format v2 (encryption, zstd, content-defined
+//! chunking). Its 0.x API breaks often, so everything above this module speaks the small
+//! [`Engine`] trait in our own types. Two library behaviours are worked around here:
+//! per-file read errors during a backup are only logged by the library, so [`SetSource`]
+//! records them itself; and the library's restore unwraps read errors inside worker threads
+//! (a panic on a corrupted repository), so we restore through [`Engine::read_blob`], which
+//! checks every blob against its SHA-256 id before any byte is written.
+
+use std::{
+    fs::File,
+    io::Read,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use rustic_backend::BackendOptions;
+use rustic_core::{
+    BackupOptions, CheckOptions, ConfigOptions, Credentials, DataId, ErrorKind, Excludes, Id,
+    IndexedFullStatus, KeepOptions, KeyOptions, LocalSource, LocalSourceFilterOptions,
+    LocalSourceSaveOptions, LsOptions, ParentOptions, PruneOptions, ReadSource, ReadSourceEntry,
+    ReadSourceOpen, Repository, RepositoryOptions, RusticError, RusticResult, SnapshotOptions,
+    StringList,
+    repofile::{Node, SnapshotFile, SnapshotId},
+};
+use sha2::{Digest, Sha256};
+
+use crate::progress::ProgressRef;
+
+/// Errors of the engine, already sorted into what the operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The password does not open any key of the repository.
+    #[error("wrong password for repository {0}: check password-file / AKBACKUP_PASSWORD")]
+    WrongPassword(String),
+    /// No repository at the location.
+    #[error("no repository at {0}: run `akbackup init` first, or fix [repository] path")]
+    NotFound(String),
+    /// A repository already exists at the location.
+    #[error("a repository already exists at {0}: refusing to overwrite it")]
+    AlreadyExists(String),
+    /// A blob's content does not match its id, or could not be decrypted.
+    #[error("blob {id} is damaged: {reason}")]
+    DamagedBlob {
+        /// Hex id of the blob.
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A snapshot or path that does not exist.
+    #[error("{0}")]
+    NotInSnapshot(String),
+    /// Anything else the library reported; `what` says which operation.
+    #[error("{what}: {message}")]
+    Library {
+        /// The operation.
+        what: &'static str,
+        /// The library's message, first line only.
+        message: String,
+    },
+}
+
+impl EngineError {
+    fn library(what: &'static str, err: &RusticError) -> Self {
+        let full = err.to_string();
+        let message = full
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("unknown error")
+            .to_string();
+        Self::Library { what, message }
+    }
+}
+
+/// Result type of the engine.
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// A snapshot as the layers above see it.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    /// Full hex id.
+    pub id: String,
+    /// When the snapshot was taken.
+    pub time: jiff::Timestamp,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Free text; akbackup keeps the set manifest here as JSON.
+    pub description: Option<String>,
+    /// The backed-up paths.
+    pub paths: Vec<String>,
+    /// Host name.
+    pub hostname: String,
+    /// The snapshot this one was rewritten from.
+    pub original: Option<String>,
+    /// Bytes added to the repository (after compression), when known.
+    pub data_added_packed: Option<u64>,
+    /// Bytes added before compression, when known.
+    pub data_added: Option<u64>,
+}
+
+/// What an entry of a snapshot tree is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link to the target.
+    Symlink(PathBuf),
+    /// Devices, fifos, sockets: listed, not restored.
+    Other(String),
+}
+
+/// An opaque reference to a data blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobRef(String);
+
+impl BlobRef {
+    /// The hex id.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One entry of a snapshot tree.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the listed root; empty for the root itself.
+    pub path: PathBuf,
+    /// Kind of entry.
+    pub kind: EntryKind,
+    /// Unix permission bits including setuid/setgid/sticky.
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Modification time.
+    pub mtime: Option<jiff::Timestamp>,
+    /// Access time.
+    pub atime: Option<jiff::Timestamp>,
+    /// Size in bytes for files.
+    pub size: u64,
+    /// The file's content, in order.
+    pub blobs: Vec<BlobRef>,
+}
+
+/// One part of a backup set: a directory read from `read_root`, stored under `repo_path`.
+#[derive(Debug, Clone)]
+pub struct SourcePart {
+    /// Label for progress and error attribution (`files.control`).
+    pub label: String,
+    /// Where the bytes are read now (the live directory or a staging copy).
+    pub read_root: PathBuf,
+    /// Absolute path the data gets inside the snapshot.
+    pub repo_path: PathBuf,
+    /// Glob patterns to exclude.
+    pub excludes: Vec<String>,
+}
+
+/// What happened to one part while it was read.
+#[derive(Debug, Clone, Default)]
+pub struct PartStats {
+    /// Regular files seen.
+    pub files: u64,
+    /// Directories seen.
+    pub dirs: u64,
+    /// Symlinks and other entries seen.
+    pub others: u64,
+    /// Total size of regular files.
+    pub bytes: u64,
+    /// Bytes actually read (unchanged files are not read again).
+    pub read_bytes: u64,
+    /// Files or directories that could not be read.
+    pub errors: Vec<String>,
+    /// Files that changed while they were read.
+    pub changed: Vec<String>,
+}
+
+/// Retention rule counts, applied per set.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// Keep the last N.
+    pub keep_last: Option<i32>,
+    /// Keep N daily.
+    pub keep_daily: Option<i32>,
+    /// Keep N weekly.
+    pub keep_weekly: Option<i32>,
+    /// Keep N monthly.
+    pub keep_monthly: Option<i32>,
+    /// Keep N yearly.
+    pub keep_yearly: Option<i32>,
+}
+
+/// A retention decision for one snapshot.
+#[derive(Debug, Clone)]
+pub struct RetentionDecision {
+    /// Snapshot id.
+    pub id: String,
+    /// Keep it?
+    pub keep: bool,
+    /// Why (e.g. "daily", "last").
+    pub reasons: Vec<String>,
+}
+
+/// What a prune did or would do.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneSummary {
+    /// Pack files removed.
+    pub packs_removed: u64,
+    /// Pack files rewritten.
+    pub packs_repacked: u64,
+    /// Bytes that became free (approximate, before deleting).
+    pub bytes_freed: u64,
+}
+
+/// A problem found by a repository check.
+#[derive(Debug, Clone)]
+pub struct EngineFinding {
+    /// True for errors, false for warnings.
+    pub error: bool,
+    /// Description.
+    pub message: String,
+}
+
+/// The repository operations akbackup needs, in its own types.
+pub trait Engine: Send + Sync {
+    /// Stores a new snapshot of `parts` (in one tree, each under its `repo_path`).
+    ///
+    /// `parent` is the snapshot whose unchanged files need not be read again.
+    ///
+    /// # Errors
+    /// Storage errors; per-file read errors are returned in the stats, not here.
+    fn backup(
+        &self,
+        parts: &[SourcePart],
+        tags: &[String],
+        description: &str,
+        parent: Option<&str>,
+        progress: &ProgressRef,
+    ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)>;
+    /// All snapshots, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn snapshots(&self) -> EngineResult<Vec<SnapshotInfo>>;
+    /// Writes a copy of snapshot `id` with new tags and description, deletes the old one,
+    /// and returns the copy. The copy is written before the old one is deleted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn rewrite_snapshot(&self, id: &str, tags: &[String], description: &str) -> EngineResult<SnapshotInfo>;
+    /// Deletes snapshots (not their data; see [`Engine::prune`]).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn delete_snapshots(&self, ids: &[String]) -> EngineResult<()>;
+    /// Lists the subtree at absolute `path` of snapshot `id`, root first, parents before children.
+    ///
+    /// # Errors
+    /// [`EngineError::NotInSnapshot`] when the path is missing; storage errors.
+    fn walk(&self, id: &str, path: &Path) -> EngineResult<Vec<Entry>>;
+    /// Reads one data blob and checks it against its SHA-256 id.
+    ///
+    /// # Errors
+    /// [`EngineError::DamagedBlob`] when it cannot be read, decrypted or does not match.
+    fn read_blob(&self, blob: &BlobRef) -> EngineResult<Vec<u8>>;
+    /// Checks the repository structure, and with `read_data` every pack.
+    ///
+    /// # Errors
+    /// When the check itself could not run.
+    fn check(&self, read_data: bool) -> EngineResult<Vec<EngineFinding>>;
+    /// Applies retention to the snapshots with the given ids.
+    ///
+    /// # Errors
+    /// When no rule is given.
+    fn retention(&self, ids: &[String], rules: &Retention) -> EngineResult<Vec<RetentionDecision>>;
+    /// Removes data no snapshot references.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary>;
+}
+
+/// Creates a new repository at a local path.
+///
+/// # Errors
+/// [`EngineError::AlreadyExists`] when one is there; storage errors.
+pub fn init_local(path: &Path, password: &str) -> EngineResult<()> {
+    if path.join("config").exists() {
+        return Err(EngineError::AlreadyExists(path.display().to_string()));
+    }
+    let backends = backends(path)?;
+    Repository::new(&RepositoryOptions::default(), &backends)
+        .map_err(|e| EngineError::library("creating repository", &e))?
+        .init(&Credentials::password(password), &KeyOptions::default(), &ConfigOptions::default())
+        .map_err(|e| EngineError::library("creating repository", &e))?;
+    Ok(())
+}
+
+/// Opens an existing repository at a local path.
+///
+/// # Errors
+/// [`EngineError::NotFound`], [`EngineError::WrongPassword`], storage errors.
+pub fn open_local(path: &Path, password: &str) -> EngineResult<RusticEngine> {
+    if !path.join("config").is_file() {
+        return Err(EngineError::NotFound(path.display().to_string()));
+    }
+    let backends = backends(path)?;
+    let repo = Repository::new(&RepositoryOptions::default(), &backends)
+        .map_err(|e| EngineError::library("opening repository", &e))?
+        .open(&Credentials::password(password))
+        .map_err(|e| {
+            if e.is_incorrect_password() {
+                EngineError::WrongPassword(path.display().to_string())
+            } else {
+                EngineError::library("opening repository", &e)
+            }
+        })?;
+    let repo = repo.to_indexed().map_err(|e| EngineError::library("loading index", &e))?;
+    Ok(RusticEngine { repo: Mutex::new(Some(Arc::new(repo))) })
+}
+
+fn backends(path: &Path) -> EngineResult<rustic_core::RepositoryBackends> {
+    BackendOptions::default()
+        .repository(path.display().to_string())
+        .to_backends()
+        .map_err(|e| EngineError::library("opening repository backend", &e))
+}
+
+/// [`Engine`] over `rustic_core`.
+///
+/// The repository is kept in the library's fully indexed state (every operation we use works
+/// there); after a backup the in-memory index is rebuilt so the new data can be read back.
+pub struct RusticEngine {
+    repo: Mutex<Option<Arc<Repository<IndexedFullStatus>>>>,
+}
+
+impl std::fmt::Debug for RusticEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RusticEngine").finish_non_exhaustive()
+    }
+}
+
+fn poisoned() -> EngineError {
+    EngineError::Library { what: "repository state", message: "an earlier operation panicked".to_string() }
+}
+
+impl RusticEngine {
+    fn repo(&self) -> EngineResult<Arc<Repository<IndexedFullStatus>>> {
+        self.repo.lock().map_err(|_| poisoned())?.clone().ok_or_else(poisoned)
+    }
+
+    /// Re-reads the index after this process wrote to the repository.
+    fn refresh(&self) -> EngineResult<()> {
+        let mut guard = self.repo.lock().map_err(|_| poisoned())?;
+        let Some(arc) = guard.take() else { return Err(poisoned()) };
+        let repo = match Arc::try_unwrap(arc) {
+            Ok(repo) => repo,
+            Err(arc) => {
+                *guard = Some(arc);
+                return Ok(());
+            }
+        };
+        let fresh = repo
+            .drop_index()
+            .to_indexed()
+            .map_err(|e| EngineError::library("reloading index", &e))?;
+        *guard = Some(Arc::new(fresh));
+        Ok(())
+    }
+
+    fn snapshot(&self, id: &str) -> EngineResult<SnapshotFile> {
+        let mut snaps = self
+            .repo()?
+            .get_snapshots(&[id])
+            .map_err(|e| EngineError::NotInSnapshot(format!("snapshot {id}: {}", first_line(&e))))?;
+        snaps.pop().ok_or_else(|| EngineError::NotInSnapshot(format!("no snapshot {id}")))
+    }
+}
+
+fn first_line(err: &RusticError) -> String {
+    err.to_string().lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+}
+
+fn info_of(s: &SnapshotFile) -> SnapshotInfo {
+    SnapshotInfo {
+        id: s.id.to_hex().to_string(),
+        time: s.time.timestamp(),
+        tags: s.tags.iter().cloned().collect(),
+        description: s.description.clone(),
+        paths: s.paths.iter().cloned().collect(),
+        hostname: s.hostname.clone(),
+        original: s.original.map(|o| o.to_hex().to_string()),
+        data_added_packed: s.summary.as_ref().map(|x| x.data_added_packed),
+        data_added: s.summary.as_ref().map(|x| x.data_added),
+    }
+}
+
+// Go's os.FileMode bits used by restic for the special permission bits.
+const GO_MODE_SETUID: u32 = 1 << 23;
+const GO_MODE_SETGID: u32 = 1 << 22;
+const GO_MODE_STICKY: u32 = 1 << 20;
+
+fn unix_mode_from_go(go: u32) -> u32 {
+    let mut mode = go & 0o777;
+    if go & GO_MODE_SETUID != 0 {
+        mode |= 0o4000;
+    }
+    if go & GO_MODE_SETGID != 0 {
+        mode |= 0o2000;
+    }
+    if go & GO_MODE_STICKY != 0 {
+        mode |= 0o1000;
+    }
+    mode
+}
+
+fn entry_of(path: PathBuf, node: &Node) -> Entry {
+    use rustic_core::repofile::NodeType;
+    let kind = match &node.node_type {
+        NodeType::File => EntryKind::File,
+        NodeType::Dir => EntryKind::Dir,
+        NodeType::Symlink { .. } => EntryKind::Symlink(node.node_type.to_link().to_path_buf()),
+        other => EntryKind::Other(other.to_string()),
+    };
+    Entry {
+        path,
+        kind,
+        mode: node.meta.mode.map(unix_mode_from_go),
+        uid: node.meta.uid,
+        gid: node.meta.gid,
+        mtime: node.meta.mtime,
+        atime: node.meta.atime,
+        size: node.meta.size,
+        blobs: node
+            .content
+            .as_ref()
+            .map(|c| c.iter().map(|id| BlobRef(id.to_hex().to_string())).collect())
+            .unwrap_or_default(),
+    }
+}
+
+impl Engine for RusticEngine {
+    fn backup(
+        &self,
+        parts: &[SourcePart],
+        tags: &[String],
+        description: &str,
+        parent: Option<&str>,
+        progress: &ProgressRef,
+    ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)> {
+        let source = SetSource::new(parts, progress.clone())?;
+        let mut snap_opts = SnapshotOptions::default().description(description.to_string());
+        for tag in tags {
+            snap_opts = snap_opts
+                .add_tags(tag)
+                .map_err(|e| EngineError::library("tagging snapshot", &e))?;
+        }
+        let snap = snap_opts.to_snapshot().map_err(|e| EngineError::library("creating snapshot", &e))?;
+        let mut parent_opts = ParentOptions::default();
+        match parent {
+            Some(id) => parent_opts.parents = vec![id.to_string()],
+            None => parent_opts.force = true,
+        }
+        let opts = BackupOptions::default().parent_opts(parent_opts);
+        let paths: Vec<PathBuf> = parts.iter().map(|p| p.repo_path.clone()).collect();
+        let saved = self
+            .repo()?
+            .archive(&opts, &source, snap, &paths)
+            .map_err(|e| EngineError::library("writing backup", &e))?;
+        self.refresh()?;
+        Ok((info_of(&saved), source.finish()))
+    }
+
+    fn snapshots(&self) -> EngineResult<Vec<SnapshotInfo>> {
+        let mut snaps = self
+            .repo()?
+            .get_all_snapshots()
+            .map_err(|e| EngineError::library("listing snapshots", &e))?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(snaps.iter().map(info_of).collect())
+    }
+
+    fn rewrite_snapshot(&self, id: &str, tags: &[String], description: &str) -> EngineResult<SnapshotInfo> {
+        let old = self.snapshot(id)?;
+        let old_id = old.id;
+        let mut new = old;
+        new.tags = StringList::default();
+        for tag in tags {
+            new.tags.add(tag.clone());
+        }
+        new.description = Some(description.to_string());
+        new.original = Some(old_id);
+        let repo = self.repo()?;
+        repo.save_snapshots(vec![new])
+            .map_err(|e| EngineError::library("saving snapshot", &e))?;
+        let saved = repo
+            .get_all_snapshots()
+            .map_err(|e| EngineError::library("listing snapshots", &e))?
+            .into_iter()
+            .find(|s| s.original == Some(old_id) && s.id != old_id)
+            .ok_or_else(|| EngineError::Library {
+                what: "saving snapshot",
+                message: "the rewritten snapshot is not in the repository".to_string(),
+            })?;
+        repo.delete_snapshots(&[old_id])
+            .map_err(|e| EngineError::library("deleting snapshot", &e))?;
+        Ok(info_of(&saved))
+    }
+
+    fn delete_snapshots(&self, ids: &[String]) -> EngineResult<()> {
+        let ids = ids
+            .iter()
+            .map(|id| {
+                id.parse::<Id>()
+                    .map(SnapshotId::from)
+                    .map_err(|e| EngineError::library("parsing snapshot id", &e))
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        self.repo()?
+            .delete_snapshots(&ids)
+            .map_err(|e| EngineError::library("deleting snapshots", &e))
+    }
+
+    fn walk(&self, id: &str, path: &Path) -> EngineResult<Vec<Entry>> {
+        let repo = self.repo()?;
+        let snap = self.snapshot(id)?;
+        let root = repo
+            .node_from_snapshot_and_path(&snap, &path.display().to_string())
+            .map_err(|_| {
+                EngineError::NotInSnapshot(format!("{} is not in snapshot {}", path.display(), &id[..8.min(id.len())]))
+            })?;
+        let mut out = vec![entry_of(PathBuf::new(), &root)];
+        if root.is_dir() {
+            let ls_opts = LsOptions::default();
+            let iter = repo.ls(&root, &ls_opts).map_err(|e| EngineError::library("reading tree", &e))?;
+            for item in iter {
+                let (p, node) = item.map_err(|e| EngineError::library("reading tree", &e))?;
+                out.push(entry_of(p, &node));
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_blob(&self, blob: &BlobRef) -> EngineResult<Vec<u8>> {
+        let damaged = |reason: String| EngineError::DamagedBlob { id: blob.0.clone(), reason };
+        let repo = self.repo()?;
+        let id = blob.0.parse::<Id>().map_err(|e| damaged(first_line(&e)))?;
+        let data_id = DataId::from(id);
+        let bytes = repo
+            .get_blob_cached(&data_id.into(), rustic_core::repofile::BlobType::Data)
+            .map_err(|e| damaged(first_line(&e)))?;
+        let digest = Sha256::digest(&bytes);
+        if hex::encode(digest) != blob.0 {
+            return Err(damaged("content does not match its SHA-256 id".to_string()));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn check(&self, read_data: bool) -> EngineResult<Vec<EngineFinding>> {
+        let results = self
+            .repo()?
+            .check(CheckOptions::default().read_data(read_data))
+            .map_err(|e| EngineError::library("checking repository", &e))?;
+        Ok(results
+            .0
+            .iter()
+            .map(|(level, err)| EngineFinding {
+                // The level enum is not exported by the library; its Debug name is stable.
+                error: format!("{level:?}") == "Error",
+                message: err.to_string().lines().next().unwrap_or("").to_string(),
+            })
+            .collect())
+    }
+
+    fn retention(&self, ids: &[String], rules: &Retention) -> EngineResult<Vec<RetentionDecision>> {
+        let snaps = self
+            .repo()?
+            .get_snapshots(ids)
+            .map_err(|e| EngineError::library("reading snapshots", &e))?;
+        let keep = KeepOptions::default()
+            .keep_last(rules.keep_last)
+            .keep_daily(rules.keep_daily)
+            .keep_weekly(rules.keep_weekly)
+            .keep_monthly(rules.keep_monthly)
+            .keep_yearly(rules.keep_yearly);
+        let now = jiff::Zoned::now();
+        let decided = keep
+            .apply(snaps, &now)
+            .map_err(|e| EngineError::library("applying retention", &e))?;
+        Ok(decided
+            .into_iter()
+            .map(|f| RetentionDecision {
+                id: f.snapshot.id.to_hex().to_string(),
+                keep: f.keep,
+                reasons: f.reasons,
+            })
+            .collect())
+    }
+
+    fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary> {
+        let opts = PruneOptions::default().instant_delete(true);
+        let repo = self.repo()?;
+        let plan = repo
+            .prune_plan(&opts)
+            .map_err(|e| EngineError::library("planning prune", &e))?;
+        let stats = &plan.stats;
+        let summary = PruneSummary {
+            packs_removed: stats.packs_to_delete.remove + stats.packs_to_delete.recover,
+            packs_repacked: stats.packs.repack,
+            bytes_freed: stats.size_to_delete.remove,
+        };
+        if !dry_run {
+            repo.prune(&opts, plan)
+                .map_err(|e| EngineError::library("pruning", &e))?;
+        }
+        Ok(summary)
+    }
+}
+
+/// The [`ReadSource`] of a backup set: every part in snapshot-path order, each read from its
+/// own root and renamed to its `repo_path`, with our own counting and error capture.
+struct SetSource {
+    parts: Vec<(SourcePart, LocalSource)>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stats: Vec<Mutex<PartStats>>,
+    labels: Vec<String>,
+    progress: ProgressRef,
+}
+
+impl Shared {
+    fn with<F: FnOnce(&mut PartStats)>(&self, part: usize, f: F) {
+        if let Some(m) = self.stats.get(part)
+            && let Ok(mut s) = m.lock()
+        {
+            f(&mut s);
+        }
+    }
+}
+
+impl SetSource {
+    fn new(parts: &[SourcePart], progress: ProgressRef) -> EngineResult<Self> {
+        let mut sorted = parts.to_vec();
+        sorted.sort_by(|a, b| a.repo_path.cmp(&b.repo_path));
+        let mut built = Vec::new();
+        for part in sorted {
+            let globs = part.excludes.iter().map(|g| format!("!{g}")).collect::<Vec<_>>();
+            let excludes = Excludes::default().globs(globs);
+            let local = LocalSource::new(
+                LocalSourceSaveOptions::default(),
+                &excludes,
+                &LocalSourceFilterOptions::default(),
+                &[&part.read_root],
+            )
+            .map_err(|e| EngineError::library("reading source", &e))?;
+            built.push((part, local));
+        }
+        let shared = Arc::new(Shared {
+            stats: built.iter().map(|_| Mutex::new(PartStats::default())).collect(),
+            labels: built.iter().map(|(p, _)| p.label.clone()).collect(),
+            progress,
+        });
+        Ok(Self { parts: built, shared })
+    }
+
+    fn finish(&self) -> Vec<PartStats> {
+        // Return stats in the caller's order is not needed: callers match by label.
+        self.shared
+            .stats
+            .iter()
+            .zip(&self.shared.labels)
+            .map(|(m, _)| m.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Labels in the order of [`SetSource::finish`].
+    #[allow(dead_code)]
+    fn labels(&self) -> &[String] {
+        &self.shared.labels
+    }
+}
+
+/// Opens a file for the archiver, counting bytes and noticing changes during the read.
+struct TrackedOpen {
+    path: PathBuf,
+    shown: String,
+    part: usize,
+    size: u64,
+    mtime: Option<SystemTime>,
+    shared: Arc<Shared>,
+}
+
+impl ReadSourceOpen for TrackedOpen {
+    type Reader = TrackedReader;
+    fn open(self) -> RusticResult<Self::Reader> {
+        match File::open(&self.path) {
+            Ok(file) => Ok(TrackedReader { file, open: self, done: false }),
+            Err(err) => {
+                let message = format!("{}: {err}", self.shown);
+                self.shared.with(self.part, |s| s.errors.push(message.clone()));
+                Err(RusticError::with_source(ErrorKind::InputOutput, "cannot open {path}", err)
+                    .attach_context("path", self.shown))
+            }
+        }
+    }
+}
+
+struct TrackedReader {
+    file: File,
+    open: TrackedOpen,
+    done: bool,
+}
+
+impl Read for TrackedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.file.read(buf) {
+            Ok(0) => {
+                if !self.done {
+                    self.done = true;
+                    let changed = match std::fs::symlink_metadata(&self.open.path) {
+                        Ok(m) => m.len() != self.open.size || m.modified().ok() != self.open.mtime,
+                        Err(_) => true,
+                    };
+                    if changed {
+                        let shown = self.open.shown.clone();
+                        self.open.shared.with(self.open.part, |s| s.changed.push(shown));
+                    }
+                }
+                Ok(0)
+            }
+            Ok(n) => {
+                self.open.shared.with(self.open.part, |s| s.read_bytes += n as u64);
+                Ok(n)
+            }
+            Err(err) => {
+                let message = format!("{}: {err}", self.open.shown);
+                self.open.shared.with(self.open.part, |s| s.errors.push(message));
+                Err(err)
+            }
+        }
+    }
+}
+
+impl ReadSource for SetSource {
+    type Open = TrackedOpen;
+    type Iter = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<TrackedOpen>>> + Send>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let mut all: Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<TrackedOpen>>> + Send> =
+            Box::new(std::iter::empty());
+        for (index, (part, local)) in self.parts.iter().enumerate() {
+            let shared = self.shared.clone();
+            let part = part.clone();
+            let label = part.label.clone();
+            let begin_shared = self.shared.clone();
+            let end_shared = self.shared.clone();
+            let end_label = label.clone();
+            let root_entry = root_entry(&part, index, &self.shared);
+            let walker = local.entries().filter_map(move |item| match item {
+                Ok(entry) => Some(Ok(map_entry(entry, &part, index, &shared))),
+                Err(err) => {
+                    let message = first_line(&err);
+                    shared.with(index, |s| s.errors.push(format!("{}: {message}", part.read_root.display())));
+                    None
+                }
+            });
+            let begin = std::iter::once(()).filter_map(move |()| {
+                begin_shared.progress.begin(&label, None);
+                None
+            });
+            let end = std::iter::once(()).filter_map(move |()| {
+                end_shared.progress.end(&end_label);
+                None
+            });
+            all = Box::new(all.chain(begin).chain(root_entry).chain(walker).chain(end));
+        }
+        all
+    }
+}
+
+/// The component's root directory itself, with its own metadata (the library's walker skips
+/// it, which would lose the root's mode and owner).
+fn root_entry(
+    part: &SourcePart,
+    index: usize,
+    shared: &Arc<Shared>,
+) -> Option<RusticResult<ReadSourceEntry<TrackedOpen>>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(&part.read_root) {
+        Ok(m) => {
+            let name = part.repo_path.file_name()?;
+            let mut meta = rustic_core::repofile::Metadata {
+                mode: Some((m.mode() & 0o777) | (1 << 31)),
+                uid: Some(m.uid()),
+                gid: Some(m.gid()),
+                size: 0,
+                ..Default::default()
+            };
+            meta.mtime = jiff::Timestamp::new(m.mtime(), i32::try_from(m.mtime_nsec()).unwrap_or(0)).ok();
+            meta.user = nix::unistd::User::from_uid(m.uid().into()).ok().flatten().map(|u| u.name);
+            meta.group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map(|g| g.name);
+            shared.with(index, |s| s.dirs += 1);
+            let node = Node::new_node(name, rustic_core::repofile::NodeType::Dir, meta);
+            Some(Ok(ReadSourceEntry { path: part.repo_path.clone(), node, open: None }))
+        }
+        Err(err) => {
+            shared.with(index, |s| s.errors.push(format!("{}: {err}", part.read_root.display())));
+            None
+        }
+    }
+}
+
+fn map_entry<O>(
+    entry: ReadSourceEntry<O>,
+    part: &SourcePart,
+    index: usize,
+    shared: &Arc<Shared>,
+) -> ReadSourceEntry<TrackedOpen> {
+    let ReadSourceEntry { path, node, open } = entry;
+    let rel = path.strip_prefix(&part.read_root).unwrap_or(&path).to_path_buf();
+    let repo_path = part.repo_path.join(&rel);
+    if node.is_dir() {
+        shared.with(index, |s| s.dirs += 1);
+    } else if node.is_file() {
+        let size = node.meta.size;
+        shared.with(index, |s| {
+            s.files += 1;
+            s.bytes += size;
+        });
+        shared.progress.advance(&part.label, size);
+    } else {
+        shared.with(index, |s| s.others += 1);
+    }
+    let open = open.map(|_| TrackedOpen {
+        shown: repo_path.display().to_string(),
+        path: path.clone(),
+        part: index,
+        size: node.meta.size,
+        mtime: node
+            .meta
+            .mtime
+            .as_ref()
+            .and_then(|t| SystemTime::try_from(*t).ok()),
+        shared: shared.clone(),
+    });
+    ReadSourceEntry { path: repo_path, node, open }
+}
+

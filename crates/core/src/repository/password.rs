@@ -1,0 +1,85 @@
+//! The repository password: from `AKBACKUP_PASSWORD`, `password-command` or `password-file`,
+//! in that order. A password file readable by group or others is refused, because the
+//! password decrypts every backup of the platform.
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
+
+use crate::config::RepositoryConfig;
+
+/// Environment variable that overrides the configured password source.
+pub const PASSWORD_ENV: &str = "AKBACKUP_PASSWORD";
+
+/// Errors resolving the password. None of them contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// No source configured.
+    #[error(
+        "no repository password: set password-file in [repository], AKBACKUP_PASSWORD, or password-command"
+    )]
+    Missing,
+    /// The file cannot be read.
+    #[error("cannot read password file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is readable by others.
+    #[error("password file {path} is readable by group or others (mode {mode:04o}): run chmod 600 {path}")]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Empty password.
+    #[error("the repository password from {0} is empty")]
+    Empty(String),
+    /// The command failed.
+    #[error("password-command {program} failed: {reason}")]
+    Command {
+        /// argv[0].
+        program: String,
+        /// Exit status or spawn error.
+        reason: String,
+    },
+}
+
+/// Finds the password.
+///
+/// # Errors
+/// [`PasswordError`] naming the source and the fix.
+pub fn resolve(config: &RepositoryConfig) -> Result<String, PasswordError> {
+    if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+        return non_empty(pw, PASSWORD_ENV);
+    }
+    if let Some(argv) = &config.password_command {
+        let program = argv.first().cloned().unwrap_or_default();
+        let out = Command::new(&program)
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| PasswordError::Command { program: program.clone(), reason: e.to_string() })?;
+        if !out.status.success() {
+            return Err(PasswordError::Command { program, reason: out.status.to_string() });
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        return non_empty(text.lines().next().unwrap_or("").to_string(), "password-command");
+    }
+    if let Some(path) = &config.password_file {
+        let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read { path: path.clone(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(PasswordError::TooOpen { path: path.clone(), mode });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read { path: path.clone(), source })?;
+        return non_empty(text.lines().next().unwrap_or("").to_string(), &path.display().to_string());
+    }
+    Err(PasswordError::Missing)
+}
+
+fn non_empty(pw: String, from: &str) -> Result<String, PasswordError> {
+    if pw.is_empty() { Err(PasswordError::Empty(from.to_string())) } else { Ok(pw) }
+}

@@ -1,0 +1,51 @@
+//! Running operator commands (restart commands, later systemd units), always as argv lists,
+//! never through a shell, so config values cannot be interpreted as shell syntax.
+
+use std::process::Command;
+
+/// Errors running a command.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// It could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line, for the message.
+        command: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exited non-zero.
+    #[error("`{command}` failed with {status}{stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// `: <last stderr line>` or empty.
+        stderr: String,
+    },
+}
+
+/// Runs `argv` and waits; stdout and stderr are captured, the last stderr line goes into the
+/// error.
+///
+/// # Errors
+/// [`ServiceError`].
+pub fn run(argv: &[String]) -> Result<(), ServiceError> {
+    let command = shell_words::join(argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ServiceError::Spawn { command, source: std::io::Error::other("empty command") });
+    };
+    let out = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| ServiceError::Spawn { command: command.clone(), source })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim()));
+    Err(ServiceError::Failed { command, status: out.status.to_string(), stderr: last.unwrap_or_default() })
+}

@@ -1,0 +1,289 @@
+//! Writing a stored tree back to disk ("materialize"), and comparing two trees on disk.
+//!
+//! Materialize writes into a directory that must be new or empty, so it never overwrites
+//! anything: in-place restores materialize into a staging directory and swap afterwards.
+//! Every blob is authenticated (SHA-256 against its id) before its bytes are written; a file
+//! whose data cannot be authenticated is removed again and named in the error, and the caller
+//! discards the whole staging directory. Files are created with `O_EXCL`, so a symlink in the
+//! stored tree can never redirect a write outside the target.
+
+use std::{
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use crate::{
+    progress::ProgressRef,
+    repository::{Entry, EntryKind, RepoError, Repository},
+};
+
+/// Errors of materialize.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// Reading the stored tree failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The destination exists and is not empty.
+    #[error("{0} already exists and is not empty: choose an empty --target")]
+    NotEmpty(PathBuf),
+    /// Writing failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Some files' data could not be authenticated; nothing of them was kept.
+    #[error("{count} file(s) could not be restored because their data in the repository is damaged, first: {first}")]
+    Damaged {
+        /// How many files.
+        count: usize,
+        /// The first file and reason.
+        first: String,
+        /// All affected files with reasons.
+        files: Vec<String>,
+    },
+}
+
+/// What materialize wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MaterializeSummary {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Bytes of file data.
+    pub bytes: u64,
+    /// Entries that were listed but not restorable (devices, fifos).
+    pub skipped: Vec<String>,
+}
+
+/// Writes the stored subtree `repo_path` of `set_id` to `dest` (created; must be absent or
+/// empty), with modes, owners (when running as root) and times.
+///
+/// # Errors
+/// [`TreeError`]; on error `dest` may hold a partial tree, which the caller removes.
+pub fn materialize(
+    repo: &Repository,
+    set_id: &str,
+    repo_path: &Path,
+    dest: &Path,
+    label: &str,
+    progress: &ProgressRef,
+) -> Result<MaterializeSummary, TreeError> {
+    let entries = repo.walk(set_id, repo_path)?;
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TreeError::Write { path, source }
+    };
+    if dest.exists() {
+        let mut it = std::fs::read_dir(dest).map_err(write_err(dest))?;
+        if it.next().is_some() {
+            return Err(TreeError::NotEmpty(dest.to_path_buf()));
+        }
+    } else {
+        std::fs::create_dir_all(dest).map_err(write_err(dest))?;
+    }
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700)).map_err(write_err(dest))?;
+
+    let mut summary = MaterializeSummary::default();
+    let mut files: Vec<&Entry> = Vec::new();
+    let total: u64 = entries.iter().filter(|e| e.kind == EntryKind::File).map(|e| e.size).sum();
+    progress.begin(label, Some(total));
+    for e in &entries {
+        let path = dest.join(&e.path);
+        match &e.kind {
+            EntryKind::Dir => {
+                if !e.path.as_os_str().is_empty() {
+                    std::fs::create_dir(&path).map_err(write_err(&path))?;
+                }
+                summary.dirs += 1;
+            }
+            EntryKind::File => files.push(e),
+            EntryKind::Symlink(target) => {
+                std::os::unix::fs::symlink(target, &path).map_err(write_err(&path))?;
+                summary.symlinks += 1;
+            }
+            EntryKind::Other(what) => summary.skipped.push(format!("{} ({what})", e.path.display())),
+        }
+    }
+
+    let next = AtomicUsize::new(0);
+    let damaged = Mutex::new(Vec::new());
+    let failed = Mutex::new(None);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(e) = files.get(i) else { break };
+                    let path = dest.join(&e.path);
+                    match write_file(repo, e, &path) {
+                        Ok(()) => progress.advance(label, e.size),
+                        Err(FileError::Damaged(reason)) => {
+                            let _ = std::fs::remove_file(&path);
+                            if let Ok(mut d) = damaged.lock() {
+                                d.push(format!("{}: {reason}", repo_path.join(&e.path).display()));
+                            }
+                        }
+                        Err(FileError::Io(source)) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(TreeError::Write { path: path.clone(), source });
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    progress.end(label);
+    if let Some(err) = failed.into_inner().ok().flatten() {
+        return Err(err);
+    }
+    let mut damaged = damaged.into_inner().unwrap_or_default();
+    if !damaged.is_empty() {
+        damaged.sort();
+        return Err(TreeError::Damaged { count: damaged.len(), first: damaged[0].clone(), files: damaged });
+    }
+    summary.files = files.len() as u64;
+    summary.bytes = total;
+
+    // Metadata last, directories deepest first, so writing children does not bump their mtime.
+    let as_root = nix::unistd::geteuid().is_root();
+    for e in entries.iter().rev() {
+        if matches!(e.kind, EntryKind::Other(_)) {
+            continue;
+        }
+        apply_metadata(e, &dest.join(&e.path), as_root).map_err(write_err(&dest.join(&e.path)))?;
+    }
+    Ok(summary)
+}
+
+enum FileError {
+    Damaged(String),
+    Io(std::io::Error),
+}
+
+fn write_file(repo: &Repository, e: &Entry, path: &Path) -> Result<(), FileError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(FileError::Io)?;
+    let mut written = 0u64;
+    for blob in &e.blobs {
+        let data = repo.read_blob(blob).map_err(|err| FileError::Damaged(err.to_string()))?;
+        f.write_all(&data).map_err(FileError::Io)?;
+        written += data.len() as u64;
+    }
+    if written != e.size && !e.blobs.is_empty() {
+        return Err(FileError::Damaged(format!("stored content is {written} bytes, metadata says {}", e.size)));
+    }
+    f.sync_data().map_err(FileError::Io)?;
+    Ok(())
+}
+
+fn apply_metadata(e: &Entry, path: &Path, as_root: bool) -> std::io::Result<()> {
+    let is_link = matches!(e.kind, EntryKind::Symlink(_));
+    if as_root && (e.uid.is_some() || e.gid.is_some()) {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            e.uid.map(nix::unistd::Uid::from_raw),
+            e.gid.map(nix::unistd::Gid::from_raw),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)?;
+    }
+    if !is_link && let Some(mode) = e.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some(mtime) = e.mtime {
+        let m = filetime::FileTime::from_unix_time(mtime.as_second(), u32::try_from(mtime.subsec_nanosecond()).unwrap_or(0));
+        let a = e.atime.map_or(m, |a| {
+            filetime::FileTime::from_unix_time(a.as_second(), u32::try_from(a.subsec_nanosecond()).unwrap_or(0))
+        });
+        filetime::set_symlink_file_times(path, a, m)?;
+    }
+    Ok(())
+}
+
+/// Differences between two trees on disk: paths whose type, content, permission bits, mtime
+/// (to the second) or symlink target differ, or that exist on one side only.
+/// `ignore` globs (matched on file names) are left out of `a`.
+#[must_use]
+pub fn compare(a: &Path, b: &Path, ignore: &[String]) -> Vec<String> {
+    let globs = {
+        let mut builder = globset::GlobSetBuilder::new();
+        for g in ignore {
+            if let Ok(glob) = globset::Glob::new(g) {
+                builder.add(glob);
+            }
+        }
+        builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
+    };
+    let list = |root: &Path, filter: bool| -> Vec<PathBuf> {
+        walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| !filter || !globs.is_match(e.file_name()))
+            .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
+            .collect()
+    };
+    let left = list(a, true);
+    let right = list(b, false);
+    let mut diffs = Vec::new();
+    let right_set: std::collections::BTreeSet<_> = right.iter().collect();
+    let left_set: std::collections::BTreeSet<_> = left.iter().collect();
+    for p in &left {
+        if !right_set.contains(p) {
+            diffs.push(format!("only in {}: {}", a.display(), p.display()));
+            continue;
+        }
+        if let Some(d) = compare_entry(&a.join(p), &b.join(p)) {
+            diffs.push(format!("{}: {d}", p.display()));
+        }
+    }
+    for p in &right {
+        if !left_set.contains(p) {
+            diffs.push(format!("only in {}: {}", b.display(), p.display()));
+        }
+    }
+    diffs
+}
+
+fn compare_entry(a: &Path, b: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ma), Ok(mb)) = (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) else {
+        return Some("unreadable".to_string());
+    };
+    if ma.file_type() != mb.file_type() {
+        return Some("type differs".to_string());
+    }
+    if ma.file_type().is_symlink() {
+        return (std::fs::read_link(a).ok() != std::fs::read_link(b).ok()).then(|| "link target differs".to_string());
+    }
+    if ma.mode() & 0o7777 != mb.mode() & 0o7777 {
+        return Some(format!("mode {:o} vs {:o}", ma.mode() & 0o7777, mb.mode() & 0o7777));
+    }
+    if ma.mtime() != mb.mtime() {
+        return Some(format!("mtime {} vs {}", ma.mtime(), mb.mtime()));
+    }
+    if ma.is_file() && (ma.len() != mb.len() || std::fs::read(a).ok() != std::fs::read(b).ok()) {
+        return Some("content differs".to_string());
+    }
+    None
+}

@@ -1,0 +1,120 @@
+//! `akbackup backup`.
+
+use std::{fmt::Write as _, process::ExitCode, sync::Arc};
+
+use akbackup_core::{
+    backup::{self, human_bytes},
+    backup_set::Status,
+    component,
+    config::ComponentName,
+    plan,
+};
+use anyhow::Context;
+
+use super::{Globals, exit, open_repo};
+use crate::render::{self, Reporter};
+
+/// Back up every enabled component into one backup set.
+///
+/// The set is one snapshot in the repository with each component under its original absolute
+/// path (/opt/altcraft/...). Files unchanged since the last set are not read again. The set is
+/// listed only when every component succeeded; otherwise nothing is recorded and the exit code
+/// is 1. Free space where the repository lives is checked first.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Back up only these components (repeatable), e.g. --only files.control
+    #[arg(long, value_name = "COMPONENT")]
+    only: Vec<ComponentName>,
+    /// Tag the set (repeatable)
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Print the plan (components, sizes, estimated growth, free space) and write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Run even when the free-space check fails
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
+    let config = g.load_config()?;
+    let components = component::build(&config, &args.only)?;
+    let repo = open_repo(&config)?;
+    let plan = plan::backup_plan(&repo, &components, &args.tag).context("cannot plan the backup")?;
+    if args.dry_run {
+        render::out(g, &plan, || plan_text(&plan))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    let summary = backup::run(&repo, &components, &plan, args.force, &progress).context("backup failed")?;
+    render::out(g, &summary, || {
+        let mut s = String::new();
+        for c in &summary.components {
+            let _ = writeln!(
+                s,
+                "{:<16} {:>8} files {:>10}  read {:>10}  {:?}",
+                c.name,
+                c.files,
+                human_bytes(c.bytes),
+                human_bytes(c.read_bytes),
+                c.status
+            );
+            for w in &c.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
+            for e in &c.errors {
+                let _ = writeln!(s, "  error: {e}");
+            }
+        }
+        match &summary.set {
+            Some(id) => {
+                let _ = writeln!(
+                    s,
+                    "set {} complete: {} in {:.1}s, repository grew by {}",
+                    &id[..8],
+                    human_bytes(summary.total_bytes),
+                    summary.duration_secs,
+                    human_bytes(summary.added_bytes)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "backup FAILED: no set was recorded (see errors above)");
+            }
+        }
+        s
+    })?;
+    Ok(exit(summary.status != Status::Failed))
+}
+
+fn plan_text(p: &plan::BackupPlan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "plan: back up into {}", p.repository.display());
+    match &p.parent {
+        Some(id) => {
+            let _ = writeln!(s, "  parent set {} (unchanged files are not read again)", &id[..8]);
+        }
+        None => {
+            let _ = writeln!(s, "  first set: every file is read");
+        }
+    }
+    for c in &p.components {
+        let _ = writeln!(
+            s,
+            "  {:<16} {}  {} files, {}, changed since parent {}",
+            c.name,
+            c.source,
+            c.files,
+            human_bytes(c.bytes),
+            human_bytes(c.changed_bytes)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  estimated repository growth: at most {} (before compression and dedup); free: {}{}",
+        human_bytes(p.estimated_growth),
+        human_bytes(p.free_bytes),
+        if p.enough_space { "" } else { "  NOT ENOUGH (use --force to override)" }
+    );
+    let _ = writeln!(s, "dry run: nothing was written");
+    s
+}

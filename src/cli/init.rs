@@ -1,0 +1,24 @@
+//! `akbackup init`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::Globals;
+use crate::render;
+
+/// Create the repository named in [repository] path.
+///
+/// The password comes from $AKBACKUP_PASSWORD, password-command or password-file. Keep a copy
+/// of the password somewhere safe: without it the backups cannot be read.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
+    let config = g.load_config()?;
+    let path = akbackup_core::repository::init(&config).context("cannot create repository")?;
+    render::out(g, &serde_json::json!({ "repository": path, "created": true }), || {
+        format!("created repository {} (restic format v2, encrypted, zstd)", path.display())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

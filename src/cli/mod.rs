@@ -1,0 +1,123 @@
+//! Command-line definition: global flags and one module per subcommand.
+
+mod backup;
+mod config;
+mod demo;
+mod forget;
+mod init;
+mod restore;
+mod snapshots;
+mod verify;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use akbackup_core::config::{Config, DEFAULT_CONFIG_PATH};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  ok
+  1  the operation ran but something failed, or verify found problems
+  2  usage, config or environment error (bad config, wrong password, missing repository, lock held)
+
+Config: --config FILE, else $AKBACKUP_CONFIG, else /etc/akbackup/akbackup.toml.
+Password: $AKBACKUP_PASSWORD, else [repository] password-command, else password-file (mode 0600).
+
+First time:  akbackup init && akbackup backup && akbackup verify --read-data
+Every night: akbackup backup && akbackup forget --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune";
+
+/// Consistent, incremental, verified, encrypted backups of an Altcraft platform.
+///
+/// akbackup backs up the control module (/opt/altcraft), and in later releases the MongoDB
+/// instances and SSDB stores, into one restic-format repository: encrypted, compressed and
+/// deduplicated, so the second day costs only what changed. The standard `restic` client can
+/// read the repository too.
+#[derive(Debug, Parser)]
+#[command(name = "akbackup", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Config file (default /etc/akbackup/akbackup.toml)
+    #[arg(long, global = true, env = "AKBACKUP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print one machine-readable JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// Show debug messages of the storage engine
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Cli {
+    /// The log level for the engine's messages.
+    pub const fn log_level(&self) -> &'static str {
+        if self.verbose { "debug" } else { "warn" }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the repository (refuses to overwrite an existing one)
+    Init(init::Args),
+    /// Back up every enabled component into one backup set
+    Backup(backup::Args),
+    /// List backup sets
+    Snapshots(snapshots::Args),
+    /// Check the repository and backup sets; --read-data reads every byte
+    Verify(verify::Args),
+    /// Restore a backup set, in place (safely) or to a target directory
+    Restore(restore::Args),
+    /// Drop old backup sets by a retention policy, optionally reclaim space
+    Forget(forget::Args),
+    /// Show or check the configuration
+    Config(config::Args),
+    /// Run the whole job end to end on a generated sandbox platform
+    Demo(demo::Args),
+}
+
+/// Global options every command gets.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    config: Option<PathBuf>,
+    /// JSON output.
+    pub json: bool,
+}
+
+impl Globals {
+    /// Loads the config from `--config`, `$AKBACKUP_CONFIG` or the default path.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        if self.config.is_none() && !path.exists() {
+            anyhow::bail!(
+                "no config at {DEFAULT_CONFIG_PATH}: create it (see README) or pass --config FILE"
+            );
+        }
+        Config::load(&path).map_err(anyhow::Error::from)
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let globals = Globals { config: cli.config, json: cli.json };
+    match cli.command {
+        Command::Init(a) => init::run(&globals, &a),
+        Command::Backup(a) => backup::run(&globals, &a),
+        Command::Snapshots(a) => snapshots::run(&globals, &a),
+        Command::Verify(a) => verify::run(&globals, &a),
+        Command::Restore(a) => restore::run(&globals, &a),
+        Command::Forget(a) => forget::run(&globals, &a),
+        Command::Config(a) => config::run(&globals, &a),
+        Command::Demo(a) => demo::run(&globals, &a),
+    }
+}
+
+/// Opens the repository with a context line.
+pub fn open_repo(config: &Config) -> anyhow::Result<akbackup_core::repository::Repository> {
+    akbackup_core::repository::Repository::open(config).context("cannot open repository")
+}
+
+/// Exit code from a success flag.
+pub fn exit(ok: bool) -> ExitCode {
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}

@@ -1,0 +1,136 @@
+//! `akbackup restore`.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, IsTerminal, Write},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use akbackup_core::{
+    backup::human_bytes,
+    backup_set::Status,
+    component::{self, RestoreTarget},
+    config::ComponentName,
+    plan, restore,
+};
+
+use super::{Globals, exit, open_repo};
+use crate::render::{self, Reporter};
+
+/// Restore a backup set.
+///
+/// With --target DIR every component goes to DIR/<kind>/<name>/ (the control module to
+/// DIR/files/control/) and no service is touched. Without it, in place and safely: the set is
+/// written to a staging directory next to the live one, then swapped in atomically; the
+/// previous contents are kept under a printed name (e.g. /opt/altcraft.akbackup-prev-...)
+/// and the component's restart command runs (/opt/altcraft/akd restart for the control
+/// module). Data that fails authentication is never written. On a terminal you are asked to
+/// confirm; elsewhere pass --yes.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The set: an id (prefix) or `latest`
+    set: String,
+    /// Restore only these components (repeatable)
+    #[arg(long, value_name = "COMPONENT")]
+    only: Vec<ComponentName>,
+    /// Restore under this directory instead of in place
+    #[arg(long, value_name = "DIR")]
+    target: Option<std::path::PathBuf>,
+    /// Do not run restart commands after an in-place restore
+    #[arg(long)]
+    no_restart: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(long, short)]
+    yes: bool,
+}
+
+pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
+    let config = g.load_config()?;
+    let repo = open_repo(&config)?;
+    let set = repo.find_set(&args.set)?;
+    let wanted: Vec<ComponentName> = if args.only.is_empty() {
+        set.manifest.components.iter().filter_map(|c| c.name.parse().ok()).collect()
+    } else {
+        args.only.clone()
+    };
+    let components = component::build(&config, &wanted)?;
+    let target = match &args.target {
+        Some(dir) => RestoreTarget::Directory(dir.clone()),
+        None => RestoreTarget::InPlace { no_restart: args.no_restart },
+    };
+    let plan = plan::restore_plan(&set, &components, &target)?;
+    let plan_text = || {
+        let mut s = String::new();
+        let _ = writeln!(s, "restore set {} taken {}:", &plan.set[..8], render::time(plan.set_time));
+        for step in &plan.steps {
+            let _ = writeln!(
+                s,
+                "  {:<16} {} files, {} -> {}{}",
+                step.name,
+                step.files,
+                human_bytes(step.bytes),
+                step.destination.display(),
+                if step.replaces_existing { " (current contents kept aside)" } else { "" }
+            );
+            for cmd in &step.start {
+                let _ = writeln!(s, "  then run: {cmd}");
+            }
+        }
+        s
+    };
+    if args.dry_run {
+        render::out(g, &plan, || format!("{}dry run: nothing was changed", plan_text()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.in_place && !args.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("an in-place restore replaces live data: pass --yes to confirm (or use --target DIR)");
+        }
+        eprint!("{}Type yes to restore in place: ", plan_text());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            anyhow::bail!("restore cancelled: nothing was changed");
+        }
+    }
+    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    let summary = restore::run(&repo, &components, &plan, &target, &progress)?;
+    render::out(g, &summary, || {
+        let mut s = String::new();
+        for c in &summary.components {
+            let _ = writeln!(
+                s,
+                "{:<16} {} files, {} -> {}",
+                c.name,
+                c.written.files,
+                human_bytes(c.written.bytes),
+                c.destination.display()
+            );
+            if let Some(prev) = &c.previous {
+                let _ = writeln!(s, "  previous contents kept at {}", prev.display());
+            }
+            if let Some(cmd) = &c.restarted {
+                let _ = writeln!(s, "  ran {cmd}");
+            }
+            for w in &c.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
+        }
+        if let Some(e) = &summary.error {
+            let _ = writeln!(s, "restore FAILED: {e}");
+        }
+        if !summary.not_attempted.is_empty() {
+            let _ = writeln!(s, "not attempted: {}", summary.not_attempted.join(", "));
+        }
+        if summary.status != Status::Failed {
+            let _ = writeln!(s, "restore of set {} complete", &summary.set[..8]);
+        }
+        s
+    })?;
+    Ok(exit(summary.status != Status::Failed))
+}

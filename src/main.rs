@@ -1,0 +1,44 @@
+//! The `akbackup` binary: parse arguments, load the config, call the core, render, exit.
+//!
+//! Exit codes: 0 ok; 1 the operation ran but something failed or verify found problems;
+//! 2 usage, config or environment error. Every error is one line on stderr:
+//! `akbackup: <what failed>: <cause>`.
+
+mod cli;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    render::init_logging(args.log_level());
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            let mut line = String::new();
+            for part in chain {
+                // Causes are often already contained in the message above them.
+                if !line.contains(&part) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&part);
+                }
+            }
+            eprintln!("akbackup: {}", line.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

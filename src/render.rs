@@ -25,7 +25,11 @@ pub fn init_logging(level: &str) {
 }
 
 /// Prints `value` as JSON with `--json`, else the text from `text`.
-pub fn out<T: serde::Serialize>(g: &Globals, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+pub fn out<T: serde::Serialize>(
+    g: &Globals,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if g.json {
         serde_json::to_writer_pretty(&mut stdout, value)?;
@@ -51,13 +55,19 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(g: &Globals) -> Self {
         let tty = std::io::stderr().is_terminal();
-        Self { bars: tty.then(MultiProgress::new), active: Mutex::new(HashMap::new()), quiet: g.json && !tty }
+        Self {
+            bars: tty.then(MultiProgress::new),
+            active: Mutex::new(HashMap::new()),
+            quiet: g.json && !tty,
+        }
     }
 }
 
 impl Progress for Reporter {
     fn begin(&self, label: &str, total: Option<u64>) {
-        let Ok(mut active) = self.active.lock() else { return };
+        let Ok(mut active) = self.active.lock() else {
+            return;
+        };
         let bar = match &self.bars {
             Some(multi) => {
                 let bar = multi.add(total.map_or_else(ProgressBar::no_length, ProgressBar::new));
@@ -72,7 +82,12 @@ impl Progress for Reporter {
             }
             None => {
                 if !self.quiet {
-                    eprintln!("akbackup: {label}: started{}", total.map(|t| format!(" ({})", human_bytes(t))).unwrap_or_default());
+                    eprintln!(
+                        "akbackup: {label}: started{}",
+                        total
+                            .map(|t| format!(" ({})", human_bytes(t)))
+                            .unwrap_or_default()
+                    );
                 }
                 ProgressBar::hidden()
             }

@@ -40,13 +40,15 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let config = g.load_config()?;
     let components = component::build(&config, &args.only)?;
     let repo = open_repo(&config)?;
-    let plan = plan::backup_plan(&repo, &components, &args.tag).context("cannot plan the backup")?;
+    let plan =
+        plan::backup_plan(&repo, &components, &args.tag).context("cannot plan the backup")?;
     if args.dry_run {
         render::out(g, &plan, || plan_text(&plan))?;
         return Ok(ExitCode::SUCCESS);
     }
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
-    let summary = backup::run(&repo, &components, &plan, args.force, &progress).context("backup failed")?;
+    let summary =
+        backup::run(&repo, &components, &plan, args.force, &progress).context("backup failed")?;
     render::out(g, &summary, || {
         let mut s = String::new();
         for c in &summary.components {
@@ -91,7 +93,11 @@ fn plan_text(p: &plan::BackupPlan) -> String {
     let _ = writeln!(s, "plan: back up into {}", p.repository.display());
     match &p.parent {
         Some(id) => {
-            let _ = writeln!(s, "  parent set {} (unchanged files are not read again)", &id[..8]);
+            let _ = writeln!(
+                s,
+                "  parent set {} (unchanged files are not read again)",
+                &id[..8]
+            );
         }
         None => {
             let _ = writeln!(s, "  first set: every file is read");
@@ -113,7 +119,11 @@ fn plan_text(p: &plan::BackupPlan) -> String {
         "  estimated repository growth: at most {} (before compression and dedup); free: {}{}",
         human_bytes(p.estimated_growth),
         human_bytes(p.free_bytes),
-        if p.enough_space { "" } else { "  NOT ENOUGH (use --force to override)" }
+        if p.enough_space {
+            ""
+        } else {
+            "  NOT ENOUGH (use --force to override)"
+        }
     );
     let _ = writeln!(s, "dry run: nothing was written");
     s

@@ -56,12 +56,20 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             match repository::Repository::open(&config) {
                 Ok(repo) => {
                     if let Ok(free) = fsutil::free_space(repo.path()) {
-                        checked.push(format!("free space at {}: {}", repo.path().display(), akbackup_core::backup::human_bytes(free)));
+                        checked.push(format!(
+                            "free space at {}: {}",
+                            repo.path().display(),
+                            akbackup_core::backup::human_bytes(free)
+                        ));
                     }
                 }
                 Err(e) => problems.push(format!("repository: {e}")),
             }
-            let report = CheckReport { ok: problems.is_empty(), problems, checked };
+            let report = CheckReport {
+                ok: problems.is_empty(),
+                problems,
+                checked,
+            };
             render::out(g, &report, || {
                 let mut s = String::new();
                 for p in &report.problems {
@@ -70,7 +78,11 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     s,
                     "{} ({} checked: {})",
-                    if report.ok { "config ok" } else { "config has problems" },
+                    if report.ok {
+                        "config ok"
+                    } else {
+                        "config has problems"
+                    },
                     report.checked.len(),
                     report.checked.join(", ")
                 );

@@ -44,9 +44,15 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
     };
-    if [rules.keep_last, rules.keep_daily, rules.keep_weekly, rules.keep_monthly, rules.keep_yearly]
-        .iter()
-        .all(Option::is_none)
+    if [
+        rules.keep_last,
+        rules.keep_daily,
+        rules.keep_weekly,
+        rules.keep_monthly,
+        rules.keep_yearly,
+    ]
+    .iter()
+    .all(Option::is_none)
     {
         anyhow::bail!("give at least one --keep-* rule, e.g. --keep-daily 7");
     }
@@ -62,18 +68,32 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 "{} {}  {}",
                 &d.id[..8],
                 render::time(d.time),
-                if d.keep { format!("keep ({})", d.reasons.join(", ")) } else { "remove".to_string() }
+                if d.keep {
+                    format!("keep ({})", d.reasons.join(", "))
+                } else {
+                    "remove".to_string()
+                }
             );
         }
         if let Some(p) = &summary.prune {
-            let _ = writeln!(s, "prune: {} pack(s) removed, {} repacked, {} freed", p.packs_removed, p.packs_repacked, human_bytes(p.bytes_freed));
+            let _ = writeln!(
+                s,
+                "prune: {} pack(s) removed, {} repacked, {} freed",
+                p.packs_removed,
+                p.packs_repacked,
+                human_bytes(p.bytes_freed)
+            );
         }
         let _ = writeln!(
             s,
             "repository {} -> {}{}",
             human_bytes(summary.size_before),
             human_bytes(summary.size_after),
-            if summary.dry_run { " (dry run: nothing was changed)" } else { "" }
+            if summary.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
         );
         s
     })?;

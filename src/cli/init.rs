@@ -17,8 +17,15 @@ pub struct Args {}
 pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
     let config = g.load_config()?;
     let path = akbackup_core::repository::init(&config).context("cannot create repository")?;
-    render::out(g, &serde_json::json!({ "repository": path, "created": true }), || {
-        format!("created repository {} (restic format v2, encrypted, zstd)", path.display())
-    })?;
+    render::out(
+        g,
+        &serde_json::json!({ "repository": path, "created": true }),
+        || {
+            format!(
+                "created repository {} (restic format v2, encrypted, zstd)",
+                path.display()
+            )
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

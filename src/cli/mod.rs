@@ -87,7 +87,10 @@ pub struct Globals {
 impl Globals {
     /// Loads the config from `--config`, `$AKBACKUP_CONFIG` or the default path.
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
         if self.config.is_none() && !path.exists() {
             anyhow::bail!(
                 "no config at {DEFAULT_CONFIG_PATH}: create it (see README) or pass --config FILE"
@@ -99,7 +102,10 @@ impl Globals {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let globals = Globals { config: cli.config, json: cli.json };
+    let globals = Globals {
+        config: cli.config,
+        json: cli.json,
+    };
     match cli.command {
         Command::Init(a) => init::run(&globals, &a),
         Command::Backup(a) => backup::run(&globals, &a),
@@ -119,5 +125,9 @@ pub fn open_repo(config: &Config) -> anyhow::Result<akbackup_core::repository::R
 
 /// Exit code from a success flag.
 pub fn exit(ok: bool) -> ExitCode {
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -53,19 +53,30 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let repo = open_repo(&config)?;
     let set = repo.find_set(&args.set)?;
     let wanted: Vec<ComponentName> = if args.only.is_empty() {
-        set.manifest.components.iter().filter_map(|c| c.name.parse().ok()).collect()
+        set.manifest
+            .components
+            .iter()
+            .filter_map(|c| c.name.parse().ok())
+            .collect()
     } else {
         args.only.clone()
     };
     let components = component::build(&config, &wanted)?;
     let target = match &args.target {
         Some(dir) => RestoreTarget::Directory(dir.clone()),
-        None => RestoreTarget::InPlace { no_restart: args.no_restart },
+        None => RestoreTarget::InPlace {
+            no_restart: args.no_restart,
+        },
     };
     let plan = plan::restore_plan(&set, &components, &target)?;
     let plan_text = || {
         let mut s = String::new();
-        let _ = writeln!(s, "restore set {} taken {}:", &plan.set[..8], render::time(plan.set_time));
+        let _ = writeln!(
+            s,
+            "restore set {} taken {}:",
+            &plan.set[..8],
+            render::time(plan.set_time)
+        );
         for step in &plan.steps {
             let _ = writeln!(
                 s,
@@ -74,7 +85,11 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 step.files,
                 human_bytes(step.bytes),
                 step.destination.display(),
-                if step.replaces_existing { " (current contents kept aside)" } else { "" }
+                if step.replaces_existing {
+                    " (current contents kept aside)"
+                } else {
+                    ""
+                }
             );
             for cmd in &step.start {
                 let _ = writeln!(s, "  then run: {cmd}");
@@ -83,12 +98,16 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         s
     };
     if args.dry_run {
-        render::out(g, &plan, || format!("{}dry run: nothing was changed", plan_text()))?;
+        render::out(g, &plan, || {
+            format!("{}dry run: nothing was changed", plan_text())
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     if plan.in_place && !args.yes {
         if !std::io::stdin().is_terminal() {
-            anyhow::bail!("an in-place restore replaces live data: pass --yes to confirm (or use --target DIR)");
+            anyhow::bail!(
+                "an in-place restore replaces live data: pass --yes to confirm (or use --target DIR)"
+            );
         }
         eprint!("{}Type yes to restore in place: ", plan_text());
         std::io::stderr().flush()?;

@@ -36,10 +36,17 @@ pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
         .map(|s| Row {
             time: s.manifest.started,
             host: s.manifest.host.clone(),
-            components: s.manifest.components.iter().map(|c| c.name.clone()).collect(),
+            components: s
+                .manifest
+                .components
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
             bytes: s.manifest.total_bytes(),
             added_bytes: s.added_bytes,
-            duration_secs: (s.manifest.finished - s.manifest.started).total(jiff::Unit::Second).unwrap_or(0.0),
+            duration_secs: (s.manifest.finished - s.manifest.started)
+                .total(jiff::Unit::Second)
+                .unwrap_or(0.0),
             status: s.manifest.status,
             tags: s.manifest.tags.clone(),
             id: s.id,
@@ -47,7 +54,11 @@ pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     render::out(g, &rows, || {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<8}  {:<23}  {:>10}  {:>10}  {:>7}  {:<8}  components", "id", "time", "size", "added", "took", "status");
+        let _ = writeln!(
+            s,
+            "{:<8}  {:<23}  {:>10}  {:>10}  {:>7}  {:<8}  components",
+            "id", "time", "size", "added", "took", "status"
+        );
         for r in &rows {
             let _ = writeln!(
                 s,

@@ -42,8 +42,16 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                     c.name,
                     c.files,
                     human_bytes(c.bytes),
-                    if summary.read_data { format!("  read {}", human_bytes(c.verified_bytes)) } else { String::new() },
-                    if c.errors == 0 { "ok".to_string() } else { format!("{} ERROR(S)", c.errors) }
+                    if summary.read_data {
+                        format!("  read {}", human_bytes(c.verified_bytes))
+                    } else {
+                        String::new()
+                    },
+                    if c.errors == 0 {
+                        "ok".to_string()
+                    } else {
+                        format!("{} ERROR(S)", c.errors)
+                    }
                 );
             }
         }
@@ -51,9 +59,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             let _ = writeln!(
                 s,
                 "{}: {}{}{}",
-                if f.level == verify::Level::Error { "ERROR" } else { "warning" },
-                f.set.as_ref().map(|id| format!("set {} ", &id[..8])).unwrap_or_default(),
-                f.component.as_ref().map(|c| format!("{c}: ")).unwrap_or_default(),
+                if f.level == verify::Level::Error {
+                    "ERROR"
+                } else {
+                    "warning"
+                },
+                f.set
+                    .as_ref()
+                    .map(|id| format!("set {} ", &id[..8]))
+                    .unwrap_or_default(),
+                f.component
+                    .as_ref()
+                    .map(|c| format!("{c}: "))
+                    .unwrap_or_default(),
                 f.message
             );
         }
@@ -62,7 +80,11 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             "{}: {} set(s) checked{}, {} finding(s)",
             if summary.ok { "ok" } else { "PROBLEMS FOUND" },
             summary.sets.len(),
-            if summary.read_data { " with all data read" } else { " (structure only; add --read-data to read every byte)" },
+            if summary.read_data {
+                " with all data read"
+            } else {
+                " (structure only; add --read-data to read every byte)"
+            },
             summary.findings.len()
         );
         s

@@ -25,7 +25,7 @@ pub enum BackupError {
     Repo(#[from] RepoError),
     /// A component could not be prepared.
     #[error(transparent)]
-    Component(#[from] ComponentError),
+    Component(#[from] Box<ComponentError>),
     /// Not enough space.
     #[error(
         "not enough free space for the repository at {repo}: about {need} needed (estimated growth plus {margin} headroom), {free} free; free some space or pass --force"
@@ -102,7 +102,10 @@ pub fn run(
     }
     let lock = repo.lock("backup")?;
     let stale_lock = lock.broke_stale.as_ref().map(|h| {
-        let msg = format!("removed a stale lock of pid {} ({} since {})", h.pid, h.command, h.time);
+        let msg = format!(
+            "removed a stale lock of pid {} ({} since {})",
+            h.pid, h.command, h.time
+        );
         progress.note(&msg);
         msg
     });
@@ -113,27 +116,22 @@ pub fn run(
     let staging = tempfile::Builder::new()
         .prefix(".akbackup-staging-")
         .tempdir_in(repo.path())
-        .map_err(|source| BackupError::Staging { path: repo.path().display().to_string(), source })?;
+        .map_err(|source| BackupError::Staging {
+            path: repo.path().display().to_string(),
+            source,
+        })?;
 
     let mut prepared = Vec::new();
     for c in components {
         progress.note(&format!("{}: preparing {}", c.name(), c.source()));
-        prepared.push(c.prepare(staging.path(), progress)?);
+        prepared.push(c.prepare(staging.path(), progress).map_err(Box::new)?);
     }
     let parts: Vec<_> = prepared.iter().map(|p| p.part.clone()).collect();
-    let (partial_id, stats, added) = repo.store_set(&parts, &plan.tags, plan.parent.as_deref(), progress)?;
+    let (partial_id, stats, added) =
+        repo.store_set(&parts, &plan.tags, plan.parent.as_deref(), progress)?;
 
     let mut records = Vec::new();
-    for (c, prep) in components.iter().zip(prepared) {
-        let label = c.name().to_string();
-        let index = parts.iter().position(|p| p.label == label);
-        // Stats come back in snapshot-path order; match them by position of the sorted parts.
-        let mut sorted: Vec<_> = parts.iter().map(|p| p.repo_path.clone()).collect();
-        sorted.sort();
-        let stat = index
-            .and_then(|i| sorted.iter().position(|p| *p == parts[i].repo_path))
-            .and_then(|i| stats.get(i).cloned())
-            .unwrap_or_default();
+    for ((c, prep), stat) in components.iter().zip(prepared).zip(stats) {
         records.push(c.finish(prep, stat));
     }
     drop(staging);
@@ -189,7 +187,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

@@ -110,9 +110,9 @@ impl fmt::Display for ComponentName {
 impl std::str::FromStr for ComponentName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, name) = s
-            .split_once('.')
-            .ok_or_else(|| format!("\"{s}\" is not a component name: use KIND.NAME, e.g. files.control"))?;
+        let (kind, name) = s.split_once('.').ok_or_else(|| {
+            format!("\"{s}\" is not a component name: use KIND.NAME, e.g. files.control")
+        })?;
         let kind = match kind {
             "files" => Kind::Files,
             "mongodb" => Kind::Mongodb,
@@ -124,9 +124,14 @@ impl std::str::FromStr for ComponentName {
             }
         };
         if name.is_empty() {
-            return Err(format!("\"{s}\" has no instance name: use KIND.NAME, e.g. files.control"));
+            return Err(format!(
+                "\"{s}\" has no instance name: use KIND.NAME, e.g. files.control"
+            ));
         }
-        Ok(Self { kind, name: name.to_string() })
+        Ok(Self {
+            kind,
+            name: name.to_string(),
+        })
     }
 }
 
@@ -287,19 +292,28 @@ impl Config {
         for (name, port) in [("control", 27017), ("account", 27018)] {
             self.mongodb.insert(
                 name.to_string(),
-                MongodbConfig { uri: format!("mongodb://127.0.0.1:{port}"), service: None },
+                MongodbConfig {
+                    uri: format!("mongodb://127.0.0.1:{port}"),
+                    service: None,
+                },
             );
         }
         for name in ["actions", "hb", "notify", "stat"] {
             self.ssdb.insert(
                 name.to_string(),
-                SsdbConfig { path: PathBuf::from(format!("/var/lib/ssdb/{name}")), service: None },
+                SsdbConfig {
+                    path: PathBuf::from(format!("/var/lib/ssdb/{name}")),
+                    service: None,
+                },
             );
         }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
         for (name, files) in &self.files {
             if !files.path.is_absolute() {
                 return Err(invalid(format!(
@@ -309,11 +323,15 @@ impl Config {
             }
             for glob in &files.exclude {
                 globset::Glob::new(glob).map_err(|err| {
-                    invalid(format!("[files.{name}] exclude \"{glob}\" is not a valid glob: {err}"))
+                    invalid(format!(
+                        "[files.{name}] exclude \"{glob}\" is not a valid glob: {err}"
+                    ))
                 })?;
             }
             if matches!(&files.restart, Some(argv) if argv.first().is_some_and(String::is_empty)) {
-                return Err(invalid(format!("[files.{name}] restart has an empty program name")));
+                return Err(invalid(format!(
+                    "[files.{name}] restart has an empty program name"
+                )));
             }
         }
         // Components must not overlap: each owns its subtree of the snapshot.
@@ -330,7 +348,9 @@ impl Config {
             }
         }
         if matches!(&self.repository.password_command, Some(argv) if argv.is_empty()) {
-            return Err(invalid("[repository] password-command is empty".to_string()));
+            return Err(invalid(
+                "[repository] password-command is empty".to_string(),
+            ));
         }
         Ok(())
     }
@@ -340,14 +360,29 @@ impl Config {
     pub fn component_paths(&self) -> Vec<(ComponentName, PathBuf)> {
         let mut out = Vec::new();
         for (name, c) in &self.files {
-            out.push((ComponentName { kind: Kind::Files, name: name.clone() }, c.path.clone()));
+            out.push((
+                ComponentName {
+                    kind: Kind::Files,
+                    name: name.clone(),
+                },
+                c.path.clone(),
+            ));
         }
         for (name, c) in &self.ssdb {
-            out.push((ComponentName { kind: Kind::Ssdb, name: name.clone() }, c.path.clone()));
+            out.push((
+                ComponentName {
+                    kind: Kind::Ssdb,
+                    name: name.clone(),
+                },
+                c.path.clone(),
+            ));
         }
         for name in self.mongodb.keys() {
             out.push((
-                ComponentName { kind: Kind::Mongodb, name: name.clone() },
+                ComponentName {
+                    kind: Kind::Mongodb,
+                    name: name.clone(),
+                },
                 PathBuf::from(format!("/akbackup/mongodb/{name}")),
             ));
         }
@@ -367,10 +402,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] when `[repository] path` is missing.
     pub fn repository_path(&self) -> Result<&Path, ConfigError> {
-        self.repository.path.as_deref().ok_or_else(|| ConfigError::Invalid {
-            path: self.source.clone().unwrap_or_default(),
-            message: "[repository] has no path: add path = \"/backup/akbackup\"".to_string(),
-        })
+        self.repository
+            .path
+            .as_deref()
+            .ok_or_else(|| ConfigError::Invalid {
+                path: self.source.clone().unwrap_or_default(),
+                message: "[repository] has no path: add path = \"/backup/akbackup\"".to_string(),
+            })
     }
 
     /// The config as TOML with secrets redacted, for `config show`.
@@ -398,7 +436,8 @@ pub fn redact_uri(uri: &str) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |before| before.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count() + 1)
 }
 
 fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
@@ -453,11 +492,21 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The valid key closest to `key`, if it is close enough to be a typo.
+/// The valid key closest to `key`, if it is close enough to be a typo or an abbreviation.
 fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
     valid
         .iter()
-        .map(|v| (strsim::damerau_levenshtein(key, v), *v))
+        .map(|v| {
+            let abbreviation = key.len() >= 3 && v.starts_with(key);
+            (
+                if abbreviation {
+                    0
+                } else {
+                    strsim::damerau_levenshtein(key, v)
+                },
+                *v,
+            )
+        })
         .filter(|(d, v)| *d <= 2.max(v.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, v)| v)
@@ -475,7 +524,11 @@ mod tests {
     /// A config without component sections gets the standard Altcraft layout.
     fn empty_config_gets_standard_layout() {
         let c = parse("[repository]\npath = \"/backup\"\n").unwrap();
-        let names: Vec<String> = c.component_names().iter().map(ToString::to_string).collect();
+        let names: Vec<String> = c
+            .component_names()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             names,
             [
@@ -505,9 +558,16 @@ mod tests {
     #[test]
     /// A misspelled key is named with its closest valid key.
     fn unknown_key_suggests_closest() {
-        let err = parse("[files.control]\npathh = \"/a\"\n").unwrap_err().to_string();
-        assert!(err.contains("\"pathh\"") && err.contains("did you mean \"path\""), "{err}");
-        let err = parse("[repository]\npassword_file = \"/a\"\n").unwrap_err().to_string();
+        let err = parse("[files.control]\npathh = \"/a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"pathh\"") && err.contains("did you mean \"path\""),
+            "{err}"
+        );
+        let err = parse("[repository]\npassword_file = \"/a\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did you mean \"password-file\""), "{err}");
         let err = parse("[repo]\n").unwrap_err().to_string();
         assert!(err.contains("did you mean \"repository\""), "{err}");
@@ -531,7 +591,10 @@ mod tests {
     #[test]
     /// Passwords in URIs never reach `config show`.
     fn uri_password_redacted() {
-        assert_eq!(redact_uri("mongodb://u:secret@h:1/db"), "mongodb://u:***@h:1/db");
+        assert_eq!(
+            redact_uri("mongodb://u:secret@h:1/db"),
+            "mongodb://u:***@h:1/db"
+        );
         let c = parse("[mongodb.x]\nuri = \"mongodb://u:secret@h\"\n").unwrap();
         assert!(!c.to_redacted_toml().contains("secret"));
     }

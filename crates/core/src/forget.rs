@@ -7,7 +7,10 @@ use serde::Serialize;
 
 use crate::{
     progress::ProgressRef,
-    repository::{RepoError, Repository, engine::{PruneSummary, Retention}},
+    repository::{
+        RepoError, Repository,
+        engine::{PruneSummary, Retention},
+    },
 };
 
 /// One set and what happens to it.
@@ -44,12 +47,22 @@ pub struct ForgetSummary {
 ///
 /// # Errors
 /// Lock, storage errors, or no rule given.
-pub fn run(repo: &Repository, rules: &Retention, prune: bool, dry_run: bool, progress: &ProgressRef) -> Result<ForgetSummary, RepoError> {
+pub fn run(
+    repo: &Repository,
+    rules: &Retention,
+    prune: bool,
+    dry_run: bool,
+    progress: &ProgressRef,
+) -> Result<ForgetSummary, RepoError> {
     let lock = repo.lock("forget")?;
     let size_before = crate::fsutil::tree_size(repo.path());
     let sets = repo.sets()?;
     let ids: Vec<String> = sets.iter().map(|s| s.id.clone()).collect();
-    let decisions = if ids.is_empty() { Vec::new() } else { repo.engine().retention(&ids, rules)? };
+    let decisions = if ids.is_empty() {
+        Vec::new()
+    } else {
+        repo.engine().retention(&ids, rules)?
+    };
     let mut out = Vec::new();
     for set in &sets {
         let d = decisions.iter().find(|d| d.id == set.id);
@@ -61,7 +74,11 @@ pub fn run(repo: &Repository, rules: &Retention, prune: bool, dry_run: bool, pro
         });
     }
     let partial = repo.partial_snapshots()?;
-    let mut remove: Vec<String> = out.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
+    let mut remove: Vec<String> = out
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
     remove.extend(partial.iter().cloned());
     if !dry_run {
         progress.note(&format!("removing {} set(s)", remove.len()));

@@ -15,7 +15,7 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     loop {
         if probe.exists() {
             let st = nix::sys::statvfs::statvfs(&probe).map_err(std::io::Error::from)?;
-            return Ok(u64::from(st.blocks_available()) * st.fragment_size());
+            return Ok(st.blocks_available() * st.fragment_size());
         }
         if !probe.pop() {
             return Err(std::io::Error::new(
@@ -43,8 +43,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// `/opt/.altcraft.akbackup-restore-x` (hidden) or `/opt/altcraft.akbackup-prev-x` (visible).
 #[must_use]
 pub fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
-    let name = path.file_name().map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
-    let new = if hidden { format!(".{name}.akbackup-{suffix}") } else { format!("{name}.akbackup-{suffix}") };
+    let name = path
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
+    let new = if hidden {
+        format!(".{name}.akbackup-{suffix}")
+    } else {
+        format!("{name}.akbackup-{suffix}")
+    };
     path.with_file_name(new)
 }
 
@@ -57,7 +63,11 @@ pub fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
 ///
 /// # Errors
 /// I/O errors; `staged` is left as it was when the first step fails.
-pub fn swap_into_place(staged: &Path, live: &Path, keep: &Path) -> std::io::Result<Option<PathBuf>> {
+pub fn swap_into_place(
+    staged: &Path,
+    live: &Path,
+    keep: &Path,
+) -> std::io::Result<Option<PathBuf>> {
     if !live.exists() {
         std::fs::rename(staged, live)?;
         return Ok(None);

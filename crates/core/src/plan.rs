@@ -67,7 +67,9 @@ pub fn backup_plan(
     let parent = repo.sets().ok().and_then(|mut s| s.pop());
     let mut planned = Vec::new();
     for c in components {
-        let stored = parent.as_ref().and_then(|p| stored_index(repo, p, c.as_ref()));
+        let stored = parent
+            .as_ref()
+            .and_then(|p| stored_index(repo, p, c.as_ref()));
         let est = c.estimate(stored.as_ref())?;
         planned.push(PlannedComponent {
             name: c.name().to_string(),
@@ -134,7 +136,12 @@ pub fn restore_plan(
                 message: format!(
                     "set {} does not contain this component (it has: {})",
                     set.short_id(),
-                    set.manifest.components.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    set.manifest
+                        .components
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         };

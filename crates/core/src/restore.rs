@@ -54,12 +54,21 @@ pub fn run(
     let mut error = None;
     let mut not_attempted = Vec::new();
     for step in &plan.steps {
-        let Some(c) = components.iter().find(|c| c.name().to_string() == step.name) else { continue };
+        let Some(c) = components
+            .iter()
+            .find(|c| c.name().to_string() == step.name)
+        else {
+            continue;
+        };
         if error.is_some() {
             not_attempted.push(step.name.clone());
             continue;
         }
-        progress.note(&format!("{}: restoring to {}", step.name, step.destination.display()));
+        progress.note(&format!(
+            "{}: restoring to {}",
+            step.name,
+            step.destination.display()
+        ));
         match c.restore(repo, &plan.set, target, progress) {
             Ok(r) => done.push(r),
             Err(e) => error = Some(describe(&e)),
@@ -71,7 +80,13 @@ pub fn run(
     } else {
         Status::Complete
     };
-    Ok(RestoreSummary { set: plan.set.clone(), components: done, not_attempted, error, status })
+    Ok(RestoreSummary {
+        set: plan.set.clone(),
+        components: done,
+        not_attempted,
+        error,
+        status,
+    })
 }
 
 fn describe(e: &ComponentError) -> String {

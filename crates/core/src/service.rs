@@ -35,17 +35,31 @@ pub enum ServiceError {
 pub fn run(argv: &[String]) -> Result<(), ServiceError> {
     let command = shell_words::join(argv);
     let Some((program, args)) = argv.split_first() else {
-        return Err(ServiceError::Spawn { command, source: std::io::Error::other("empty command") });
+        return Err(ServiceError::Spawn {
+            command,
+            source: std::io::Error::other("empty command"),
+        });
     };
     let out = Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|source| ServiceError::Spawn { command: command.clone(), source })?;
+        .map_err(|source| ServiceError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim()));
-    Err(ServiceError::Failed { command, status: out.status.to_string(), stderr: last.unwrap_or_default() })
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| format!(": {}", l.trim()));
+    Err(ServiceError::Failed {
+        command,
+        status: out.status.to_string(),
+        stderr: last.unwrap_or_default(),
+    })
 }

@@ -40,8 +40,22 @@ pub enum TreeError {
         #[source]
         source: std::io::Error,
     },
+    /// The destination's filesystem is too small for the restored data.
+    #[error(
+        "not enough free space to restore into {path}: {need} needed, {free} free; free some space or restore elsewhere with --target"
+    )]
+    NoSpace {
+        /// The destination.
+        path: PathBuf,
+        /// Needed, human readable.
+        need: String,
+        /// Free, human readable.
+        free: String,
+    },
     /// Some files' data could not be authenticated; nothing of them was kept.
-    #[error("{count} file(s) could not be restored because their data in the repository is damaged, first: {first}")]
+    #[error(
+        "{count} file(s) could not be restored because their data in the repository is damaged, first: {first}"
+    )]
     Damaged {
         /// How many files.
         count: usize,
@@ -93,11 +107,25 @@ pub fn materialize(
     } else {
         std::fs::create_dir_all(dest).map_err(write_err(dest))?;
     }
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700)).map_err(write_err(dest))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
+        .map_err(write_err(dest))?;
 
     let mut summary = MaterializeSummary::default();
     let mut files: Vec<&Entry> = Vec::new();
-    let total: u64 = entries.iter().filter(|e| e.kind == EntryKind::File).map(|e| e.size).sum();
+    let total: u64 = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.size)
+        .sum();
+    if let Ok(free) = crate::fsutil::free_space(dest)
+        && free < total
+    {
+        return Err(TreeError::NoSpace {
+            path: dest.to_path_buf(),
+            need: crate::backup::human_bytes(total),
+            free: crate::backup::human_bytes(free),
+        });
+    }
     progress.begin(label, Some(total));
     for e in &entries {
         let path = dest.join(&e.path);
@@ -113,14 +141,18 @@ pub fn materialize(
                 std::os::unix::fs::symlink(target, &path).map_err(write_err(&path))?;
                 summary.symlinks += 1;
             }
-            EntryKind::Other(what) => summary.skipped.push(format!("{} ({what})", e.path.display())),
+            EntryKind::Other(what) => summary
+                .skipped
+                .push(format!("{} ({what})", e.path.display())),
         }
     }
 
     let next = AtomicUsize::new(0);
     let damaged = Mutex::new(Vec::new());
     let failed = Mutex::new(None);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -138,7 +170,10 @@ pub fn materialize(
                         }
                         Err(FileError::Io(source)) => {
                             if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(TreeError::Write { path: path.clone(), source });
+                                f.get_or_insert(TreeError::Write {
+                                    path: path.clone(),
+                                    source,
+                                });
                             }
                         }
                     }
@@ -153,7 +188,11 @@ pub fn materialize(
     let mut damaged = damaged.into_inner().unwrap_or_default();
     if !damaged.is_empty() {
         damaged.sort();
-        return Err(TreeError::Damaged { count: damaged.len(), first: damaged[0].clone(), files: damaged });
+        return Err(TreeError::Damaged {
+            count: damaged.len(),
+            first: damaged[0].clone(),
+            files: damaged,
+        });
     }
     summary.files = files.len() as u64;
     summary.bytes = total;
@@ -184,12 +223,17 @@ fn write_file(repo: &Repository, e: &Entry, path: &Path) -> Result<(), FileError
         .map_err(FileError::Io)?;
     let mut written = 0u64;
     for blob in &e.blobs {
-        let data = repo.read_blob(blob).map_err(|err| FileError::Damaged(err.to_string()))?;
+        let data = repo
+            .read_blob(blob)
+            .map_err(|err| FileError::Damaged(err.to_string()))?;
         f.write_all(&data).map_err(FileError::Io)?;
         written += data.len() as u64;
     }
     if written != e.size && !e.blobs.is_empty() {
-        return Err(FileError::Damaged(format!("stored content is {written} bytes, metadata says {}", e.size)));
+        return Err(FileError::Damaged(format!(
+            "stored content is {written} bytes, metadata says {}",
+            e.size
+        )));
     }
     f.sync_data().map_err(FileError::Io)?;
     Ok(())
@@ -211,9 +255,15 @@ fn apply_metadata(e: &Entry, path: &Path, as_root: bool) -> std::io::Result<()> 
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     if let Some(mtime) = e.mtime {
-        let m = filetime::FileTime::from_unix_time(mtime.as_second(), u32::try_from(mtime.subsec_nanosecond()).unwrap_or(0));
+        let m = filetime::FileTime::from_unix_time(
+            mtime.as_second(),
+            u32::try_from(mtime.subsec_nanosecond()).unwrap_or(0),
+        );
         let a = e.atime.map_or(m, |a| {
-            filetime::FileTime::from_unix_time(a.as_second(), u32::try_from(a.subsec_nanosecond()).unwrap_or(0))
+            filetime::FileTime::from_unix_time(
+                a.as_second(),
+                u32::try_from(a.subsec_nanosecond()).unwrap_or(0),
+            )
         });
         filetime::set_symlink_file_times(path, a, m)?;
     }
@@ -232,7 +282,9 @@ pub fn compare(a: &Path, b: &Path, ignore: &[String]) -> Vec<String> {
                 builder.add(glob);
             }
         }
-        builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
+        builder
+            .build()
+            .unwrap_or_else(|_| globset::GlobSet::empty())
     };
     let list = |root: &Path, filter: bool| -> Vec<PathBuf> {
         walkdir::WalkDir::new(root)
@@ -274,10 +326,15 @@ fn compare_entry(a: &Path, b: &Path) -> Option<String> {
         return Some("type differs".to_string());
     }
     if ma.file_type().is_symlink() {
-        return (std::fs::read_link(a).ok() != std::fs::read_link(b).ok()).then(|| "link target differs".to_string());
+        return (std::fs::read_link(a).ok() != std::fs::read_link(b).ok())
+            .then(|| "link target differs".to_string());
     }
     if ma.mode() & 0o7777 != mb.mode() & 0o7777 {
-        return Some(format!("mode {:o} vs {:o}", ma.mode() & 0o7777, mb.mode() & 0o7777));
+        return Some(format!(
+            "mode {:o} vs {:o}",
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777
+        ));
     }
     if ma.mtime() != mb.mtime() {
         return Some(format!("mtime {} vs {}", ma.mtime(), mb.mtime()));

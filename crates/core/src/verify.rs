@@ -80,12 +80,25 @@ pub struct VerifySummary {
 ///
 /// # Errors
 /// Only when the check could not run at all.
-pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &ProgressRef) -> Result<VerifySummary, RepoError> {
+pub fn run(
+    repo: &Repository,
+    sets: &[BackupSet],
+    read_data: bool,
+    progress: &ProgressRef,
+) -> Result<VerifySummary, RepoError> {
     let mut findings = Vec::new();
-    progress.note(if read_data { "checking repository structure and reading all packs" } else { "checking repository structure" });
+    progress.note(if read_data {
+        "checking repository structure and reading all packs"
+    } else {
+        "checking repository structure"
+    });
     for f in repo.engine().check(read_data)? {
         findings.push(Finding {
-            level: if f.error { Level::Error } else { Level::Warning },
+            level: if f.error {
+                Level::Error
+            } else {
+                Level::Warning
+            },
             set: None,
             component: None,
             message: f.message,
@@ -96,7 +109,13 @@ pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &Pr
     for set in sets {
         let mut comps = Vec::new();
         for rec in &set.manifest.components {
-            let mut check = ComponentCheck { name: rec.name.clone(), files: 0, bytes: 0, verified_bytes: 0, errors: 0 };
+            let mut check = ComponentCheck {
+                name: rec.name.clone(),
+                files: 0,
+                bytes: 0,
+                verified_bytes: 0,
+                errors: 0,
+            };
             let add = |findings: &mut Vec<Finding>, check: &mut ComponentCheck, message: String| {
                 check.errors += 1;
                 findings.push(Finding {
@@ -109,12 +128,19 @@ pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &Pr
             let entries = match repo.walk(&set.id, std::path::Path::new(&rec.repo_path)) {
                 Ok(e) => e,
                 Err(e) => {
-                    add(&mut findings, &mut check, format!("cannot read its tree: {e}"));
+                    add(
+                        &mut findings,
+                        &mut check,
+                        format!("cannot read its tree: {e}"),
+                    );
                     comps.push(check);
                     continue;
                 }
             };
-            let files: Vec<_> = entries.iter().filter(|e| e.kind == EntryKind::File).collect();
+            let files: Vec<_> = entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::File)
+                .collect();
             check.files = files.len() as u64;
             check.bytes = files.iter().map(|e| e.size).sum();
             if check.files != rec.files || check.bytes != rec.bytes {
@@ -130,9 +156,9 @@ pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &Pr
                 for e in &files {
                     let mut bad = None;
                     for blob in &e.blobs {
-                        let result = blob_results
-                            .entry(blob.clone())
-                            .or_insert_with(|| repo.read_blob(blob).err().map(|err| err.to_string()));
+                        let result = blob_results.entry(blob.clone()).or_insert_with(|| {
+                            repo.read_blob(blob).err().map(|err| err.to_string())
+                        });
                         if let Some(err) = result {
                             bad = Some(err.clone());
                             break;
@@ -141,7 +167,11 @@ pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &Pr
                     match bad {
                         Some(err) => {
                             let path = std::path::Path::new(&rec.repo_path).join(&e.path);
-                            add(&mut findings, &mut check, format!("{}: {err}", path.display()));
+                            add(
+                                &mut findings,
+                                &mut check,
+                                format!("{}: {err}", path.display()),
+                            );
                         }
                         None => check.verified_bytes += e.size,
                     }
@@ -151,8 +181,16 @@ pub fn run(repo: &Repository, sets: &[BackupSet], read_data: bool, progress: &Pr
             }
             comps.push(check);
         }
-        checks.push(SetCheck { id: set.id.clone(), components: comps });
+        checks.push(SetCheck {
+            id: set.id.clone(),
+            components: comps,
+        });
     }
     let ok = !findings.iter().any(|f| f.level == Level::Error);
-    Ok(VerifySummary { ok, read_data, findings, sets: checks })
+    Ok(VerifySummary {
+        ok,
+        read_data,
+        findings,
+        sets: checks,
+    })
 }

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget, StoredIndex,
+    Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
+    StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -49,7 +50,10 @@ impl FilesComponent {
     }
 
     fn restore_error(&self, message: String) -> ComponentError {
-        ComponentError::Restore { name: self.name.clone(), message }
+        ComponentError::Restore {
+            name: self.name.clone(),
+            message,
+        }
     }
 }
 
@@ -70,10 +74,18 @@ impl Component for FilesComponent {
         let mut problems = Vec::new();
         let path = &self.config.path;
         match std::fs::metadata(path) {
-            Ok(m) if !m.is_dir() => problems.push(format!("{}: {} is not a directory", self.name, path.display())),
+            Ok(m) if !m.is_dir() => problems.push(format!(
+                "{}: {} is not a directory",
+                self.name,
+                path.display()
+            )),
             Ok(_) => {
                 if let Err(e) = std::fs::read_dir(path) {
-                    problems.push(format!("{}: cannot read {}: {e}", self.name, path.display()));
+                    problems.push(format!(
+                        "{}: cannot read {}: {e}",
+                        self.name,
+                        path.display()
+                    ));
                 }
             }
             Err(e) => problems.push(format!("{}: {}: {e}", self.name, path.display())),
@@ -81,7 +93,11 @@ impl Component for FilesComponent {
         if let Some(argv) = self.restart() {
             let program = Path::new(&argv[0]);
             if program.is_absolute() && !program.exists() {
-                problems.push(format!("{}: restart command {} does not exist", self.name, program.display()));
+                problems.push(format!(
+                    "{}: restart command {} does not exist",
+                    self.name,
+                    program.display()
+                ));
             }
         }
         problems
@@ -97,14 +113,20 @@ impl Component for FilesComponent {
                 message: "is not a readable directory: fix [files] path".to_string(),
             });
         }
-        for entry in walkdir::WalkDir::new(&self.config.path).into_iter().filter_entry(|e| !excludes.is_match(e.file_name())) {
+        for entry in walkdir::WalkDir::new(&self.config.path)
+            .into_iter()
+            .filter_entry(|e| !excludes.is_match(e.file_name()))
+        {
             let Ok(entry) = entry else { continue };
             if let Ok(m) = entry.metadata()
                 && m.is_file()
             {
                 est.files += 1;
                 est.bytes += m.len();
-                let rel = entry.path().strip_prefix(&self.config.path).unwrap_or(entry.path());
+                let rel = entry
+                    .path()
+                    .strip_prefix(&self.config.path)
+                    .unwrap_or(entry.path());
                 let mtime = filetime::FileTime::from_last_modification_time(&m).unix_seconds();
                 if stored.and_then(|s| s.get(rel)) != Some(&(m.len(), mtime)) {
                     est.changed_bytes += m.len();
@@ -114,7 +136,11 @@ impl Component for FilesComponent {
         Ok(est)
     }
 
-    fn prepare(&self, _staging: &Path, _progress: &ProgressRef) -> Result<Prepared, ComponentError> {
+    fn prepare(
+        &self,
+        _staging: &Path,
+        _progress: &ProgressRef,
+    ) -> Result<Prepared, ComponentError> {
         let path = &self.config.path;
         std::fs::read_dir(path).map_err(|e| ComponentError::Source {
             name: self.name.clone(),
@@ -134,11 +160,17 @@ impl Component for FilesComponent {
     }
 
     fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        let mut warnings: Vec<String> = stats.changed.iter().map(|p| format!("changed while being read: {p}")).collect();
+        let mut warnings: Vec<String> = stats
+            .changed
+            .iter()
+            .map(|p| format!("changed while being read: {p}"))
+            .collect();
         let mut errors = Vec::new();
         match self.config.on_read_error {
             OnReadError::Fail => errors.extend(stats.errors.iter().cloned()),
-            OnReadError::Skip => warnings.extend(stats.errors.iter().map(|e| format!("skipped: {e}"))),
+            OnReadError::Skip => {
+                warnings.extend(stats.errors.iter().map(|e| format!("skipped: {e}")))
+            }
         }
         let status = if !errors.is_empty() {
             Status::Failed
@@ -165,11 +197,20 @@ impl Component for FilesComponent {
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
         let (destination, replaces, start) = match target {
-            RestoreTarget::Directory(dir) => (dir.join("files").join(&self.name.name), false, Vec::new()),
+            RestoreTarget::Directory(dir) => {
+                (dir.join("files").join(&self.name.name), false, Vec::new())
+            }
             RestoreTarget::InPlace { no_restart } => (
                 self.config.path.clone(),
                 self.config.path.exists(),
-                if *no_restart { Vec::new() } else { self.restart().map(|a| shell_words::join(&a)).into_iter().collect() },
+                if *no_restart {
+                    Vec::new()
+                } else {
+                    self.restart()
+                        .map(|a| shell_words::join(&a))
+                        .into_iter()
+                        .collect()
+                },
             ),
         };
         RestoreStep {
@@ -192,11 +233,16 @@ impl Component for FilesComponent {
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
         let label = self.name.to_string();
-        let tree_err = |source| ComponentError::Tree { name: self.name.clone(), source };
+        let tree_err = |source: tree::TreeError| ComponentError::Tree {
+            name: self.name.clone(),
+            source: Box::new(source),
+        };
         match target {
             RestoreTarget::Directory(dir) => {
                 let dest = dir.join("files").join(&self.name.name);
-                let written = tree::materialize(repo, set_id, &self.config.path, &dest, &label, progress).map_err(tree_err)?;
+                let written =
+                    tree::materialize(repo, set_id, &self.config.path, &dest, &label, progress)
+                        .map_err(tree_err)?;
                 Ok(ComponentRestore {
                     name: label,
                     destination: dest,
@@ -213,20 +259,29 @@ impl Component for FilesComponent {
                 let staging = fsutil::sibling(live, &format!("restore-{stamp}"), true);
                 let keep = fsutil::sibling(live, &format!("prev-{stamp}"), false);
                 if let Some(parent) = live.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| self.restore_error(format!("cannot create {}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        self.restore_error(format!("cannot create {}: {e}", parent.display()))
+                    })?;
                 }
-                let written = match tree::materialize(repo, set_id, live, &staging, &label, progress) {
-                    Ok(w) => w,
-                    Err(e) => {
+                let written =
+                    match tree::materialize(repo, set_id, live, &staging, &label, progress) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            let _ = std::fs::remove_dir_all(&staging);
+                            return Err(self.restore_error(format!(
+                                "{e}; nothing was changed at {}",
+                                live.display()
+                            )));
+                        }
+                    };
+                let previous: Option<PathBuf> = fsutil::swap_into_place(&staging, live, &keep)
+                    .map_err(|e| {
                         let _ = std::fs::remove_dir_all(&staging);
-                        return Err(self.restore_error(format!("{e}; nothing was changed at {}", live.display())));
-                    }
-                };
-                let previous: Option<PathBuf> = fsutil::swap_into_place(&staging, live, &keep).map_err(|e| {
-                    let _ = std::fs::remove_dir_all(&staging);
-                    self.restore_error(format!("cannot swap the restored tree into {}: {e}; nothing was changed", live.display()))
-                })?;
+                        self.restore_error(format!(
+                            "cannot swap the restored tree into {}: {e}; nothing was changed",
+                            live.display()
+                        ))
+                    })?;
                 let mut warnings = Vec::new();
                 let mut status = Status::Complete;
                 let mut restarted = None;
@@ -239,7 +294,15 @@ impl Component for FilesComponent {
                     }
                     restarted = Some(shown);
                 }
-                Ok(ComponentRestore { name: label, destination: live.clone(), previous, restarted, written, status, warnings })
+                Ok(ComponentRestore {
+                    name: label,
+                    destination: live.clone(),
+                    previous,
+                    restarted,
+                    written,
+                    status,
+                    warnings,
+                })
             }
         }
     }

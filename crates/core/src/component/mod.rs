@@ -45,7 +45,7 @@ pub enum ComponentError {
         name: ComponentName,
         /// Cause.
         #[source]
-        source: TreeError,
+        source: Box<TreeError>,
     },
     /// Repository errors.
     #[error("{name}: {source}")]
@@ -54,7 +54,7 @@ pub enum ComponentError {
         name: ComponentName,
         /// Cause.
         #[source]
-        source: RepoError,
+        source: Box<RepoError>,
     },
     /// A restore step on disk failed.
     #[error("{name}: {message}")]
@@ -71,7 +71,7 @@ pub enum ComponentError {
         name: ComponentName,
         /// Cause.
         #[source]
-        source: ServiceError,
+        source: Box<ServiceError>,
     },
 }
 
@@ -102,7 +102,9 @@ pub struct Prepared {
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared").field("part", &self.part).finish_non_exhaustive()
+        f.debug_struct("Prepared")
+            .field("part", &self.part)
+            .finish_non_exhaustive()
     }
 }
 
@@ -204,7 +206,10 @@ pub trait Component: Send + Sync {
 ///
 /// # Errors
 /// An `--only` name that is not configured; kinds that are not implemented yet.
-pub fn build(config: &Config, only: &[ComponentName]) -> Result<Vec<Box<dyn Component>>, ComponentError> {
+pub fn build(
+    config: &Config,
+    only: &[ComponentName],
+) -> Result<Vec<Box<dyn Component>>, ComponentError> {
     let names = config.component_names();
     for wanted in only {
         if !names.contains(wanted) {
@@ -213,7 +218,11 @@ pub fn build(config: &Config, only: &[ComponentName]) -> Result<Vec<Box<dyn Comp
                 path: config.source.clone().unwrap_or_default(),
                 message: format!(
                     "no such component in the config; configured: {}",
-                    names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -225,7 +234,11 @@ pub fn build(config: &Config, only: &[ComponentName]) -> Result<Vec<Box<dyn Comp
         }
         match name.kind {
             Kind::Files => {
-                let cfg = config.files.get(&name.name).cloned().ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
+                let cfg = config
+                    .files
+                    .get(&name.name)
+                    .cloned()
+                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
                 out.push(Box::new(files::FilesComponent::new(name, cfg)));
             }
             Kind::Mongodb | Kind::Ssdb => return Err(ComponentError::NotSupported(name)),
@@ -237,5 +250,7 @@ pub fn build(config: &Config, only: &[ComponentName]) -> Result<Vec<Box<dyn Comp
 /// A timestamp usable in file names: `20261124T235959Z`.
 #[must_use]
 pub fn stamp() -> String {
-    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
 }

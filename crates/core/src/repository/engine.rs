@@ -229,7 +229,8 @@ pub struct EngineFinding {
 
 /// The repository operations akbackup needs, in its own types.
 pub trait Engine: Send + Sync {
-    /// Stores a new snapshot of `parts` (in one tree, each under its `repo_path`).
+    /// Stores a new snapshot of `parts` (in one tree, each under its `repo_path`); the stats
+    /// come back in the order of `parts`. Labels must be unique.
     ///
     /// `parent` is the snapshot whose unchanged files need not be read again.
     ///
@@ -253,7 +254,12 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// Storage errors.
-    fn rewrite_snapshot(&self, id: &str, tags: &[String], description: &str) -> EngineResult<SnapshotInfo>;
+    fn rewrite_snapshot(
+        &self,
+        id: &str,
+        tags: &[String],
+        description: &str,
+    ) -> EngineResult<SnapshotInfo>;
     /// Deletes snapshots (not their data; see [`Engine::prune`]).
     ///
     /// # Errors
@@ -297,7 +303,11 @@ pub fn init_local(path: &Path, password: &str) -> EngineResult<()> {
     let backends = backends(path)?;
     Repository::new(&RepositoryOptions::default(), &backends)
         .map_err(|e| EngineError::library("creating repository", &e))?
-        .init(&Credentials::password(password), &KeyOptions::default(), &ConfigOptions::default())
+        .init(
+            &Credentials::password(password),
+            &KeyOptions::default(),
+            &ConfigOptions::default(),
+        )
         .map_err(|e| EngineError::library("creating repository", &e))?;
     Ok(())
 }
@@ -321,8 +331,12 @@ pub fn open_local(path: &Path, password: &str) -> EngineResult<RusticEngine> {
                 EngineError::library("opening repository", &e)
             }
         })?;
-    let repo = repo.to_indexed().map_err(|e| EngineError::library("loading index", &e))?;
-    Ok(RusticEngine { repo: Mutex::new(Some(Arc::new(repo))) })
+    let repo = repo
+        .to_indexed()
+        .map_err(|e| EngineError::library("loading index", &e))?;
+    Ok(RusticEngine {
+        repo: Mutex::new(Some(Arc::new(repo))),
+    })
 }
 
 fn backends(path: &Path) -> EngineResult<rustic_core::RepositoryBackends> {
@@ -347,18 +361,27 @@ impl std::fmt::Debug for RusticEngine {
 }
 
 fn poisoned() -> EngineError {
-    EngineError::Library { what: "repository state", message: "an earlier operation panicked".to_string() }
+    EngineError::Library {
+        what: "repository state",
+        message: "an earlier operation panicked".to_string(),
+    }
 }
 
 impl RusticEngine {
     fn repo(&self) -> EngineResult<Arc<Repository<IndexedFullStatus>>> {
-        self.repo.lock().map_err(|_| poisoned())?.clone().ok_or_else(poisoned)
+        self.repo
+            .lock()
+            .map_err(|_| poisoned())?
+            .clone()
+            .ok_or_else(poisoned)
     }
 
     /// Re-reads the index after this process wrote to the repository.
     fn refresh(&self) -> EngineResult<()> {
         let mut guard = self.repo.lock().map_err(|_| poisoned())?;
-        let Some(arc) = guard.take() else { return Err(poisoned()) };
+        let Some(arc) = guard.take() else {
+            return Err(poisoned());
+        };
         let repo = match Arc::try_unwrap(arc) {
             Ok(repo) => repo,
             Err(arc) => {
@@ -375,16 +398,22 @@ impl RusticEngine {
     }
 
     fn snapshot(&self, id: &str) -> EngineResult<SnapshotFile> {
-        let mut snaps = self
-            .repo()?
-            .get_snapshots(&[id])
-            .map_err(|e| EngineError::NotInSnapshot(format!("snapshot {id}: {}", first_line(&e))))?;
-        snaps.pop().ok_or_else(|| EngineError::NotInSnapshot(format!("no snapshot {id}")))
+        let mut snaps = self.repo()?.get_snapshots(&[id]).map_err(|e| {
+            EngineError::NotInSnapshot(format!("snapshot {id}: {}", first_line(&e)))
+        })?;
+        snaps
+            .pop()
+            .ok_or_else(|| EngineError::NotInSnapshot(format!("no snapshot {id}")))
     }
 }
 
 fn first_line(err: &RusticError) -> String {
-    err.to_string().lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+    err.to_string()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn info_of(s: &SnapshotFile) -> SnapshotInfo {
@@ -440,7 +469,11 @@ fn entry_of(path: PathBuf, node: &Node) -> Entry {
         blobs: node
             .content
             .as_ref()
-            .map(|c| c.iter().map(|id| BlobRef(id.to_hex().to_string())).collect())
+            .map(|c| {
+                c.iter()
+                    .map(|id| BlobRef(id.to_hex().to_string()))
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -461,7 +494,9 @@ impl Engine for RusticEngine {
                 .add_tags(tag)
                 .map_err(|e| EngineError::library("tagging snapshot", &e))?;
         }
-        let snap = snap_opts.to_snapshot().map_err(|e| EngineError::library("creating snapshot", &e))?;
+        let snap = snap_opts
+            .to_snapshot()
+            .map_err(|e| EngineError::library("creating snapshot", &e))?;
         let mut parent_opts = ParentOptions::default();
         match parent {
             Some(id) => parent_opts.parents = vec![id.to_string()],
@@ -474,7 +509,7 @@ impl Engine for RusticEngine {
             .archive(&opts, &source, snap, &paths)
             .map_err(|e| EngineError::library("writing backup", &e))?;
         self.refresh()?;
-        Ok((info_of(&saved), source.finish()))
+        Ok((info_of(&saved), source.finish(parts)))
     }
 
     fn snapshots(&self) -> EngineResult<Vec<SnapshotInfo>> {
@@ -486,7 +521,12 @@ impl Engine for RusticEngine {
         Ok(snaps.iter().map(info_of).collect())
     }
 
-    fn rewrite_snapshot(&self, id: &str, tags: &[String], description: &str) -> EngineResult<SnapshotInfo> {
+    fn rewrite_snapshot(
+        &self,
+        id: &str,
+        tags: &[String],
+        description: &str,
+    ) -> EngineResult<SnapshotInfo> {
         let old = self.snapshot(id)?;
         let old_id = old.id;
         let mut new = old;
@@ -533,12 +573,18 @@ impl Engine for RusticEngine {
         let root = repo
             .node_from_snapshot_and_path(&snap, &path.display().to_string())
             .map_err(|_| {
-                EngineError::NotInSnapshot(format!("{} is not in snapshot {}", path.display(), &id[..8.min(id.len())]))
+                EngineError::NotInSnapshot(format!(
+                    "{} is not in snapshot {}",
+                    path.display(),
+                    &id[..8.min(id.len())]
+                ))
             })?;
         let mut out = vec![entry_of(PathBuf::new(), &root)];
         if root.is_dir() {
             let ls_opts = LsOptions::default();
-            let iter = repo.ls(&root, &ls_opts).map_err(|e| EngineError::library("reading tree", &e))?;
+            let iter = repo
+                .ls(&root, &ls_opts)
+                .map_err(|e| EngineError::library("reading tree", &e))?;
             for item in iter {
                 let (p, node) = item.map_err(|e| EngineError::library("reading tree", &e))?;
                 out.push(entry_of(p, &node));
@@ -548,7 +594,10 @@ impl Engine for RusticEngine {
     }
 
     fn read_blob(&self, blob: &BlobRef) -> EngineResult<Vec<u8>> {
-        let damaged = |reason: String| EngineError::DamagedBlob { id: blob.0.clone(), reason };
+        let damaged = |reason: String| EngineError::DamagedBlob {
+            id: blob.0.clone(),
+            reason,
+        };
         let repo = self.repo()?;
         let id = blob.0.parse::<Id>().map_err(|e| damaged(first_line(&e)))?;
         let data_id = DataId::from(id);
@@ -652,7 +701,11 @@ impl SetSource {
         sorted.sort_by(|a, b| a.repo_path.cmp(&b.repo_path));
         let mut built = Vec::new();
         for part in sorted {
-            let globs = part.excludes.iter().map(|g| format!("!{g}")).collect::<Vec<_>>();
+            let globs = part
+                .excludes
+                .iter()
+                .map(|g| format!("!{g}"))
+                .collect::<Vec<_>>();
             let excludes = Excludes::default().globs(globs);
             let local = LocalSource::new(
                 LocalSourceSaveOptions::default(),
@@ -664,27 +717,33 @@ impl SetSource {
             built.push((part, local));
         }
         let shared = Arc::new(Shared {
-            stats: built.iter().map(|_| Mutex::new(PartStats::default())).collect(),
+            stats: built
+                .iter()
+                .map(|_| Mutex::new(PartStats::default()))
+                .collect(),
             labels: built.iter().map(|(p, _)| p.label.clone()).collect(),
             progress,
         });
-        Ok(Self { parts: built, shared })
+        Ok(Self {
+            parts: built,
+            shared,
+        })
     }
 
-    fn finish(&self) -> Vec<PartStats> {
-        // Return stats in the caller's order is not needed: callers match by label.
-        self.shared
-            .stats
+    /// The stats of each part, in the order of `parts` as the caller gave them.
+    fn finish(&self, parts: &[SourcePart]) -> Vec<PartStats> {
+        parts
             .iter()
-            .zip(&self.shared.labels)
-            .map(|(m, _)| m.lock().map(|s| s.clone()).unwrap_or_default())
+            .map(|p| {
+                self.shared
+                    .labels
+                    .iter()
+                    .position(|l| *l == p.label)
+                    .and_then(|i| self.shared.stats.get(i))
+                    .and_then(|m| m.lock().ok().map(|s| s.clone()))
+                    .unwrap_or_default()
+            })
             .collect()
-    }
-
-    /// Labels in the order of [`SetSource::finish`].
-    #[allow(dead_code)]
-    fn labels(&self) -> &[String] {
-        &self.shared.labels
     }
 }
 
@@ -702,12 +761,19 @@ impl ReadSourceOpen for TrackedOpen {
     type Reader = TrackedReader;
     fn open(self) -> RusticResult<Self::Reader> {
         match File::open(&self.path) {
-            Ok(file) => Ok(TrackedReader { file, open: self, done: false }),
+            Ok(file) => Ok(TrackedReader {
+                file,
+                open: self,
+                done: false,
+            }),
             Err(err) => {
                 let message = format!("{}: {err}", self.shown);
-                self.shared.with(self.part, |s| s.errors.push(message.clone()));
-                Err(RusticError::with_source(ErrorKind::InputOutput, "cannot open {path}", err)
-                    .attach_context("path", self.shown))
+                self.shared
+                    .with(self.part, |s| s.errors.push(message.clone()));
+                Err(
+                    RusticError::with_source(ErrorKind::InputOutput, "cannot open {path}", err)
+                        .attach_context("path", self.shown),
+                )
             }
         }
     }
@@ -731,18 +797,24 @@ impl Read for TrackedReader {
                     };
                     if changed {
                         let shown = self.open.shown.clone();
-                        self.open.shared.with(self.open.part, |s| s.changed.push(shown));
+                        self.open
+                            .shared
+                            .with(self.open.part, |s| s.changed.push(shown));
                     }
                 }
                 Ok(0)
             }
             Ok(n) => {
-                self.open.shared.with(self.open.part, |s| s.read_bytes += n as u64);
+                self.open
+                    .shared
+                    .with(self.open.part, |s| s.read_bytes += n as u64);
                 Ok(n)
             }
             Err(err) => {
                 let message = format!("{}: {err}", self.open.shown);
-                self.open.shared.with(self.open.part, |s| s.errors.push(message));
+                self.open
+                    .shared
+                    .with(self.open.part, |s| s.errors.push(message));
                 Err(err)
             }
         }
@@ -772,7 +844,10 @@ impl ReadSource for SetSource {
                 Ok(entry) => Some(Ok(map_entry(entry, &part, index, &shared))),
                 Err(err) => {
                     let message = first_line(&err);
-                    shared.with(index, |s| s.errors.push(format!("{}: {message}", part.read_root.display())));
+                    shared.with(index, |s| {
+                        s.errors
+                            .push(format!("{}: {message}", part.read_root.display()))
+                    });
                     None
                 }
             });
@@ -808,15 +883,29 @@ fn root_entry(
                 size: 0,
                 ..Default::default()
             };
-            meta.mtime = jiff::Timestamp::new(m.mtime(), i32::try_from(m.mtime_nsec()).unwrap_or(0)).ok();
-            meta.user = nix::unistd::User::from_uid(m.uid().into()).ok().flatten().map(|u| u.name);
-            meta.group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map(|g| g.name);
+            meta.mtime =
+                jiff::Timestamp::new(m.mtime(), i32::try_from(m.mtime_nsec()).unwrap_or(0)).ok();
+            meta.user = nix::unistd::User::from_uid(m.uid().into())
+                .ok()
+                .flatten()
+                .map(|u| u.name);
+            meta.group = nix::unistd::Group::from_gid(m.gid().into())
+                .ok()
+                .flatten()
+                .map(|g| g.name);
             shared.with(index, |s| s.dirs += 1);
             let node = Node::new_node(name, rustic_core::repofile::NodeType::Dir, meta);
-            Some(Ok(ReadSourceEntry { path: part.repo_path.clone(), node, open: None }))
+            Some(Ok(ReadSourceEntry {
+                path: part.repo_path.clone(),
+                node,
+                open: None,
+            }))
         }
         Err(err) => {
-            shared.with(index, |s| s.errors.push(format!("{}: {err}", part.read_root.display())));
+            shared.with(index, |s| {
+                s.errors
+                    .push(format!("{}: {err}", part.read_root.display()))
+            });
             None
         }
     }
@@ -829,7 +918,10 @@ fn map_entry<O>(
     shared: &Arc<Shared>,
 ) -> ReadSourceEntry<TrackedOpen> {
     let ReadSourceEntry { path, node, open } = entry;
-    let rel = path.strip_prefix(&part.read_root).unwrap_or(&path).to_path_buf();
+    let rel = path
+        .strip_prefix(&part.read_root)
+        .unwrap_or(&path)
+        .to_path_buf();
     let repo_path = part.repo_path.join(&rel);
     if node.is_dir() {
         shared.with(index, |s| s.dirs += 1);
@@ -848,13 +940,12 @@ fn map_entry<O>(
         path: path.clone(),
         part: index,
         size: node.meta.size,
-        mtime: node
-            .meta
-            .mtime
-            .as_ref()
-            .and_then(|t| SystemTime::try_from(*t).ok()),
+        mtime: node.meta.mtime.as_ref().map(|t| SystemTime::from(*t)),
         shared: shared.clone(),
     });
-    ReadSourceEntry { path: repo_path, node, open }
+    ReadSourceEntry {
+        path: repo_path,
+        node,
+        open,
+    }
 }
-

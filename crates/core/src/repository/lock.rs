@@ -68,7 +68,9 @@ fn this_host() -> String {
 }
 
 fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) | Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
@@ -82,7 +84,10 @@ impl RepoLock {
     /// [`LockError::Held`] with the holder, or I/O errors.
     pub fn acquire(repo: &Path, command: &str) -> Result<Self, LockError> {
         let path = repo.join(LOCK_FILE);
-        let io = |source| LockError::Io { repo: repo.to_path_buf(), source };
+        let io = |source| LockError::Io {
+            repo: repo.to_path_buf(),
+            source,
+        };
         let me = LockHolder {
             pid: std::process::id(),
             host: this_host(),
@@ -92,7 +97,11 @@ impl RepoLock {
         let body = serde_json::to_vec(&me).map_err(|e| io(std::io::Error::other(e)))?;
         let mut broke_stale = None;
         for _ in 0..3 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     f.write_all(&body).map_err(io)?;
                     f.sync_all().map_err(io)?;
@@ -102,7 +111,10 @@ impl RepoLock {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
                     match serde_json::from_str::<LockHolder>(&text) {
                         Ok(holder) if holder.host != me.host || alive(holder.pid) => {
-                            return Err(LockError::Held { repo: repo.to_path_buf(), holder });
+                            return Err(LockError::Held {
+                                repo: repo.to_path_buf(),
+                                holder,
+                            });
                         }
                         Ok(holder) => {
                             // Same host, process gone: a crash left it.
@@ -113,7 +125,10 @@ impl RepoLock {
                             // Created but not yet written by a racing process, or a crash
                             // between create and write: treat as stale after a short wait.
                             std::thread::sleep(std::time::Duration::from_millis(200));
-                            if std::fs::read_to_string(&path).unwrap_or_default().is_empty() {
+                            if std::fs::read_to_string(&path)
+                                .unwrap_or_default()
+                                .is_empty()
+                            {
                                 std::fs::remove_file(&path).map_err(io)?;
                             }
                         }
@@ -128,7 +143,9 @@ impl RepoLock {
                 Err(e) => return Err(io(e)),
             }
         }
-        Err(io(std::io::Error::other("the lock kept changing; try again")))
+        Err(io(std::io::Error::other(
+            "the lock kept changing; try again",
+        )))
     }
 }
 
@@ -147,12 +164,26 @@ mod tests {
     fn held_and_stale() {
         let t = tempfile::tempdir().unwrap();
         let first = RepoLock::acquire(t.path(), "backup").unwrap();
-        let err = RepoLock::acquire(t.path(), "forget").unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        let err = RepoLock::acquire(t.path(), "forget")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
-        let stale = LockHolder { pid: u32::MAX - 1, host: this_host(), command: "backup".into(), time: "t".into() };
-        std::fs::write(t.path().join(LOCK_FILE), serde_json::to_vec(&stale).unwrap()).unwrap();
+        let stale = LockHolder {
+            pid: u32::MAX - 1,
+            host: this_host(),
+            command: "backup".into(),
+            time: "t".into(),
+        };
+        std::fs::write(
+            t.path().join(LOCK_FILE),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .unwrap();
         let lock = RepoLock::acquire(t.path(), "backup").unwrap();
-        assert_eq!(lock.broke_stale.unwrap().pid, u32::MAX - 1);
+        assert_eq!(lock.broke_stale.as_ref().map(|h| h.pid), Some(u32::MAX - 1));
     }
 }

@@ -63,7 +63,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Repository")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +88,10 @@ pub fn init(config: &Config) -> Result<PathBuf, RepoError> {
     let path = location(config)?;
     let password = password::resolve(&config.repository)?;
     std::fs::create_dir_all(&path).map_err(|e| {
-        RepoError::Config(format!("cannot create repository directory {}: {e}", path.display()))
+        RepoError::Config(format!(
+            "cannot create repository directory {}: {e}",
+            path.display()
+        ))
     })?;
     engine::init_local(&path, &password)?;
     Ok(path)
@@ -104,7 +109,10 @@ impl Repository {
         }
         let password = password::resolve(&config.repository)?;
         let engine = engine::open_local(&path, &password)?;
-        Ok(Self { path, engine: Box::new(engine) })
+        Ok(Self {
+            path,
+            engine: Box::new(engine),
+        })
     }
 
     /// Where the repository lives.
@@ -158,7 +166,10 @@ impl Repository {
         if spec == "latest" {
             return sets.pop().ok_or(RepoError::NoSets);
         }
-        let mut matching: Vec<_> = sets.into_iter().filter(|s| s.id.starts_with(spec)).collect();
+        let mut matching: Vec<_> = sets
+            .into_iter()
+            .filter(|s| s.id.starts_with(spec))
+            .collect();
         match matching.len() {
             0 => Err(RepoError::NoSuchSet(spec.to_string())),
             1 => Ok(matching.remove(0)),
@@ -180,7 +191,13 @@ impl Repository {
     ) -> Result<(String, Vec<PartStats>, Option<u64>), RepoError> {
         let mut all_tags = vec![PARTIAL_TAG.to_string()];
         all_tags.extend(tags.iter().cloned());
-        let (info, stats) = self.engine.backup(parts, &all_tags, "akbackup set in progress", parent, progress)?;
+        let (info, stats) = self.engine.backup(
+            parts,
+            &all_tags,
+            "akbackup set in progress",
+            parent,
+            progress,
+        )?;
         Ok((info.id, stats, info.data_added_packed))
     }
 
@@ -188,11 +205,18 @@ impl Repository {
     ///
     /// # Errors
     /// Storage errors; the partial snapshot then stays and is cleaned up later.
-    pub fn complete_set(&self, partial_id: &str, manifest: &Manifest) -> Result<BackupSet, RepoError> {
+    pub fn complete_set(
+        &self,
+        partial_id: &str,
+        manifest: &Manifest,
+    ) -> Result<BackupSet, RepoError> {
         let mut tags = vec![SET_TAG.to_string()];
         tags.extend(manifest.tags.iter().cloned());
-        let info = self.engine.rewrite_snapshot(partial_id, &tags, &manifest.to_description())?;
-        set_of(&info).ok_or_else(|| RepoError::Config("the completed set has no manifest".to_string()))
+        let info = self
+            .engine
+            .rewrite_snapshot(partial_id, &tags, &manifest.to_description())?;
+        set_of(&info)
+            .ok_or_else(|| RepoError::Config("the completed set has no manifest".to_string()))
     }
 
     /// Deletes snapshots (partial ones, or sets dropped by retention).
@@ -231,5 +255,9 @@ impl Repository {
 
 fn set_of(info: &SnapshotInfo) -> Option<BackupSet> {
     let manifest = Manifest::from_description(info.description.as_deref()?)?;
-    Some(BackupSet { id: info.id.clone(), manifest, added_bytes: info.data_added_packed })
+    Some(BackupSet {
+        id: info.id.clone(),
+        manifest,
+        added_bytes: info.data_added_packed,
+    })
 }

@@ -27,7 +27,9 @@ pub enum PasswordError {
         source: std::io::Error,
     },
     /// The file is readable by others.
-    #[error("password file {path} is readable by group or others (mode {mode:04o}): run chmod 600 {path}")]
+    #[error(
+        "password file {path} is readable by group or others (mode {mode:04o}): run chmod 600 {path}"
+    )]
     TooOpen {
         /// The file.
         path: PathBuf,
@@ -61,25 +63,50 @@ pub fn resolve(config: &RepositoryConfig) -> Result<String, PasswordError> {
             .args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| PasswordError::Command { program: program.clone(), reason: e.to_string() })?;
+            .map_err(|e| PasswordError::Command {
+                program: program.clone(),
+                reason: e.to_string(),
+            })?;
         if !out.status.success() {
-            return Err(PasswordError::Command { program, reason: out.status.to_string() });
+            return Err(PasswordError::Command {
+                program,
+                reason: out.status.to_string(),
+            });
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        return non_empty(text.lines().next().unwrap_or("").to_string(), "password-command");
+        return non_empty(
+            text.lines().next().unwrap_or("").to_string(),
+            "password-command",
+        );
     }
     if let Some(path) = &config.password_file {
-        let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read { path: path.clone(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(PasswordError::TooOpen { path: path.clone(), mode });
+            return Err(PasswordError::TooOpen {
+                path: path.clone(),
+                mode,
+            });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read { path: path.clone(), source })?;
-        return non_empty(text.lines().next().unwrap_or("").to_string(), &path.display().to_string());
+        let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        return non_empty(
+            text.lines().next().unwrap_or("").to_string(),
+            &path.display().to_string(),
+        );
     }
     Err(PasswordError::Missing)
 }
 
 fn non_empty(pw: String, from: &str) -> Result<String, PasswordError> {
-    if pw.is_empty() { Err(PasswordError::Empty(from.to_string())) } else { Ok(pw) }
+    if pw.is_empty() {
+        Err(PasswordError::Empty(from.to_string()))
+    } else {
+        Ok(pw)
+    }
 }

@@ -1,0 +1,11 @@
+//! Integration tests: each spawns the real `akbackup` binary in a fresh temp dir.
+//!
+//! One binary, one module per area: `cli` (errors, config, locks), `roundtrip` (backup,
+//! target restore, dedup, verify, retention), `restore` (in-place restore and restart),
+//! `interop` (the standard `restic` client reads what `akbackup` wrote).
+
+mod cli;
+mod interop;
+mod restore;
+mod roundtrip;
+mod support;

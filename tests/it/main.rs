@@ -6,6 +6,7 @@
 
 mod cli;
 mod interop;
+mod owners;
 mod restore;
 mod roundtrip;
 mod support;

@@ -301,7 +301,7 @@ pub fn init_local(path: &Path, password: &str) -> EngineResult<()> {
         return Err(EngineError::AlreadyExists(path.display().to_string()));
     }
     let backends = backends(path)?;
-    Repository::new(&RepositoryOptions::default(), &backends)
+    Repository::new(&local_options(), &backends)
         .map_err(|e| EngineError::library("creating repository", &e))?
         .init(
             &Credentials::password(password),
@@ -321,7 +321,7 @@ pub fn open_local(path: &Path, password: &str) -> EngineResult<RusticEngine> {
         return Err(EngineError::NotFound(path.display().to_string()));
     }
     let backends = backends(path)?;
-    let repo = Repository::new(&RepositoryOptions::default(), &backends)
+    let repo = Repository::new(&local_options(), &backends)
         .map_err(|e| EngineError::library("opening repository", &e))?
         .open(&Credentials::password(password))
         .map_err(|e| {
@@ -337,6 +337,12 @@ pub fn open_local(path: &Path, password: &str) -> EngineResult<RusticEngine> {
     Ok(RusticEngine {
         repo: Mutex::new(Some(Arc::new(repo))),
     })
+}
+
+/// A local repository needs no cache: the cache would only copy its index and trees into
+/// `~/.cache` of whoever runs akbackup.
+fn local_options() -> RepositoryOptions {
+    RepositoryOptions::default().no_cache(true)
 }
 
 fn backends(path: &Path) -> EngineResult<rustic_core::RepositoryBackends> {
@@ -768,8 +774,13 @@ impl ReadSourceOpen for TrackedOpen {
             }),
             Err(err) => {
                 let message = format!("{}: {err}", self.shown);
-                self.shared
-                    .with(self.part, |s| s.errors.push(message.clone()));
+                let size = self.size;
+                // The archiver leaves the file out: so must the counts.
+                self.shared.with(self.part, |s| {
+                    s.errors.push(message.clone());
+                    s.files = s.files.saturating_sub(1);
+                    s.bytes = s.bytes.saturating_sub(size);
+                });
                 Err(
                     RusticError::with_source(ErrorKind::InputOutput, "cannot open {path}", err)
                         .attach_context("path", self.shown),

@@ -960,3 +960,94 @@ fn map_entry<O>(
         open,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            stats: vec![Mutex::new(PartStats::default())],
+            labels: vec!["files.test".to_string()],
+            progress: crate::progress::none(),
+        })
+    }
+
+    fn tracked(path: &Path, shared: &Arc<Shared>) -> TrackedOpen {
+        let m = std::fs::metadata(path).unwrap();
+        TrackedOpen {
+            path: path.to_path_buf(),
+            shown: path.display().to_string(),
+            part: 0,
+            size: m.len(),
+            mtime: m.modified().ok(),
+            shared: shared.clone(),
+        }
+    }
+
+    #[test]
+    /// A file that grows between the start and the end of its read is reported as changed;
+    /// one left alone is not.
+    fn file_changed_while_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grows.dat");
+        std::fs::write(&path, vec![7u8; 64 * 1024]).unwrap();
+        let s = shared();
+        let mut reader = tracked(&path, &s).open().unwrap();
+        let mut buf = vec![0u8; 1024];
+        assert_eq!(reader.read(&mut buf).unwrap(), 1024);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        let stats = s.stats[0].lock().unwrap().clone();
+        assert_eq!(stats.changed, vec![path.display().to_string()]);
+
+        let still = dir.path().join("still.dat");
+        std::fs::write(&still, b"quiet").unwrap();
+        let s = shared();
+        std::io::copy(
+            &mut tracked(&still, &s).open().unwrap(),
+            &mut std::io::sink(),
+        )
+        .unwrap();
+        let stats = s.stats[0].lock().unwrap().clone();
+        assert!(stats.changed.is_empty());
+        assert_eq!(stats.read_bytes, 5);
+    }
+
+    #[test]
+    /// A file that cannot be opened is recorded as an error and taken out of the counts.
+    fn unopenable_file_is_an_error_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.dat");
+        std::fs::write(&path, b"12345").unwrap();
+        let s = shared();
+        {
+            let mut st = s.stats[0].lock().unwrap();
+            st.files = 1;
+            st.bytes = 5;
+        }
+        let open = tracked(&path, &s);
+        std::fs::remove_file(&path).unwrap();
+        assert!(open.open().is_err());
+        let stats = s.stats[0].lock().unwrap().clone();
+        assert_eq!((stats.files, stats.bytes), (0, 0));
+        assert_eq!(stats.errors.len(), 1);
+        assert!(stats.errors[0].contains("gone.dat"));
+    }
+
+    #[test]
+    /// restic's Go file-mode bits map back to Unix permission and special bits.
+    fn go_mode_conversion() {
+        assert_eq!(unix_mode_from_go(0o644), 0o644);
+        assert_eq!(unix_mode_from_go((1 << 31) | (1 << 22) | 0o775), 0o2775);
+        assert_eq!(unix_mode_from_go((1 << 31) | (1 << 20) | 0o777), 0o1777);
+        assert_eq!(unix_mode_from_go((1 << 23) | 0o755), 0o4755);
+    }
+}

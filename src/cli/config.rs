@@ -35,7 +35,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Show => {
             let text = config.to_redacted_toml();
-            render::out(g, &serde_json::to_value(&config)?, || text.clone())?;
+            render::out(g, &config.redacted(), || text.clone())?;
             Ok(ExitCode::SUCCESS)
         }
         Action::Check => {

@@ -411,14 +411,21 @@ impl Config {
             })
     }
 
-    /// The config as TOML with secrets redacted, for `config show`.
+    /// A copy with secrets (passwords in URIs) replaced by `***`, for display in any form.
     #[must_use]
-    pub fn to_redacted_toml(&self) -> String {
+    pub fn redacted(&self) -> Self {
         let mut shown = self.clone();
         for m in shown.mongodb.values_mut() {
             m.uri = redact_uri(&m.uri);
         }
-        toml::to_string_pretty(&shown).unwrap_or_else(|err| format!("# cannot render: {err}\n"))
+        shown
+    }
+
+    /// The config as TOML with secrets redacted, for `config show`.
+    #[must_use]
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|err| format!("# cannot render: {err}\n"))
     }
 }
 
@@ -597,5 +604,10 @@ mod tests {
         );
         let c = parse("[mongodb.x]\nuri = \"mongodb://u:secret@h\"\n").unwrap();
         assert!(!c.to_redacted_toml().contains("secret"));
+        assert!(
+            !serde_json::to_string(&c.redacted())
+                .unwrap()
+                .contains("secret")
+        );
     }
 }

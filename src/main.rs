@@ -14,6 +14,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     render::init_logging(args.log_level());
+    if let Err(e) = akbackup_core::cleanup::install_signal_handler() {
+        eprintln!(
+            "akbackup: warning: cannot install signal handlers ({e}): Ctrl-C may leave staging directories behind"
+        );
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

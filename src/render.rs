@@ -32,7 +32,7 @@ pub fn out<T: serde::Serialize>(
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if g.json {
-        serde_json::to_writer_pretty(&mut stdout, value)?;
+        serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
         writeln!(stdout)?;
     } else {
         let t = text();

@@ -20,6 +20,10 @@ pub struct Args {
     /// Read and authenticate all data
     #[arg(long)]
     read_data: bool,
+    /// Also restore each SSDB store to a temporary directory, open it with LevelDB and compare
+    /// key counts and digest with the manifest
+    #[arg(long)]
+    deep: bool,
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
@@ -30,7 +34,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         None => repo.sets()?,
     };
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
-    let summary = verify::run(&repo, &sets, args.read_data, &progress)?;
+    let summary = verify::run(&repo, &sets, args.read_data, args.deep, &progress)?;
     render::out(g, &summary, || {
         let mut s = String::new();
         for set in &summary.sets {

@@ -205,7 +205,18 @@ pub struct MongodbConfig {
     pub service: Option<String>,
 }
 
-/// `[ssdb.<name>]`: an SSDB store (implemented in a later release).
+/// How an SSDB store is copied for a backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsdbMode {
+    /// Point-in-time copy while the server keeps writing (hard-linked tables, copied logs).
+    #[default]
+    Online,
+    /// Stop the unit, copy, start it again.
+    Stop,
+}
+
+/// `[ssdb.<name>]`: an SSDB store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SsdbConfig {
@@ -213,6 +224,25 @@ pub struct SsdbConfig {
     pub path: PathBuf,
     /// systemd unit (default `ssdb-<name>`).
     pub service: Option<String>,
+    /// `online` (default) or `stop`.
+    #[serde(default)]
+    pub mode: SsdbMode,
+    /// Host for health checks (default: from ssdb.conf when present).
+    pub host: Option<String>,
+    /// Port for health checks.
+    pub port: Option<u16>,
+    /// Password for the `auth` command of health checks.
+    pub auth: Option<String>,
+}
+
+impl SsdbConfig {
+    /// The systemd unit after defaults.
+    #[must_use]
+    pub fn unit(&self, name: &str) -> String {
+        self.service
+            .clone()
+            .unwrap_or_else(|| format!("ssdb-{name}"))
+    }
 }
 
 /// The whole configuration after defaults.
@@ -241,7 +271,7 @@ const TOP_KEYS: &[&str] = &["repository", "files", "mongodb", "ssdb"];
 const REPOSITORY_KEYS: &[&str] = &["path", "password-file", "password-command"];
 const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "on-read-error"];
 const MONGODB_KEYS: &[&str] = &["uri", "service"];
-const SSDB_KEYS: &[&str] = &["path", "service"];
+const SSDB_KEYS: &[&str] = &["path", "service", "mode", "host", "port", "auth"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -304,6 +334,10 @@ impl Config {
                 SsdbConfig {
                     path: PathBuf::from(format!("/var/lib/ssdb/{name}")),
                     service: None,
+                    mode: SsdbMode::Online,
+                    host: None,
+                    port: None,
+                    auth: None,
                 },
             );
         }
@@ -417,6 +451,11 @@ impl Config {
         let mut shown = self.clone();
         for m in shown.mongodb.values_mut() {
             m.uri = redact_uri(&m.uri);
+        }
+        for s in shown.ssdb.values_mut() {
+            if s.auth.is_some() {
+                s.auth = Some("***".to_string());
+            }
         }
         shown
     }

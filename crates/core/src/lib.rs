@@ -21,6 +21,7 @@
 
 pub mod backup;
 pub mod backup_set;
+pub mod cleanup;
 pub mod component;
 pub mod config;
 pub mod demo;

@@ -63,3 +63,11 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
         stderr: last.unwrap_or_default(),
     })
 }
+
+/// `systemctl VERB UNIT`, found on `PATH` (tests put a recording stand-in there).
+///
+/// # Errors
+/// [`ServiceError`] naming the unit.
+pub fn systemctl(verb: &str, unit: &str) -> Result<(), ServiceError> {
+    run(&["systemctl".to_string(), verb.to_string(), unit.to_string()])
+}

@@ -84,6 +84,7 @@ pub fn run(
     repo: &Repository,
     sets: &[BackupSet],
     read_data: bool,
+    deep: bool,
     progress: &ProgressRef,
 ) -> Result<VerifySummary, RepoError> {
     let mut findings = Vec::new();
@@ -178,6 +179,16 @@ pub fn run(
                     progress.advance(&label, e.size);
                 }
                 progress.end(&label);
+            }
+            if deep && rec.kind == "ssdb" {
+                progress.note(&format!(
+                    "deep check of {} in set {}",
+                    rec.name,
+                    set.short_id()
+                ));
+                for p in crate::component::ssdb::deep_check(repo, &set.id, rec, progress) {
+                    add(&mut findings, &mut check, p);
+                }
             }
             comps.push(check);
         }

@@ -153,6 +153,7 @@ impl Component for FilesComponent {
                 read_root: path.clone(),
                 repo_path: path.clone(),
                 excludes: self.config.exclude.clone(),
+                meta_root: path.clone(),
             },
             details: serde_json::json!({ "exclude": self.config.exclude }),
             guard: None,

@@ -7,6 +7,7 @@
 //! Instances (the two MongoDB servers, the four SSDB stores) are config values, not types.
 
 pub mod files;
+pub mod ssdb;
 
 use std::path::{Path, PathBuf};
 
@@ -241,7 +242,15 @@ pub fn build(
                     .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
                 out.push(Box::new(files::FilesComponent::new(name, cfg)));
             }
-            Kind::Mongodb | Kind::Ssdb => return Err(ComponentError::NotSupported(name)),
+            Kind::Ssdb => {
+                let cfg = config
+                    .ssdb
+                    .get(&name.name)
+                    .cloned()
+                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
+                out.push(Box::new(ssdb::SsdbComponent::new(name, cfg)));
+            }
+            Kind::Mongodb => return Err(ComponentError::NotSupported(name)),
         }
     }
     Ok(out)

@@ -160,6 +160,9 @@ pub struct SourcePart {
     pub repo_path: PathBuf,
     /// Glob patterns to exclude.
     pub excludes: Vec<String>,
+    /// Whose owner, mode and times the component's root directory gets in the snapshot (the
+    /// live directory when `read_root` is a staging copy).
+    pub meta_root: PathBuf,
 }
 
 /// What happened to one part while it was read.
@@ -884,7 +887,7 @@ fn root_entry(
     shared: &Arc<Shared>,
 ) -> Option<RusticResult<ReadSourceEntry<TrackedOpen>>> {
     use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(&part.read_root) {
+    match std::fs::metadata(&part.meta_root) {
         Ok(m) => {
             let name = part.repo_path.file_name()?;
             let mut meta = rustic_core::repofile::Metadata {

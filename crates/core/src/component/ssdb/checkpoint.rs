@@ -1,0 +1,290 @@
+//! Online checkpoint of a live LevelDB database: a point-in-time, crash-consistent copy taken
+//! while the server keeps writing, without a second full copy on disk.
+//!
+//! # Algorithm
+//! 1. Read `CURRENT`, then the whole MANIFEST it names, as it is at this instant (time t1).
+//!    Parse it up to its last complete record: that is version V, which lists the live table
+//!    files and the log number L from which writes are not yet in tables.
+//! 2. Hard-link every table file of V into the staging directory (same filesystem). Table
+//!    files never change after LevelDB lists them, so a link is a frozen copy at no cost. If one
+//!    is missing, compaction removed it after t1: start again.
+//! 3. Copy (never link: they keep growing) every `*.log` numbered >= L, at time t2 > t1. If log
+//!    L itself is missing, it was flushed into a table V does not list and deleted: start again.
+//! 4. Write the MANIFEST prefix (cut at the last complete record) and a `CURRENT` naming it.
+//! 5. Read `CURRENT` again: if it names another MANIFEST, the database was reopened meanwhile:
+//!    start again.
+//!
+//! # Why it is consistent
+//! A write acknowledged before the backup started (t0 <= t1) is, at t1, either in a table of
+//! V or in a log numbered >= L (LevelDB advances L in the MANIFEST only after the tables
+//! holding those writes are recorded). Step 2 keeps every table of V; step 3 keeps every log
+//! numbered L or above that still exists at t2, and their contents at t2 include everything
+//! up to t1; if log L
+//! vanished before t2 we retry instead of losing it. Opening the copy is LevelDB's normal
+//! crash recovery: replay V, then the logs (a torn last log record is dropped, as after a
+//! power cut). Writes after t1 may or may not be in the copy; writes before t0 always are.
+//! Tables and logs that appeared after t1 but are not in V are ignored by recovery, and tables
+//! of V that compaction obsoleted after t1 are kept alive by our links.
+//! The retry count is bounded; when compaction or log rotation keeps winning the race the
+//! caller fails with a message suggesting `mode = "stop"`.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use super::manifest;
+
+/// What one database checkpoint did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Tries needed (1 = no race).
+    pub attempts: u32,
+    /// Table files hard-linked.
+    pub tables: u64,
+    /// Bytes of linked tables.
+    pub table_bytes: u64,
+    /// Bytes copied (MANIFEST and logs).
+    pub copied_bytes: u64,
+    /// Last sequence number recorded in the MANIFEST prefix.
+    pub manifest_sequence: u64,
+}
+
+/// Why a checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// I/O on the source or staging.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The MANIFEST could not be read as LevelDB writes it.
+    #[error("{path}: {source}")]
+    Manifest {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: manifest::ManifestError,
+    },
+    /// Races with compaction or log rotation kept winning.
+    #[error(
+        "{path}: the database changed under every one of {attempts} attempts ({last}); the store is too busy for an online copy: set mode = \"stop\" for it, or retry at a quieter time"
+    )]
+    TooBusy {
+        /// The database.
+        path: PathBuf,
+        /// Tries made.
+        attempts: u32,
+        /// The last race seen.
+        last: String,
+    },
+}
+
+enum Attempt {
+    Done(CheckpointStats),
+    Race(String),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn file_number(name: &str, ext: &str) -> Option<u64> {
+    name.strip_suffix(ext)?.parse().ok()
+}
+
+/// Copies the live database `src` into `dst` (created; must not exist) as described in the
+/// module header, trying at most `max_attempts` times.
+///
+/// # Errors
+/// [`CheckpointError::TooBusy`] after the last race, I/O and MANIFEST errors at once.
+pub fn checkpoint(
+    src: &Path,
+    dst: &Path,
+    max_attempts: u32,
+) -> Result<CheckpointStats, CheckpointError> {
+    let mut last = String::new();
+    for attempt in 1..=max_attempts.max(1) {
+        if dst.exists() {
+            fs::remove_dir_all(dst).map_err(io(dst))?;
+        }
+        fs::create_dir_all(dst).map_err(io(dst))?;
+        match try_once(src, dst)? {
+            Attempt::Done(mut stats) => {
+                stats.attempts = attempt;
+                return Ok(stats);
+            }
+            Attempt::Race(why) => {
+                tracing::debug!("checkpoint of {} raced: {why}", src.display());
+                last = why;
+                std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)));
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(dst);
+    Err(CheckpointError::TooBusy {
+        path: src.to_path_buf(),
+        attempts: max_attempts,
+        last,
+    })
+}
+
+fn read_current(src: &Path) -> Result<String, CheckpointError> {
+    let current = src.join("CURRENT");
+    let text = fs::read_to_string(&current).map_err(io(&current))?;
+    Ok(text.trim().to_string())
+}
+
+fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
+    let current = read_current(src)?;
+    if current.contains('/') || !current.starts_with("MANIFEST-") {
+        return Err(CheckpointError::Io {
+            path: src.join("CURRENT"),
+            source: std::io::Error::other(format!("names \"{current}\", not a MANIFEST")),
+        });
+    }
+    let manifest_path = src.join(&current);
+    let data = match fs::read(&manifest_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Attempt::Race(format!("{current} replaced")));
+        }
+        Err(e) => return Err(io(&manifest_path)(e)),
+    };
+    let version = manifest::parse(&data).map_err(|source| CheckpointError::Manifest {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let mut stats = CheckpointStats {
+        manifest_sequence: version.last_sequence,
+        ..Default::default()
+    };
+
+    for &(_, number) in &version.tables {
+        let mut linked = false;
+        for ext in ["ldb", "sst"] {
+            let name = format!("{number:06}.{ext}");
+            let from = src.join(&name);
+            match fs::hard_link(&from, dst.join(&name)) {
+                Ok(()) => {
+                    stats.tables += 1;
+                    stats.table_bytes += fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
+                    linked = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&from)(e)),
+            }
+        }
+        if !linked {
+            return Ok(Attempt::Race(format!(
+                "table {number:06} listed in {current} was deleted by compaction"
+            )));
+        }
+    }
+
+    let mut logs: Vec<u64> = fs::read_dir(src)
+        .map_err(io(src))?
+        .filter_map(Result::ok)
+        .filter_map(|e| file_number(&e.file_name().to_string_lossy(), ".log"))
+        .filter(|n| {
+            *n >= version.log_number
+                || (version.prev_log_number != 0 && *n == version.prev_log_number)
+        })
+        .collect();
+    logs.sort_unstable();
+    if version.log_number != 0 && !logs.contains(&version.log_number) {
+        return Ok(Attempt::Race(format!(
+            "log {:06} was flushed and removed",
+            version.log_number
+        )));
+    }
+    for n in logs {
+        let name = format!("{n:06}.log");
+        let from = src.join(&name);
+        match fs::read(&from) {
+            Ok(bytes) => {
+                write_file(&dst.join(&name), &bytes)?;
+                clone_meta(&from, &dst.join(&name))?;
+                stats.copied_bytes += bytes.len() as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if n == version.log_number {
+                    return Ok(Attempt::Race(format!(
+                        "log {n:06} was flushed and removed while copying"
+                    )));
+                }
+                // A newer log that vanished holds only writes after t1.
+            }
+            Err(e) => return Err(io(&from)(e)),
+        }
+    }
+
+    write_file(&dst.join(&current), &data[..version.valid_len])?;
+    clone_meta(&manifest_path, &dst.join(&current))?;
+    stats.copied_bytes += version.valid_len as u64;
+    write_file(&dst.join("CURRENT"), format!("{current}\n").as_bytes())?;
+    clone_meta(&src.join("CURRENT"), &dst.join("CURRENT"))?;
+    if read_current(src)? != current {
+        return Ok(Attempt::Race(
+            "CURRENT changed: the database was reopened".to_string(),
+        ));
+    }
+    clone_meta(src, dst)?;
+    Ok(Attempt::Done(stats))
+}
+
+/// Gives a copied file or directory the owner, group, mode and mtime of its original, so a
+/// restored store belongs to the SSDB service user again. A source that vanished in between
+/// (a rotated log) keeps the copy's own metadata.
+pub fn clone_meta(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(m) = fs::metadata(from) else {
+        return Ok(());
+    };
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid())).map_err(io(to))?;
+    }
+    fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777)).map_err(io(to))?;
+    let mtime = filetime::FileTime::from_last_modification_time(&m);
+    filetime::set_file_mtime(to, mtime).map_err(io(to))
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(data).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// A scratch copy of a staged database that LevelDB may write to (recovery writes new files)
+/// without touching the staging directory: tables are linked again, the rest copied.
+///
+/// # Errors
+/// I/O errors.
+pub fn scratch_copy(staged: &Path, scratch: &Path) -> Result<(), CheckpointError> {
+    fs::create_dir_all(scratch).map_err(io(scratch))?;
+    for entry in fs::read_dir(staged).map_err(io(staged))? {
+        let entry = entry.map_err(io(staged))?;
+        let name = entry.file_name();
+        let from = entry.path();
+        let to = scratch.join(&name);
+        let s = name.to_string_lossy();
+        if s.ends_with(".ldb") || s.ends_with(".sst") {
+            fs::hard_link(&from, &to)
+                .or_else(|_| fs::copy(&from, &to).map(|_| ()))
+                .map_err(io(&from))?;
+        } else if entry.file_type().map_err(io(&from))?.is_file() {
+            fs::copy(&from, &to).map_err(io(&from))?;
+        }
+    }
+    Ok(())
+}

@@ -393,7 +393,10 @@ fn backup_only_selects_a_configured_component() {
 #[test]
 fn closed_stdout_pipe_is_not_an_error() {
     let sb = Sandbox::new();
+    build_rich_tree(&sb.source(), 1024);
     sb.init();
+    // With a set to list there is real output to write (an empty list may not hit the pipe).
+    sb.backup(&[]);
     for args in [&["snapshots"][..], &["--json", "snapshots"][..]] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_akbackup"))
             .args(args)

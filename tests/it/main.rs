@@ -2,11 +2,13 @@
 //!
 //! One binary, one module per area: `cli` (errors, config, locks), `roundtrip` (backup,
 //! target restore, dedup, verify, retention), `restore` (in-place restore and restart),
-//! `interop` (the standard `restic` client reads what `akbackup` wrote).
+//! `interop` (the standard `restic` client reads what `akbackup` wrote), `ssdb` (SSDB stores
+//! under a live LevelDB writer, stop mode and restore orchestration).
 
 mod cli;
 mod interop;
 mod owners;
 mod restore;
 mod roundtrip;
+mod ssdb;
 mod support;

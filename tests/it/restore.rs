@@ -115,8 +115,8 @@ fn in_place_restore_with_no_restart_does_not_run_restart() {
     );
 }
 
-/// `restore --target` writes under the target only: the source keeps its changes and the
-/// restart command does not run.
+/// `restore --only files.control --target` writes under the target only: the source keeps
+/// its changes and the restart command does not run.
 #[test]
 fn target_restore_does_not_run_restart() {
     let (sb, expected) = backed_up_then_changed();
@@ -124,6 +124,8 @@ fn target_restore_does_not_run_restart() {
     sb.ok(&[
         "restore",
         "latest",
+        "--only",
+        "files.control",
         "--yes",
         "--target",
         target.to_str().expect("utf-8"),
@@ -169,4 +171,45 @@ fn in_place_restore_dry_run_changes_nothing() {
         "restart ran: {:?}",
         sb.restart_calls()
     );
+}
+
+/// Numeric owners (uid:gid of files, dirs and symlinks, foreign ids included) survive both a
+/// `--target` restore and an in-place restore. Needs root to chown, as CI has.
+#[test]
+fn ownership_survives_target_and_in_place_restore() {
+    let sb = Sandbox::new();
+    build_rich_tree(&sb.source(), 4 * 1024);
+    let owned = [
+        ("etc/main.conf", 1234, 5678),
+        ("private", 2345, 2345),
+        ("private/secret.key", 2345, 2345),
+        ("var/empty", 0, 4321),
+    ];
+    for (path, uid, gid) in owned {
+        std::os::unix::fs::chown(sb.source().join(path), Some(uid), Some(gid)).unwrap_or_else(
+            |e| panic!("chown {path} to {uid}:{gid} (this test needs root, as CI has): {e}"),
+        );
+    }
+    std::os::unix::fs::lchown(sb.source().join("links/relative"), Some(3333), Some(4444))
+        .expect("lchown a symlink (needs root)");
+    support::set_old_mtimes(&sb.source());
+    sb.init();
+    sb.backup(&[]);
+    let expected = sb.root().join("expected");
+    copy_tree(&sb.source(), &expected);
+
+    let target = sb.root().join("restored");
+    sb.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert_trees_equal_excluding(&expected, &target.join("files/control"), DEFAULT_EXCLUDES);
+
+    for (path, _, _) in owned {
+        std::os::unix::fs::chown(sb.source().join(path), Some(0), Some(0)).expect("chown back");
+    }
+    sb.ok(&["restore", "latest", "--yes", "--no-restart"]);
+    assert_trees_equal_excluding(&expected, &sb.source(), DEFAULT_EXCLUDES);
 }

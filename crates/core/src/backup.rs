@@ -11,21 +11,19 @@ use serde::Serialize;
 
 use crate::{
     backup_set::{ComponentRecord, MANIFEST_FORMAT, Manifest, Status},
-    component::{Component, ComponentError},
+    component::Component,
     plan::BackupPlan,
     progress::ProgressRef,
     repository::{RepoError, Repository},
 };
 
-/// Errors that stop a backup before a set could be judged.
+/// Errors that stop a backup before any component ran (a component that fails is reported in
+/// the summary instead).
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// Repository problems.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// A component could not be prepared.
-    #[error(transparent)]
-    Component(#[from] Box<ComponentError>),
     /// Not enough space.
     #[error(
         "not enough free space for the repository at {repo}: about {need} needed (estimated growth plus {margin} headroom), {free} free; free some space or pass --force"
@@ -124,7 +122,42 @@ pub fn run(
     let mut prepared = Vec::new();
     for c in components {
         progress.note(&format!("{}: preparing {}", c.name(), c.source()));
-        prepared.push(c.prepare(staging.path(), progress).map_err(Box::new)?);
+        match c.prepare(staging.path(), progress) {
+            Ok(p) => prepared.push(p),
+            Err(e) => {
+                // Nothing is stored: release what was staged, report the component failed.
+                drop(prepared);
+                drop(staging);
+                drop(lock);
+                let finished = jiff::Timestamp::now();
+                let records = components
+                    .iter()
+                    .map(|other| {
+                        not_stored(
+                            other.as_ref(),
+                            if other.name() == c.name() {
+                                e.to_string()
+                            } else {
+                                format!("not stored: {} failed", c.name())
+                            },
+                        )
+                    })
+                    .collect();
+                return Ok(BackupSummary {
+                    set: None,
+                    status: Status::Failed,
+                    repository: repo.path().display().to_string(),
+                    components: records,
+                    added_bytes: 0,
+                    total_bytes: 0,
+                    duration_secs: clock.elapsed().as_secs_f64(),
+                    started,
+                    finished,
+                    cleaned_partial: partial.len(),
+                    stale_lock,
+                });
+            }
+        }
     }
     let parts: Vec<_> = prepared.iter().map(|p| p.part.clone()).collect();
     let (partial_id, stats, added) =
@@ -174,6 +207,24 @@ pub fn run(
         cleaned_partial: partial.len(),
         stale_lock,
     })
+}
+
+/// The record of a component that was not stored, with why.
+fn not_stored(c: &dyn Component, error: String) -> ComponentRecord {
+    ComponentRecord {
+        name: c.name().to_string(),
+        kind: c.name().kind.to_string(),
+        source: c.source(),
+        repo_path: c.repo_path().display().to_string(),
+        files: 0,
+        dirs: 0,
+        bytes: 0,
+        read_bytes: 0,
+        status: Status::Failed,
+        warnings: Vec::new(),
+        errors: vec![error],
+        details: serde_json::Value::Null,
+    }
 }
 
 /// `1536` -> `1.5 KiB`.

@@ -514,6 +514,7 @@ struct Entry {
     mode: u32,
     mtime: i64,
     len: u64,
+    owner: (u32, u32),
 }
 
 fn excluded(name: &str, excludes: &[&str]) -> bool {
@@ -548,6 +549,7 @@ fn snapshot_tree(root: &Path, excludes: &[&str]) -> BTreeMap<PathBuf, Entry> {
                 mode: if is_link { 0 } else { meta.mode() & 0o7777 },
                 mtime: if is_link { 0 } else { meta.mtime() },
                 len: if ft.is_file() { meta.len() } else { 0 },
+                owner: (meta.uid(), meta.gid()),
                 kind,
             },
         );
@@ -567,7 +569,8 @@ fn snapshot_tree(root: &Path, excludes: &[&str]) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// Asserts `actual` mirrors `expected`: same entries, types, file contents, permission bits
-/// of files and dirs (root included), mtimes to the second, symlink targets.
+/// of files and dirs (root included), mtimes to the second, symlink targets, and owner
+/// uid:gid of everything (links included).
 pub fn assert_trees_equal(expected: &Path, actual: &Path) {
     assert_trees_equal_excluding(expected, actual, &[]);
 }
@@ -599,6 +602,14 @@ pub fn assert_trees_equal_excluding(expected: &Path, actual: &Path, excludes: &[
                 shown.display(),
                 w.mode,
                 g.mode
+            ));
+        }
+        if w.owner != g.owner {
+            diffs.push(format!(
+                "{}: owner uid:gid {:?} vs {:?}",
+                shown.display(),
+                w.owner,
+                g.owner
             ));
         }
         if w.mtime != g.mtime {

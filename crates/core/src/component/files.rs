@@ -154,6 +154,7 @@ impl Component for FilesComponent {
                 repo_path: path.clone(),
                 excludes: self.config.exclude.clone(),
                 meta_root: path.clone(),
+                ctime_from_mtime: false,
             },
             details: serde_json::json!({ "exclude": self.config.exclude }),
             guard: None,

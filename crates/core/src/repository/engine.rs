@@ -163,6 +163,10 @@ pub struct SourcePart {
     /// Whose owner, mode and times the component's root directory gets in the snapshot (the
     /// live directory when `read_root` is a staging copy).
     pub meta_root: PathBuf,
+    /// Record each file's ctime as its mtime. For staging copies made of hard links: linking
+    /// changes a file's ctime on every run, which would make every unchanged table file look
+    /// modified to the parent comparison and be read again.
+    pub ctime_from_mtime: bool,
 }
 
 /// What happened to one part while it was read.
@@ -931,7 +935,14 @@ fn map_entry<O>(
     index: usize,
     shared: &Arc<Shared>,
 ) -> ReadSourceEntry<TrackedOpen> {
-    let ReadSourceEntry { path, node, open } = entry;
+    let ReadSourceEntry {
+        path,
+        mut node,
+        open,
+    } = entry;
+    if part.ctime_from_mtime {
+        node.meta.ctime = node.meta.mtime;
+    }
     let rel = path
         .strip_prefix(&part.read_root)
         .unwrap_or(&path)

@@ -343,6 +343,7 @@ impl Component for SsdbComponent {
                 repo_path: self.config.path.clone(),
                 excludes: Vec::new(),
                 meta_root: self.config.path.clone(),
+                ctime_from_mtime: true,
             },
             details,
             guard: Some(Box::new(Staged { _dir: guard })),

@@ -638,3 +638,75 @@ fn in_place_restore_rolls_back_when_the_health_check_fails() {
         "the failed health check is not explained:\n{text}"
     );
 }
+
+/// Ctrl-C during a backup: the staging directory next to the store and the repository lock are
+/// removed before the process exits (130), and no set is recorded.
+#[test]
+fn interrupted_backup_removes_its_staging_directory() {
+    let sb = ssdb_sandbox("");
+    let store = store_dir(&sb);
+    fill(&store, 25.0, 7, false);
+    let parent = store.parent().expect("store has a parent").to_path_buf();
+    let staging_dirs = || -> Vec<PathBuf> {
+        fs::read_dir(&parent)
+            .expect("list store parent")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".actions.akbackup-stage-")
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_akbackup"))
+        .args(["backup", "--only", NAME])
+        .env("AKBACKUP_CONFIG", sb.config_path())
+        .env_remove("AKBACKUP_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn akbackup");
+    let start = Instant::now();
+    let mut seen = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if !staging_dirs().is_empty() {
+            seen = true;
+            break;
+        }
+        if child.try_wait().expect("poll akbackup").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        seen,
+        "the backup finished before its staging directory was seen"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("send SIGINT");
+    let out = child.wait_with_output().expect("wait for akbackup");
+    let code = out.status.code();
+    eprintln!("interrupted backup: exit {code:?}");
+    assert!(
+        code == Some(130) || code == Some(0),
+        "interrupted backup exited {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        staging_dirs().is_empty(),
+        "staging left behind: {:?}",
+        staging_dirs()
+    );
+    assert!(
+        !sb.lock_file().exists(),
+        "the repository lock was left behind"
+    );
+    if code == Some(130) {
+        assert!(sb.sets().is_empty(), "an interrupted backup recorded a set");
+    }
+}

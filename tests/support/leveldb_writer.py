@@ -6,7 +6,8 @@ writes such a store with the C++ LevelDB (through `plyvel`), the way a busy ssdb
 and judges copies of it:
 
   write STORE --ack ACK [--seconds N] [--stop-file F] [--seed S] [--value-size B]
-        [--batch OPS] [--rate OPS_PER_S] [--write-buffer BYTES] [--max-file-size BYTES]
+        [--batch OPS] [--rate OPS_PER_S] [--preload-mb X] [--write-buffer BYTES]
+        [--max-file-size BYTES]
       Keeps writing SSDB-shaped keys (kv `k`, hash `h`/`H`, zset `s`/`z`/`Z`, queue `q`/`Q`,
       binlog 0x01+seq, a few unknown `T` keys) in WriteBatches: puts, overwrites, deletes,
       and now and then a small put into meta/. The write buffer is tiny so memtable flushes,
@@ -17,12 +18,15 @@ and judges copies of it:
       LevelDB its ops are written to ACK.pending (write temp, rename), so a checker knows the
       one batch that may be applied but not yet acknowledged. Stops after N seconds, when F
       exists, or on SIGTERM/SIGINT. The ops are a pure function of the seed (and value size).
+      --preload-mb first writes X MiB as `fill` does (not acknowledged, compacted), so that a
+      copy of the store takes longer, as with a production-sized store.
   check COPY --ack ACK [--upto N] [--json]
       Opens a scratch copy of COPY/data and COPY/meta and checks that each of the first N
       ack lines is reflected: for each key, the last of those ops (value, or absence for a
       delete) or a value written by a later op (later ack lines or ACK.pending; a copy taken
       later may be newer) must be what the copy holds; a key no op ever wrote is also a
-      violation. Exit 0 `ok ...`, 1 violations (`lost` / `wrong value` / `unexpected key`),
+      violation (keys made by `fill` / --preload-mb, named `fill<seed>:`, are exempt).
+      Exit 0 `ok ...`, 1 violations (`lost` / `wrong value` / `unexpected key`),
       2 the copy does not open or read (the LevelDB error is printed), 3 usage error.
   naive-copy STORE DEST
       shutil.copytree of the live store, tolerating files that vanish during the copy (as

@@ -19,6 +19,8 @@ use std::{
 pub enum Action {
     /// Remove a staging directory.
     RemoveDir(PathBuf),
+    /// Remove a file (the repository lock).
+    RemoveFile(PathBuf),
     /// Start a systemd unit that we stopped.
     StartUnit(String),
 }
@@ -56,6 +58,9 @@ fn perform(action: &Action) {
     match action {
         Action::RemoveDir(p) => {
             let _ = std::fs::remove_dir_all(p);
+        }
+        Action::RemoveFile(p) => {
+            let _ = std::fs::remove_file(p);
         }
         Action::StartUnit(unit) => {
             if let Err(e) = crate::service::systemctl("start", unit) {

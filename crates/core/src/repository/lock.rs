@@ -55,10 +55,10 @@ pub enum LockError {
     },
 }
 
-/// A held lock; released on drop.
+/// A held lock; released on drop, and on SIGINT/SIGTERM through [`crate::cleanup`].
 #[derive(Debug)]
 pub struct RepoLock {
-    path: PathBuf,
+    _release: crate::cleanup::Guard,
     /// A stale lock that was broken to take this one.
     pub broke_stale: Option<LockHolder>,
 }
@@ -105,7 +105,12 @@ impl RepoLock {
                 Ok(mut f) => {
                     f.write_all(&body).map_err(io)?;
                     f.sync_all().map_err(io)?;
-                    return Ok(Self { path, broke_stale });
+                    let release =
+                        crate::cleanup::register(crate::cleanup::Action::RemoveFile(path));
+                    return Ok(Self {
+                        _release: release,
+                        broke_stale,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -146,12 +151,6 @@ impl RepoLock {
         Err(io(std::io::Error::other(
             "the lock kept changing; try again",
         )))
-    }
-}
-
-impl Drop for RepoLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

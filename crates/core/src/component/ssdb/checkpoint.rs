@@ -288,3 +288,82 @@ pub fn scratch_copy(staged: &Path, scratch: &Path) -> Result<(), CheckpointError
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::ssdb::{inspect, manifest::tests::encode};
+
+    fn db_with_keys(dir: &Path, n: u32) {
+        let opts = rusty_leveldb::Options {
+            write_buffer_size: 16 * 1024,
+            ..Default::default()
+        };
+        let mut db = rusty_leveldb::DB::open(dir, opts).unwrap();
+        for i in 0..n {
+            db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
+        }
+        db.flush().unwrap();
+        for i in 0..n / 10 {
+            db.put(format!("h{i:06}").as_bytes(), b"after flush")
+                .unwrap();
+        }
+        db.close().unwrap();
+    }
+
+    #[test]
+    /// A checkpoint of a database opens and holds exactly what the original holds; its tables
+    /// are links, not copies.
+    fn checkpoint_holds_the_same_data() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("data");
+        db_with_keys(&src, 3000);
+        let dst = t.path().join("stage/data");
+        let stats = checkpoint(&src, &dst, 3).unwrap();
+        assert_eq!(stats.attempts, 1);
+        assert!(stats.tables > 0);
+        let table = fs::read_dir(&dst)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with(".ldb"))
+            .unwrap();
+        assert!(
+            table.metadata().unwrap().nlink() >= 2,
+            "tables must be hard links"
+        );
+        let scratch_a = t.path().join("a");
+        let scratch_b = t.path().join("b");
+        scratch_copy(&src, &scratch_a).unwrap();
+        scratch_copy(&dst, &scratch_b).unwrap();
+        assert_eq!(
+            inspect::summarize(&scratch_a).unwrap(),
+            inspect::summarize(&scratch_b).unwrap()
+        );
+    }
+
+    #[test]
+    /// When a table the MANIFEST lists is gone on every attempt, the checkpoint gives up after
+    /// the bounded number of tries and suggests stop mode.
+    fn vanished_table_on_every_attempt_fails_suggesting_stop_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("data");
+        fs::create_dir_all(&src).unwrap();
+        // One edit: log 3, new file 5 at level 0 (field 7), which does not exist.
+        let edit = vec![2, 3, 7, 0, 5, 100, 1, b'a', 1, b'z'];
+        fs::write(src.join("MANIFEST-000002"), encode(&[edit])).unwrap();
+        fs::write(src.join("CURRENT"), "MANIFEST-000002\n").unwrap();
+        fs::write(src.join("000003.log"), b"").unwrap();
+        let err = checkpoint(&src, &t.path().join("stage"), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 attempts") && err.contains("mode = \"stop\""),
+            "{err}"
+        );
+        assert!(
+            !t.path().join("stage").exists(),
+            "a failed checkpoint leaves no staging"
+        );
+    }
+}

@@ -3,7 +3,9 @@
 mod backup;
 mod config;
 mod demo;
+mod export;
 mod forget;
+mod import;
 mod init;
 mod restore;
 mod snapshots;
@@ -70,6 +72,10 @@ enum Command {
     Restore(restore::Args),
     /// Drop old backup sets by a retention policy, optionally reclaim space
     Forget(forget::Args),
+    /// Turn archives of the documented manual procedure into backup sets
+    Import(import::Args),
+    /// Write a backup set as the archives of the documented manual procedure
+    Export(export::Args),
     /// Show or check the configuration
     Config(config::Args),
     /// Run the whole job end to end on a generated sandbox platform
@@ -113,6 +119,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(&globals, &a),
         Command::Restore(a) => restore::run(&globals, &a),
         Command::Forget(a) => forget::run(&globals, &a),
+        Command::Import(a) => import::run(&globals, &a),
+        Command::Export(a) => export::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),
         Command::Demo(a) => demo::run(&globals, &a),
     }

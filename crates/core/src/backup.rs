@@ -88,7 +88,7 @@ pub fn run(
     force: bool,
     progress: &ProgressRef,
 ) -> Result<BackupSummary, BackupError> {
-    let started = jiff::Timestamp::now();
+    let started = plan.time.unwrap_or_else(jiff::Timestamp::now);
     let clock = Instant::now();
     if !plan.enough_space && !force {
         return Err(BackupError::NoSpace {
@@ -160,8 +160,13 @@ pub fn run(
         }
     }
     let parts: Vec<_> = prepared.iter().map(|p| p.part.clone()).collect();
-    let (partial_id, stats, added) =
-        repo.store_set(&parts, &plan.tags, plan.parent.as_deref(), progress)?;
+    let (partial_id, stats, added) = repo.store_set(
+        &parts,
+        &plan.tags,
+        plan.parent.as_deref(),
+        plan.time,
+        progress,
+    )?;
 
     let mut records = Vec::new();
     for ((c, prep), stat) in components.iter().zip(prepared).zip(stats) {
@@ -169,7 +174,9 @@ pub fn run(
     }
     drop(staging);
 
-    let finished = jiff::Timestamp::now();
+    let finished = plan
+        .time
+        .map_or_else(jiff::Timestamp::now, |t| t + clock.elapsed());
     let status = if records.iter().any(|r| r.status == Status::Failed) {
         Status::Failed
     } else if records.iter().any(|r| r.status == Status::Warning) {

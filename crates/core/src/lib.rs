@@ -19,6 +19,7 @@
 //! Deliberately absent: terminal output. Progress is reported through [`progress::Progress`],
 //! and every operation returns a `*Summary` that the binary renders.
 
+pub mod archive;
 pub mod backup;
 pub mod backup_set;
 pub mod cleanup;

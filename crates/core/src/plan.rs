@@ -53,6 +53,8 @@ pub struct BackupPlan {
     pub enough_space: bool,
     /// Tags for the set.
     pub tags: Vec<String>,
+    /// The set's time when it is not now (imports of dated archives).
+    pub time: Option<jiff::Timestamp>,
 }
 
 /// Builds a backup plan.
@@ -90,6 +92,7 @@ pub fn backup_plan(
         free_bytes: free,
         enough_space: free >= growth.saturating_add(FREE_SPACE_MARGIN),
         tags: tags.to_vec(),
+        time: None,
     })
 }
 

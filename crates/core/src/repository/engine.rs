@@ -249,6 +249,7 @@ pub trait Engine: Send + Sync {
         tags: &[String],
         description: &str,
         parent: Option<&str>,
+        time: Option<jiff::Timestamp>,
         progress: &ProgressRef,
     ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)>;
     /// All snapshots, oldest first.
@@ -498,10 +499,14 @@ impl Engine for RusticEngine {
         tags: &[String],
         description: &str,
         parent: Option<&str>,
+        time: Option<jiff::Timestamp>,
         progress: &ProgressRef,
     ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)> {
         let source = SetSource::new(parts, progress.clone())?;
         let mut snap_opts = SnapshotOptions::default().description(description.to_string());
+        if let Some(t) = time {
+            snap_opts = snap_opts.time(t.to_zoned(jiff::tz::TimeZone::UTC));
+        }
         for tag in tags {
             snap_opts = snap_opts
                 .add_tags(tag)

@@ -187,6 +187,7 @@ impl Repository {
         parts: &[SourcePart],
         tags: &[String],
         parent: Option<&str>,
+        time: Option<jiff::Timestamp>,
         progress: &ProgressRef,
     ) -> Result<(String, Vec<PartStats>, Option<u64>), RepoError> {
         let mut all_tags = vec![PARTIAL_TAG.to_string()];
@@ -196,6 +197,7 @@ impl Repository {
             &all_tags,
             "akbackup set in progress",
             parent,
+            time,
             progress,
         )?;
         Ok((info.id, stats, info.data_added_packed))

@@ -196,29 +196,52 @@ impl SsdbComponent {
 
     /// Opens scratch copies of the staged databases and describes them.
     fn inspect_staged(&self, stage: &Path) -> Result<serde_json::Value, ComponentError> {
-        let mut out = serde_json::Map::new();
-        for db in DATABASES {
-            let staged = stage.join(db);
-            if !staged.exists() {
-                continue;
-            }
-            let scratch = stage.join(format!(".scratch-{db}"));
-            let result = checkpoint::scratch_copy(&staged, &scratch)
-                .map_err(|e| e.to_string())
-                .and_then(|()| inspect::summarize(&scratch));
-            let _ = std::fs::remove_dir_all(&scratch);
-            let summary = result.map_err(|e| {
-                self.source_err(
-                    &staged,
-                    format!("the staged copy does not open with LevelDB: {e}"),
-                )
-            })?;
-            out.insert(
-                db.to_string(),
-                serde_json::to_value(summary).unwrap_or_default(),
-            );
+        describe_store(stage).map_err(|(db, e)| {
+            self.source_err(
+                &stage.join(db),
+                format!("the staged copy does not open with LevelDB: {e}"),
+            )
+        })
+    }
+}
+
+/// Describes a store directory (`data/`, `meta/`) by opening scratch copies of its databases:
+/// `{ "data": {keys, digest}, "meta": {...} }`. The store itself is not modified.
+///
+/// # Errors
+/// The database that does not open, and the LevelDB error.
+pub fn describe_store(store: &Path) -> Result<serde_json::Value, (&'static str, String)> {
+    let mut out = serde_json::Map::new();
+    for db in DATABASES {
+        let staged = store.join(db);
+        if !staged.exists() {
+            continue;
         }
-        Ok(serde_json::Value::Object(out))
+        let scratch = store.join(format!(".scratch-{db}"));
+        let result = checkpoint::scratch_copy(&staged, &scratch)
+            .map_err(|e| e.to_string())
+            .and_then(|()| inspect::summarize(&scratch));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let summary = result.map_err(|e| (db, e))?;
+        out.insert(
+            db.to_string(),
+            serde_json::to_value(summary).unwrap_or_default(),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Puts the data database's counts and digest at the top of `details` and the meta
+/// database's under `meta`, as the manifest records them.
+pub fn merge_description(details: &mut serde_json::Value, summary: &serde_json::Value) {
+    if let Some(obj) = details.as_object_mut() {
+        if let Some(data) = summary.get("data") {
+            obj.insert("keys".into(), data["keys"].clone());
+            obj.insert("digest".into(), data["digest"].clone());
+        }
+        if let Some(meta) = summary.get("meta") {
+            obj.insert("meta".into(), meta.clone());
+        }
     }
 }
 
@@ -328,14 +351,8 @@ impl Component for SsdbComponent {
                 })
                 .into(),
             );
-            if let Some(data) = summary.get("data") {
-                obj.insert("keys".into(), data["keys"].clone());
-                obj.insert("digest".into(), data["digest"].clone());
-            }
-            if let Some(meta) = summary.get("meta") {
-                obj.insert("meta".into(), meta.clone());
-            }
         }
+        merge_description(&mut details, &summary);
         Ok(Prepared {
             part: SourcePart {
                 label: self.name.to_string(),

@@ -1,0 +1,401 @@
+//! Compatibility with the documented manual procedure: `tar.gz` archives in and out.
+//!
+//! The documented commands produce `altcraft-YYYY-MM-DD.tar.gz` (the control module, entries
+//! under `opt/altcraft/`) and `ssdb-<name>-YYYY-MM-DD.tar.gz` (entries under
+//! `var/lib/ssdb/<name>/`). `import` turns such an archive into a backup set dated by its
+//! name, so years of manual backups become restorable by akbackup; `export` writes the same
+//! archives from a set, so nobody is locked in. MongoDB archives come with the MongoDB
+//! component.
+
+use std::{
+    fs,
+    io::BufReader,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+use crate::{
+    backup::{self, BackupSummary},
+    backup_set::{BackupSet, ComponentRecord},
+    component::{
+        self, Component, ComponentError, Estimate, Prepared, RestoreStep, RestoreTarget,
+        StoredIndex,
+    },
+    config::{ComponentName, Config, Kind},
+    plan,
+    progress::ProgressRef,
+    repository::{PartStats, Repository, SourcePart},
+    tree,
+};
+
+/// Errors of import and export.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The file name does not say which component it holds.
+    #[error(
+        "{0}: cannot tell the component from the name (expected altcraft-YYYY-MM-DD.tar.gz or ssdb-NAME-YYYY-MM-DD.tar.gz): pass --as KIND.NAME"
+    )]
+    UnknownName(PathBuf),
+    /// Not a readable tar.gz.
+    #[error("{path}: not a readable tar.gz archive ({reason}); nothing was imported")]
+    Corrupt {
+        /// The archive.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+    },
+    /// The archive does not contain the component's directory.
+    #[error("{path}: holds nothing under {inside}/; nothing was imported")]
+    Missing {
+        /// The archive.
+        path: PathBuf,
+        /// The expected directory.
+        inside: String,
+    },
+    /// An SSDB store in the archive does not open.
+    #[error(
+        "{path}: the SSDB store in it does not open with LevelDB ({db}/: {reason}); it was probably archived while SSDB was running; nothing was imported"
+    )]
+    BrokenStore {
+        /// The archive.
+        path: PathBuf,
+        /// The database.
+        db: String,
+        /// The LevelDB error.
+        reason: String,
+    },
+    /// MongoDB archives are not handled yet.
+    #[error(
+        "{0}: MongoDB archives are imported by the MongoDB component, which is not in this release"
+    )]
+    Mongodb(PathBuf),
+    /// The target file exists.
+    #[error("{0} already exists: refusing to overwrite it")]
+    Exists(PathBuf),
+    /// Components.
+    #[error(transparent)]
+    Component(#[from] Box<ComponentError>),
+    /// Backup.
+    #[error(transparent)]
+    Backup(#[from] Box<backup::BackupError>),
+    /// I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Restoring the set for export.
+    #[error(transparent)]
+    Tree(#[from] Box<tree::TreeError>),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Component and date from a documented archive name.
+#[must_use]
+pub fn parse_name(path: &Path) -> Option<(ComponentName, jiff::civil::Date)> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".tar.gz")
+        .or_else(|| name.strip_suffix(".tgz"))?;
+    if stem.len() < 11 {
+        return None;
+    }
+    let (head, date) = stem.split_at(stem.len() - 10);
+    let date: jiff::civil::Date = date.parse().ok()?;
+    let head = head.strip_suffix('-')?;
+    let component = if head == "altcraft" {
+        ComponentName {
+            kind: Kind::Files,
+            name: "control".to_string(),
+        }
+    } else if let Some(n) = head.strip_prefix("ssdb-") {
+        ComponentName {
+            kind: Kind::Ssdb,
+            name: n.to_string(),
+        }
+    } else if let Some(n) = head.strip_prefix("mongodb-") {
+        ComponentName {
+            kind: Kind::Mongodb,
+            name: n.to_string(),
+        }
+    } else if let Some(n) = head.strip_prefix("files-") {
+        ComponentName {
+            kind: Kind::Files,
+            name: n.to_string(),
+        }
+    } else {
+        return None;
+    };
+    (!component.name.is_empty()).then_some((component, date))
+}
+
+/// The documented archive name for a component's data taken on `date`.
+#[must_use]
+pub fn archive_name(name: &ComponentName, date: jiff::civil::Date) -> String {
+    match (name.kind, name.name.as_str()) {
+        (Kind::Files, "control") => format!("altcraft-{date}.tar.gz"),
+        (kind, n) => format!("{kind}-{n}-{date}.tar.gz"),
+    }
+}
+
+/// A component whose data was already unpacked to `staged`: stored as is.
+struct Unpacked {
+    inner: Box<dyn Component>,
+    staged: PathBuf,
+    details: serde_json::Value,
+}
+
+impl Component for Unpacked {
+    fn name(&self) -> &ComponentName {
+        self.inner.name()
+    }
+    fn source(&self) -> String {
+        self.inner.source()
+    }
+    fn repo_path(&self) -> &Path {
+        self.inner.repo_path()
+    }
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn estimate(&self, _stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
+        let bytes = crate::fsutil::tree_size(&self.staged);
+        Ok(Estimate {
+            files: 0,
+            bytes,
+            changed_bytes: bytes,
+        })
+    }
+    fn prepare(
+        &self,
+        _staging: &Path,
+        _progress: &ProgressRef,
+    ) -> Result<Prepared, ComponentError> {
+        Ok(Prepared {
+            part: SourcePart {
+                label: self.inner.name().to_string(),
+                read_root: self.staged.clone(),
+                repo_path: self.inner.repo_path().to_path_buf(),
+                excludes: Vec::new(),
+                meta_root: self.staged.clone(),
+                ctime_from_mtime: false,
+            },
+            details: self.details.clone(),
+            guard: None,
+        })
+    }
+    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
+        self.inner.finish(prepared, stats)
+    }
+    fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
+        self.inner.plan_restore(target, record)
+    }
+    fn restore(
+        &self,
+        repo: &Repository,
+        set_id: &str,
+        target: &RestoreTarget,
+        progress: &ProgressRef,
+    ) -> Result<component::ComponentRestore, ComponentError> {
+        self.inner.restore(repo, set_id, target, progress)
+    }
+}
+
+/// Imports a documented archive as a backup set dated by its name (or `as_name` and today).
+///
+/// # Errors
+/// [`ArchiveError`]: unknown name, corrupt or truncated archive, missing directory, an SSDB
+/// store that does not open. Nothing is recorded on error.
+pub fn import(
+    config: &Config,
+    repo: &Repository,
+    path: &Path,
+    as_name: Option<&ComponentName>,
+    progress: &ProgressRef,
+) -> Result<BackupSummary, ArchiveError> {
+    let parsed = parse_name(path);
+    let name = match (as_name, &parsed) {
+        (Some(n), _) => n.clone(),
+        (None, Some((n, _))) => n.clone(),
+        (None, None) => return Err(ArchiveError::UnknownName(path.to_path_buf())),
+    };
+    if name.kind == Kind::Mongodb {
+        return Err(ArchiveError::Mongodb(path.to_path_buf()));
+    }
+    let inner = component::build(config, std::slice::from_ref(&name))
+        .map_err(Box::new)?
+        .pop()
+        .ok_or_else(|| ArchiveError::UnknownName(path.to_path_buf()))?;
+    let date = parsed.map(|(_, d)| d);
+    let staging = tempfile::Builder::new()
+        .prefix(".akbackup-import-")
+        .tempdir_in(repo.path())
+        .map_err(io(repo.path()))?;
+    progress.note(&format!("unpacking {}", path.display()));
+    let file = fs::File::open(path).map_err(io(path))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    archive.set_overwrite(false);
+    archive
+        .unpack(staging.path())
+        .map_err(|e| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let inside = inner
+        .repo_path()
+        .strip_prefix("/")
+        .unwrap_or(inner.repo_path())
+        .to_path_buf();
+    let staged = staging.path().join(&inside);
+    if !staged.is_dir() {
+        return Err(ArchiveError::Missing {
+            path: path.to_path_buf(),
+            inside: inside.display().to_string(),
+        });
+    }
+    let mut details = serde_json::json!({ "imported_from": path.display().to_string() });
+    if name.kind == Kind::Ssdb {
+        let summary = component::ssdb::describe_store(&staged).map_err(|(db, reason)| {
+            ArchiveError::BrokenStore {
+                path: path.to_path_buf(),
+                db: db.to_string(),
+                reason,
+            }
+        })?;
+        details["mode"] = "import".into();
+        component::ssdb::merge_description(&mut details, &summary);
+    }
+    let unpacked: Vec<Box<dyn Component>> = vec![Box::new(Unpacked {
+        inner,
+        staged,
+        details,
+    })];
+    let mut plan =
+        plan::backup_plan(repo, &unpacked, &["imported".to_string()]).map_err(Box::new)?;
+    plan.time = date
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp());
+    let summary = backup::run(repo, &unpacked, &plan, false, progress).map_err(Box::new)?;
+    drop(staging);
+    Ok(summary)
+}
+
+/// One archive written by export.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    /// Component.
+    pub component: String,
+    /// The archive.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Writes each selected component of `set` as a documented `tar.gz` into `dir`.
+///
+/// # Errors
+/// Existing archives are never overwritten; restore and I/O errors.
+pub fn export(
+    repo: &Repository,
+    set: &BackupSet,
+    only: &[ComponentName],
+    dir: &Path,
+    progress: &ProgressRef,
+) -> Result<Vec<Exported>, ArchiveError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let date = set
+        .manifest
+        .started
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let mut out = Vec::new();
+    for rec in &set.manifest.components {
+        let Ok(name) = rec.name.parse::<ComponentName>() else {
+            continue;
+        };
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let target = dir.join(archive_name(&name, date));
+        if target.exists() {
+            return Err(ArchiveError::Exists(target));
+        }
+        let work = tempfile::Builder::new()
+            .prefix(".akbackup-export-")
+            .tempdir_in(dir)
+            .map_err(io(dir))?;
+        let tree_dir = work.path().join("tree");
+        let repo_path = Path::new(&rec.repo_path);
+        tree::materialize(
+            repo,
+            &set.id,
+            repo_path,
+            &tree_dir,
+            &format!("export {}", rec.name),
+            progress,
+        )
+        .map_err(Box::new)?;
+        let partial = work.path().join("archive.tar.gz");
+        {
+            let file = fs::File::create(&partial).map_err(io(&partial))?;
+            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            let mut builder = tar::Builder::new(gz);
+            builder.follow_symlinks(false);
+            builder.mode(tar::HeaderMode::Complete);
+            let inside = repo_path.strip_prefix("/").unwrap_or(repo_path);
+            builder
+                .append_dir_all(inside, &tree_dir)
+                .map_err(io(&partial))?;
+            let gz = builder.into_inner().map_err(io(&partial))?;
+            let file = gz.finish().map_err(io(&partial))?;
+            file.sync_all().map_err(io(&partial))?;
+        }
+        fs::rename(&partial, &target).map_err(io(&target))?;
+        let bytes = fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        progress.note(&format!("{}: wrote {}", rec.name, target.display()));
+        out.push(Exported {
+            component: rec.name.clone(),
+            path: target,
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    /// Documented names map to components and dates, and back.
+    fn names() {
+        let (c, d) = parse_name(Path::new("/backup/ssdb-actions-2019-06-01.tar.gz")).unwrap();
+        assert_eq!(c.to_string(), "ssdb.actions");
+        assert_eq!(d.to_string(), "2019-06-01");
+        let (c, _) = parse_name(Path::new("altcraft-2024-01-31.tar.gz")).unwrap();
+        assert_eq!(c.to_string(), "files.control");
+        assert_eq!(archive_name(&c, d), "altcraft-2019-06-01.tar.gz");
+        assert_eq!(
+            parse_name(Path::new("mongodb-control-2019-06-01.tar.gz"))
+                .unwrap()
+                .0
+                .to_string(),
+            "mongodb.control"
+        );
+        assert!(parse_name(Path::new("backup.tar.gz")).is_none());
+        assert!(parse_name(Path::new("ssdb-actions-2019-13-01.tar.gz")).is_none());
+    }
+}

@@ -56,17 +56,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         let _ = writeln!(t, "\nsummary");
         let _ = writeln!(
             t,
-            "  control module: {} generated, {} backed up (*.pid, *.log excluded)",
+            "  platform: control module {} + SSDB store {}; {} backed up (*.pid, *.log excluded)",
             human_bytes(s.tree_bytes),
+            human_bytes(s.store_bytes),
             human_bytes(s.backed_up_bytes)
         );
         let _ = writeln!(
             t,
-            "  repository after day 1: {}; after day 2: {} (+{} for {} changed)",
+            "  repository after day 1: {}; after day 2: {} (+{} for {} of changed files and {} new SSDB keys)",
             human_bytes(s.repo_after_first),
             human_bytes(s.repo_after_second),
             human_bytes(s.repo_after_second.saturating_sub(s.repo_after_first)),
-            human_bytes(s.changed_bytes)
+            human_bytes(s.changed_bytes),
+            s.new_keys
         );
         #[allow(clippy::cast_precision_loss)]
         let ratio = (2 * s.backed_up_bytes) as f64 / s.repo_after_second.max(1) as f64;
@@ -79,19 +81,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(tar) = s.tar_bytes {
             let _ = writeln!(
                 t,
-                "  documented tar -czf: {} per day, {} for two days",
+                "  documented tar -czf of the same directories: {} per day, {} for two days",
                 human_bytes(tar),
                 human_bytes(2 * tar)
             );
         }
         let _ = writeln!(
             t,
-            "  verify --read-data: {}",
+            "  verify --read-data --deep: {}",
             if s.verify_ok { "ok" } else { "PROBLEMS" }
         );
         let _ = writeln!(
             t,
-            "  restored tree identical to source: {}",
+            "  restore identical to source (files byte for byte, SSDB by digest): {}",
             if s.differences.is_empty() {
                 "yes".to_string()
             } else {

@@ -6,6 +6,7 @@
 //! under a live LevelDB writer, stop mode and restore orchestration).
 
 mod cli;
+mod demo;
 mod interop;
 mod owners;
 mod restore;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     backup, component,
     component::RestoreTarget,
-    config::{Config, FilesConfig, OnReadError},
+    config::{ComponentName, Config, FilesConfig, Kind, OnReadError, SsdbConfig, SsdbMode},
     fsutil, plan,
     progress::ProgressRef,
     repository::{self, Repository},
@@ -62,8 +62,12 @@ pub struct DemoSummary {
     pub tree_bytes: u64,
     /// Bytes the backup covers (pid/log excluded).
     pub backed_up_bytes: u64,
-    /// Bytes changed for day two.
+    /// Bytes of the generated SSDB store.
+    pub store_bytes: u64,
+    /// Bytes of files changed for day two.
     pub changed_bytes: u64,
+    /// SSDB keys added for day two.
+    pub new_keys: u64,
     /// Repository size after the first set.
     pub repo_after_first: u64,
     /// Repository size after the second set.
@@ -93,6 +97,7 @@ impl DemoSummary {
 #[allow(clippy::too_many_lines)]
 pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary, DemoError> {
     let platform = dir.join("platform/opt/altcraft");
+    let store = dir.join("platform/var/lib/ssdb/actions");
     let repo_path = dir.join("repository");
     let password = dir.join("password");
     let mut steps = Vec::new();
@@ -108,6 +113,9 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
     let t = Instant::now();
     let generated =
         sandbox::generate_control_module(&platform, size, 42).map_err(step_err("generate"))?;
+    let keys_day1 =
+        sandbox::write_ssdb_store(&store, size / 2, 0, 7).map_err(step_err("generate"))?;
+    let store_bytes = fsutil::tree_size(&store);
     std::fs::write(&password, "demo-password-change-me\n").map_err(step_err("generate"))?;
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
         .map_err(step_err("generate"))?;
@@ -123,22 +131,36 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
             on_read_error: OnReadError::Fail,
         },
     );
+    config.ssdb.insert(
+        "actions".to_string(),
+        SsdbConfig {
+            path: store.clone(),
+            service: None,
+            mode: SsdbMode::Online,
+            host: None,
+            port: None,
+            auth: None,
+        },
+    );
     let toml = format!(
-        "# config used by the demo; try: akbackup --config {0} snapshots\n[repository]\npath = \"{1}\"\npassword-file = \"{2}\"\n\n[files.control]\npath = \"{3}\"\nexclude = [\"*.pid\", \"*.log\"]\n",
+        "# config used by the demo; try: akbackup --config {0} snapshots\n[repository]\npath = \"{1}\"\npassword-file = \"{2}\"\n\n[files.control]\npath = \"{3}\"\nexclude = [\"*.pid\", \"*.log\"]\n\n[ssdb.actions]\npath = \"{4}\"\nmode = \"online\"\n",
         dir.join("akbackup.toml").display(),
         repo_path.display(),
         password.display(),
-        platform.display()
+        platform.display(),
+        store.display()
     );
     std::fs::write(dir.join("akbackup.toml"), toml).map_err(step_err("generate"))?;
     timed(
         "generate sandbox platform",
         t,
         format!(
-            "{} files, {} ({} in *.pid/*.log)",
+            "control module: {} files, {} ({} in *.pid/*.log); SSDB store actions: {} keys, {}",
             generated.files,
             backup::human_bytes(generated.bytes),
-            backup::human_bytes(generated.excluded_bytes)
+            backup::human_bytes(generated.excluded_bytes),
+            keys_day1,
+            backup::human_bytes(store_bytes)
         ),
     );
 
@@ -175,23 +197,38 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
 
     let tar_bytes = if Command::new("tar").arg("--version").output().is_ok() {
         let t = Instant::now();
-        let archive = dir.join("altcraft-documented.tar.gz");
-        // The documented command puts --exclude after the path, where GNU tar ignores it;
-        // here the excludes come first, as they must.
-        let ok = Command::new("tar")
-            .arg("--exclude=*.pid")
-            .arg("--exclude=*.log")
-            .arg("-czf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(platform.parent().unwrap_or(&platform))
-            .arg("altcraft")
-            .status()
-            .map_err(step_err("tar"))?
-            .success();
-        let size = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+        // The documented procedure: one archive per directory. Its command puts --exclude
+        // after the path, where GNU tar ignores it; here the excludes come first, as they must.
+        let root = dir.join("platform");
+        let mut ok = true;
+        let mut size = 0;
+        for (archive, inside, excludes) in [
+            ("altcraft-documented.tar.gz", "opt/altcraft", true),
+            (
+                "ssdb-actions-documented.tar.gz",
+                "var/lib/ssdb/actions",
+                false,
+            ),
+        ] {
+            let mut cmd = Command::new("tar");
+            if excludes {
+                cmd.arg("--exclude=*.pid").arg("--exclude=*.log");
+            }
+            ok &= cmd
+                .arg("-czf")
+                .arg(dir.join(archive))
+                .arg("-C")
+                .arg(&root)
+                .arg(inside)
+                .status()
+                .map_err(step_err("tar"))?
+                .success();
+            size += std::fs::metadata(dir.join(archive))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
         timed(
-            "tar -czf of the same tree (documented procedure)",
+            "tar -czf of the same directories (documented)",
             t,
             format!("{} (exit ok: {ok})", backup::human_bytes(size)),
         );
@@ -203,10 +240,15 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
     let t = Instant::now();
     let changed =
         sandbox::change_some_files(&platform, 1.0, 43).map_err(step_err("change files"))?;
+    let new_keys = sandbox::write_ssdb_store(&store, size / 200, keys_day1, 8)
+        .map_err(step_err("change files"))?;
     timed(
-        "change ~1% of the files",
+        "change ~1%: files, and new SSDB keys",
         t,
-        format!("{} written", backup::human_bytes(changed)),
+        format!(
+            "{} written to files, {new_keys} keys added to the store",
+            backup::human_bytes(changed)
+        ),
     );
 
     let t = Instant::now();
@@ -225,9 +267,9 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
 
     let t = Instant::now();
     let sets = repo.sets().map_err(step_err("verify"))?;
-    let v = verify::run(&repo, &sets, true, false, progress).map_err(step_err("verify"))?;
+    let v = verify::run(&repo, &sets, true, true, progress).map_err(step_err("verify"))?;
     timed(
-        "verify --read-data",
+        "verify --read-data --deep",
         t,
         format!("{} set(s), {} finding(s)", sets.len(), v.findings.len()),
     );
@@ -247,28 +289,53 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
     timed(
         "restore --target",
         t,
-        dir.join("restored/files/control").display().to_string(),
+        dir.join("restored").display().to_string(),
     );
 
     let t = Instant::now();
-    let differences = tree::compare(
+    let mut differences = tree::compare(
         &platform,
         &dir.join("restored/files/control"),
         &["*.pid".to_string(), "*.log".to_string()],
     );
+    let stored = latest
+        .manifest
+        .component("ssdb.actions")
+        .map(|c| c.details["digest"].clone());
+    match component::ssdb::describe_store(&dir.join("restored/ssdb/actions")) {
+        Ok(d) if Some(&d["data"]["digest"]) == stored.as_ref() => {}
+        Ok(_) => differences.push(
+            "ssdb.actions: the restored store's digest differs from the manifest".to_string(),
+        ),
+        Err((db, e)) => {
+            differences.push(format!("ssdb.actions: restored {db}/ does not open: {e}"))
+        }
+    }
     timed(
         "compare source and restore",
         t,
-        format!("{} difference(s)", differences.len()),
+        format!(
+            "{} difference(s) (files byte for byte, SSDB store by digest)",
+            differences.len()
+        ),
     );
 
     // In place, as an administrator would: damage the live tree, restore, restart.
     let t = Instant::now();
     std::fs::remove_dir_all(platform.join("conf")).map_err(step_err("in-place restore"))?;
     let inplace = RestoreTarget::InPlace { no_restart: false };
+    // Only the control module: in place, an SSDB store is stopped and started through systemd.
+    let control = component::build(
+        &config,
+        &[ComponentName {
+            kind: Kind::Files,
+            name: "control".to_string(),
+        }],
+    )
+    .map_err(step_err("in-place restore"))?;
     let iplan =
-        plan::restore_plan(&latest, &components, &inplace).map_err(step_err("in-place restore"))?;
-    let r = restore::run(&repo, &components, &iplan, &inplace, progress)
+        plan::restore_plan(&latest, &control, &inplace).map_err(step_err("in-place restore"))?;
+    let r = restore::run(&repo, &control, &iplan, &inplace, progress)
         .map_err(step_err("in-place restore"))?;
     if let Some(e) = r.error {
         return Err(DemoError {
@@ -301,8 +368,10 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         dir: dir.to_path_buf(),
         steps,
         tree_bytes: generated.bytes,
+        store_bytes,
         backed_up_bytes: first.total_bytes,
         changed_bytes: changed,
+        new_keys,
         repo_after_first,
         repo_after_second,
         tar_bytes,

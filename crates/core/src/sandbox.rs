@@ -251,6 +251,59 @@ pub fn change_some_files(root: &Path, percent: f64, seed: u64) -> std::io::Resul
     Ok(written)
 }
 
+/// Writes an SSDB-shaped store (`data/` and `meta/` LevelDB databases) of about `size` bytes
+/// of values under `store`: key-value, hash, sorted-set, queue and binlog keys with SSDB's key
+/// prefixes, through a real LevelDB implementation. `first_key` lets a later call add new keys
+/// (the next day). Returns the number of data keys written.
+///
+/// # Errors
+/// LevelDB errors as text.
+pub fn write_ssdb_store(store: &Path, size: u64, first_key: u64, seed: u64) -> Result<u64, String> {
+    let mut rng = Rng(seed | 1);
+    let opts = rusty_leveldb::Options {
+        write_buffer_size: 1 << 20,
+        ..Default::default()
+    };
+    let mut db = rusty_leveldb::DB::open(store.join("data"), opts).map_err(|e| e.to_string())?;
+    let mut written = 0u64;
+    let mut n = first_key;
+    while written < size {
+        let mut batch = rusty_leveldb::WriteBatch::default();
+        for _ in 0..256 {
+            let len = 64 + usize::try_from(rng.below(400)).unwrap_or(0);
+            let value = rng.text(len);
+            let key: Vec<u8> = match n % 5 {
+                0 => format!("kevent:{n:010}").into_bytes(),
+                1 => {
+                    let mut k = vec![b'h', 8];
+                    k.extend_from_slice(format!("profile{}", n % 997).as_bytes());
+                    k.push(b'=');
+                    k.extend_from_slice(format!("field{n}").as_bytes());
+                    k
+                }
+                2 => format!("zstat:day:{n:010}").into_bytes(),
+                3 => format!("qqueue:{n:010}").into_bytes(),
+                _ => {
+                    let mut k = vec![1u8];
+                    k.extend_from_slice(&n.to_be_bytes());
+                    k
+                }
+            };
+            batch.put(&key, value.as_bytes());
+            written += value.len() as u64;
+            n += 1;
+        }
+        db.write(batch, false).map_err(|e| e.to_string())?;
+    }
+    db.close().map_err(|e| e.to_string())?;
+    let mut meta = rusty_leveldb::DB::open(store.join("meta"), rusty_leveldb::Options::default())
+        .map_err(|e| e.to_string())?;
+    meta.put(b"replication.last_seq", n.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    meta.close().map_err(|e| e.to_string())?;
+    Ok(n - first_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,19 +6,18 @@
 //! directory next to the live one (same filesystem), swaps the two atomically, keeps the
 //! previous tree under a printed name, then runs the restart command.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
-    StoredIndex,
+    StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
     config::{ComponentName, FilesConfig, OnReadError},
-    fsutil,
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
-    service, tree,
+    service,
 };
 
 /// A directory tree component.
@@ -47,13 +46,6 @@ impl FilesComponent {
             }
         }
         b.build().unwrap_or_else(|_| globset::GlobSet::empty())
-    }
-
-    fn restore_error(&self, message: String) -> ComponentError {
-        ComponentError::Restore {
-            name: self.name.clone(),
-            message,
-        }
     }
 }
 
@@ -235,55 +227,20 @@ impl Component for FilesComponent {
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
         let label = self.name.to_string();
-        let tree_err = |source: tree::TreeError| ComponentError::Tree {
-            name: self.name.clone(),
-            source: Box::new(source),
-        };
         match target {
-            RestoreTarget::Directory(dir) => {
-                let dest = dir.join("files").join(&self.name.name);
-                let written =
-                    tree::materialize(repo, set_id, &self.config.path, &dest, &label, progress)
-                        .map_err(tree_err)?;
-                Ok(ComponentRestore {
-                    name: label,
-                    destination: dest,
-                    previous: None,
-                    restarted: None,
-                    written,
-                    status: Status::Complete,
-                    warnings: Vec::new(),
-                })
-            }
+            RestoreTarget::Directory(dir) => super::restore_to_directory(
+                &self.name,
+                &self.config.path,
+                dir,
+                repo,
+                set_id,
+                progress,
+            ),
             RestoreTarget::InPlace { no_restart } => {
                 let live = &self.config.path;
-                let stamp = super::stamp();
-                let staging = fsutil::sibling(live, &format!("restore-{stamp}"), true);
-                let keep = fsutil::sibling(live, &format!("prev-{stamp}"), false);
-                if let Some(parent) = live.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        self.restore_error(format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
-                let written =
-                    match tree::materialize(repo, set_id, live, &staging, &label, progress) {
-                        Ok(w) => w,
-                        Err(e) => {
-                            let _ = std::fs::remove_dir_all(&staging);
-                            return Err(self.restore_error(format!(
-                                "{e}; nothing was changed at {}",
-                                live.display()
-                            )));
-                        }
-                    };
-                let previous: Option<PathBuf> = fsutil::swap_into_place(&staging, live, &keep)
-                    .map_err(|e| {
-                        let _ = std::fs::remove_dir_all(&staging);
-                        self.restore_error(format!(
-                            "cannot swap the restored tree into {}: {e}; nothing was changed",
-                            live.display()
-                        ))
-                    })?;
+                let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
+                let previous = staged.swap(&self.name, live)?;
+                let written = staged.written;
                 let mut warnings = Vec::new();
                 let mut status = Status::Complete;
                 let mut restarted = None;

@@ -256,6 +256,118 @@ pub fn build(
     Ok(out)
 }
 
+/// Restores a component's subtree to `DIR/<kind>/<name>/`, touching nothing else.
+///
+/// # Errors
+/// [`ComponentError::Tree`] when the data cannot be written or authenticated.
+pub fn restore_to_directory(
+    name: &ComponentName,
+    repo_path: &Path,
+    dir: &Path,
+    repo: &Repository,
+    set_id: &str,
+    progress: &ProgressRef,
+) -> Result<ComponentRestore, ComponentError> {
+    let dest = dir.join(name.kind.as_str()).join(&name.name);
+    let written =
+        crate::tree::materialize(repo, set_id, repo_path, &dest, &name.to_string(), progress)
+            .map_err(|source| ComponentError::Tree {
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
+    Ok(ComponentRestore {
+        name: name.to_string(),
+        destination: dest,
+        previous: None,
+        restarted: None,
+        written,
+        status: Status::Complete,
+        warnings: Vec::new(),
+    })
+}
+
+/// The first half of an in-place restore: the set written next to `live`, not yet swapped in.
+#[derive(Debug)]
+pub struct StagedRestore {
+    /// The hidden staging directory holding the restored data.
+    pub staging: PathBuf,
+    /// Where the live data goes when swapped out.
+    pub keep: PathBuf,
+    /// The timestamp both names carry.
+    pub stamp: String,
+    /// What was written.
+    pub written: MaterializeSummary,
+}
+
+impl StagedRestore {
+    /// Writes the set into a hidden sibling of `live` (same filesystem, so the swap is a
+    /// rename); on failure the staging is removed and the error says nothing changed.
+    ///
+    /// # Errors
+    /// [`ComponentError::Restore`].
+    pub fn write(
+        name: &ComponentName,
+        live: &Path,
+        repo: &Repository,
+        set_id: &str,
+        progress: &ProgressRef,
+    ) -> Result<Self, ComponentError> {
+        let err = |message: String| ComponentError::Restore {
+            name: name.clone(),
+            message,
+        };
+        let stamp = stamp();
+        let staging = crate::fsutil::sibling(live, &format!("restore-{stamp}"), true);
+        let keep = crate::fsutil::sibling(live, &format!("prev-{stamp}"), false);
+        if let Some(parent) = live.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        match crate::tree::materialize(repo, set_id, live, &staging, &name.to_string(), progress) {
+            Ok(written) => Ok(Self {
+                staging,
+                keep,
+                stamp,
+                written,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(err(format!(
+                    "{e}; nothing was changed at {}",
+                    live.display()
+                )))
+            }
+        }
+    }
+
+    /// Swaps the staged data into `live`, keeping the previous data (see
+    /// [`crate::fsutil::swap_into_place`]); on failure the staging is removed.
+    ///
+    /// # Errors
+    /// [`ComponentError::Restore`] saying nothing was changed.
+    pub fn swap(
+        &self,
+        name: &ComponentName,
+        live: &Path,
+    ) -> Result<Option<PathBuf>, ComponentError> {
+        crate::fsutil::swap_into_place(&self.staging, live, &self.keep).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&self.staging);
+            ComponentError::Restore {
+                name: name.clone(),
+                message: format!(
+                    "cannot swap the restored data into {}: {e}; nothing was changed",
+                    live.display()
+                ),
+            }
+        })
+    }
+
+    /// Drops the staged data (a later step failed before the swap).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
 /// A timestamp usable in file names: `20261124T235959Z`.
 #[must_use]
 pub fn stamp() -> String {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
-    StoredIndex,
+    StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -436,60 +436,39 @@ impl Component for SsdbComponent {
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
         let label = self.name.to_string();
-        let tree_err = |source: tree::TreeError| ComponentError::Tree {
-            name: self.name.clone(),
-            source: Box::new(source),
-        };
         let no_restart = match target {
             RestoreTarget::Directory(dir) => {
-                let dest = dir.join("ssdb").join(&self.name.name);
-                let written =
-                    tree::materialize(repo, set_id, &self.config.path, &dest, &label, progress)
-                        .map_err(tree_err)?;
-                return Ok(ComponentRestore {
-                    name: label,
-                    destination: dest,
-                    previous: None,
-                    restarted: None,
-                    written,
-                    status: Status::Complete,
-                    warnings: Vec::new(),
-                });
+                return super::restore_to_directory(
+                    &self.name,
+                    &self.config.path,
+                    dir,
+                    repo,
+                    set_id,
+                    progress,
+                );
             }
             RestoreTarget::InPlace { no_restart } => *no_restart,
         };
         let live = &self.config.path;
-        let stamp = super::stamp();
-        let staging = fsutil::sibling(live, &format!("restore-{stamp}"), true);
-        let keep = fsutil::sibling(live, &format!("prev-{stamp}"), false);
         // Written while the server still runs: downtime is only the swap.
-        let written = match tree::materialize(repo, set_id, live, &staging, &label, progress) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
-            }
-        };
+        let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
         let unit = self.unit();
         progress.note(&format!("{label}: stopping {unit}"));
         let stopped = match Stopped::stop(&unit) {
             Ok(s) => s,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
+                staged.discard();
                 return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
             }
         };
-        let previous = match fsutil::swap_into_place(&staging, live, &keep) {
+        let previous = match staged.swap(&self.name, live) {
             Ok(p) => p,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
                 drop(stopped); // starts the unit on the untouched data
-                return Err(self.err(format!(
-                    "cannot swap the restored store into {}: {e}; nothing was changed",
-                    live.display()
-                )));
+                return Err(e);
             }
         };
+        let (written, stamp) = (staged.written, staged.stamp);
         let mut warnings = Vec::new();
         if no_restart {
             let mut stopped = stopped;

@@ -189,6 +189,7 @@ impl Component for Unpacked {
                 excludes: Vec::new(),
                 meta_root: self.staged.clone(),
                 ctime_from_mtime: false,
+                expected_bytes: None,
             },
             details: self.details.clone(),
             guard: None,

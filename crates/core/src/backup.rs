@@ -159,7 +159,18 @@ pub fn run(
             }
         }
     }
-    let parts: Vec<_> = prepared.iter().map(|p| p.part.clone()).collect();
+    let parts: Vec<_> = prepared
+        .iter()
+        .map(|p| {
+            let mut part = p.part.clone();
+            part.expected_bytes = plan
+                .components
+                .iter()
+                .find(|c| c.name == part.label)
+                .map(|c| c.bytes);
+            part
+        })
+        .collect();
     let (partial_id, stats, added) = repo.store_set(
         &parts,
         &plan.tags,

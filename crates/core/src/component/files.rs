@@ -147,6 +147,7 @@ impl Component for FilesComponent {
                 excludes: self.config.exclude.clone(),
                 meta_root: path.clone(),
                 ctime_from_mtime: false,
+                expected_bytes: None,
             },
             details: serde_json::json!({ "exclude": self.config.exclude }),
             guard: None,

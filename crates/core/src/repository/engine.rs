@@ -163,6 +163,8 @@ pub struct SourcePart {
     /// Whose owner, mode and times the component's root directory gets in the snapshot (the
     /// live directory when `read_root` is a staging copy).
     pub meta_root: PathBuf,
+    /// Expected bytes, for progress and ETA (from the plan).
+    pub expected_bytes: Option<u64>,
     /// Record each file's ctime as its mtime. For staging copies made of hard links: linking
     /// changes a file's ctime on every run, which would make every unchanged table file look
     /// modified to the parent comparison and be read again.
@@ -859,6 +861,7 @@ impl ReadSource for SetSource {
             let shared = self.shared.clone();
             let part = part.clone();
             let label = part.label.clone();
+            let expected = part.expected_bytes;
             let begin_shared = self.shared.clone();
             let end_shared = self.shared.clone();
             let end_label = label.clone();
@@ -875,7 +878,7 @@ impl ReadSource for SetSource {
                 }
             });
             let begin = std::iter::once(()).filter_map(move |()| {
-                begin_shared.progress.begin(&label, None);
+                begin_shared.progress.begin(&label, expected);
                 None
             });
             let end = std::iter::once(()).filter_map(move |()| {

@@ -361,6 +361,7 @@ impl Component for SsdbComponent {
                 excludes: Vec::new(),
                 meta_root: self.config.path.clone(),
                 ctime_from_mtime: true,
+                expected_bytes: None,
             },
             details,
             guard: Some(Box::new(Staged { _dir: guard })),

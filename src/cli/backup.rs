@@ -8,6 +8,7 @@ use akbackup_core::{
     component,
     config::ComponentName,
     plan,
+    repository::RepoError,
 };
 use anyhow::Context;
 
@@ -47,8 +48,16 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
-    let summary =
-        backup::run(&repo, &components, &plan, args.force, &progress).context("backup failed")?;
+    let summary = match backup::run(&repo, &components, &plan, args.force, &progress) {
+        Ok(s) => s,
+        // The repository failed while data was being stored: the run happened and failed
+        // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
+        Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
+            eprintln!("akbackup: backup failed: {e}; no set was recorded");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("backup failed")),
+    };
     render::out(g, &summary, || {
         let mut s = String::new();
         for c in &summary.components {

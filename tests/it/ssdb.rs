@@ -512,6 +512,8 @@ fn with_systemctl(sb: &Sandbox, args: &[&str]) -> Output {
     dirs.extend(std::env::split_paths(&path));
     sb.cmd(args)
         .env("PATH", std::env::join_paths(dirs).expect("join PATH"))
+        // A failing health check is retried this long before the rollback.
+        .env("AKBACKUP_SSDB_START_TIMEOUT", "2")
         .output()
         .expect("spawn akbackup")
 }
@@ -547,11 +549,26 @@ fn stop_mode_backup_and_in_place_restore_stop_then_start_the_unit() {
         "the change added no keys"
     );
 
+    // Files next to data/ and meta/ are not in the set but must survive the restore
+    // (a stale pid file must not).
+    support::write_file(
+        &store.join("ssdb.conf"),
+        b"# no server section: no health check here\nwork_dir = ./var\n",
+    );
+    support::write_file(&store.join("ssdb.pid"), b"4242\n");
     let out = with_systemctl(
         &sb,
         &["--json", "restore", "latest", "--only", NAME, "--yes"],
     );
     assert_exit(&out, 0, "in-place restore");
+    assert_eq!(
+        fs::read(store.join("ssdb.conf")).expect("ssdb.conf carried over"),
+        b"# no server section: no health check here\nwork_dir = ./var\n"
+    );
+    assert!(
+        !store.join("ssdb.pid").exists(),
+        "a pid file was carried over"
+    );
     assert_eq!(
         systemctl_calls(&sb),
         stop_start(),

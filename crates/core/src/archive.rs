@@ -110,7 +110,8 @@ pub fn parse_name(path: &Path) -> Option<(ComponentName, jiff::civil::Date)> {
     if stem.len() < 11 {
         return None;
     }
-    let (head, date) = stem.split_at(stem.len() - 10);
+    let cut = stem.len() - 10;
+    let (head, date) = (stem.get(..cut)?, stem.get(cut..)?);
     let date: jiff::civil::Date = date.parse().ok()?;
     let head = head.strip_suffix('-')?;
     let component = if head == "altcraft" {
@@ -397,6 +398,8 @@ mod tests {
             "mongodb.control"
         );
         assert!(parse_name(Path::new("backup.tar.gz")).is_none());
+        // Regression: a multi-byte character at the cut once panicked.
+        assert!(parse_name(Path::new("архив-2024.tar.gz")).is_none());
         assert!(parse_name(Path::new("ssdb-actions-2019-13-01.tar.gz")).is_none());
     }
 }

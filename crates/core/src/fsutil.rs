@@ -58,20 +58,34 @@ pub fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
 ///
 /// When `live` exists the two are exchanged atomically (`renameat2(RENAME_EXCHANGE)`), so at
 /// every instant `live` holds either the old or the new tree, then the old tree (now at
-/// `staged`) is renamed to `keep`. Where the filesystem cannot exchange, two renames are used;
-/// between them `live` is briefly absent, and both trees still exist under printed names.
+/// `staged`) is renamed to `keep` (or `keep-2`, `keep-3`, ... when that name is taken). If
+/// that last rename fails, the old tree stays at `staged` and that path is returned: it is
+/// never deleted. Where the filesystem cannot exchange, two renames are used; between them
+/// `live` is briefly absent, and both trees still exist under printed names.
 ///
 /// # Errors
-/// I/O errors; `staged` is left as it was when the first step fails.
+/// I/O errors, only when nothing was changed: `live` still holds the old tree and `staged`
+/// the new one. A `live` that is a symlink is refused (the swap would replace the link).
 pub fn swap_into_place(
     staged: &Path,
     live: &Path,
     keep: &Path,
 ) -> std::io::Result<Option<PathBuf>> {
-    if !live.exists() {
-        std::fs::rename(staged, live)?;
-        return Ok(None);
+    match std::fs::symlink_metadata(live) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::rename(staged, live)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(std::io::Error::other(format!(
+                "{} is a symlink: configure the real directory it points to",
+                live.display()
+            )));
+        }
+        Ok(_) => {}
     }
+    let keep = unused_name(keep);
     match nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,
         staged,
@@ -79,20 +93,33 @@ pub fn swap_into_place(
         live,
         nix::fcntl::RenameFlags::RENAME_EXCHANGE,
     ) {
-        Ok(()) => {
-            std::fs::rename(staged, keep)?;
-        }
+        Ok(()) => match std::fs::rename(staged, &keep) {
+            Ok(()) => Ok(Some(keep)),
+            // The new tree is live; the old one stays where the exchange put it.
+            Err(_) => Ok(Some(staged.to_path_buf())),
+        },
         Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-            std::fs::rename(live, keep)?;
+            std::fs::rename(live, &keep)?;
             if let Err(err) = std::fs::rename(staged, live) {
                 // Put the old tree back so the service keeps its data.
-                let _ = std::fs::rename(keep, live);
+                std::fs::rename(&keep, live)?;
                 return Err(err);
             }
+            Ok(Some(keep))
         }
-        Err(errno) => return Err(std::io::Error::from(errno)),
+        Err(errno) => Err(std::io::Error::from(errno)),
     }
-    Ok(Some(keep.to_path_buf()))
+}
+
+/// `path`, or `path-2`, `path-3`, ... : the first that does not exist.
+fn unused_name(path: &Path) -> PathBuf {
+    if std::fs::symlink_metadata(path).is_err() {
+        return path.to_path_buf();
+    }
+    (2..)
+        .map(|n| PathBuf::from(format!("{}-{n}", path.display())))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Sum of the sizes of all regular files under `path` (0 when it does not exist).
@@ -127,6 +154,34 @@ mod tests {
         assert_eq!(std::fs::read_to_string(live.join("f")).unwrap(), "new");
         assert_eq!(std::fs::read_to_string(keep.join("f")).unwrap(), "old");
         assert!(!staged.exists());
+    }
+
+    #[test]
+    /// A taken keep name gets a suffix instead of failing after the exchange (which once
+    /// deleted the old tree), and a symlinked live path is refused.
+    fn keep_name_taken_and_symlink_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        let staged = t.path().join("staged");
+        let keep = t.path().join("keep");
+        for d in [&live, &staged, &keep] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(live.join("f"), "old").unwrap();
+        std::fs::write(keep.join("f"), "someone else's").unwrap();
+        let kept = swap_into_place(&staged, &live, &keep).unwrap().unwrap();
+        assert_eq!(kept, t.path().join("keep-2"));
+        assert_eq!(std::fs::read_to_string(kept.join("f")).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_to_string(keep.join("f")).unwrap(),
+            "someone else's"
+        );
+
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&live, &link).unwrap();
+        std::fs::create_dir(&staged).unwrap();
+        assert!(swap_into_place(&staged, &link, &t.path().join("k")).is_err());
+        assert!(staged.exists() && live.exists());
     }
 
     #[test]

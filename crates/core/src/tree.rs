@@ -229,7 +229,7 @@ fn write_file(repo: &Repository, e: &Entry, path: &Path) -> Result<(), FileError
         f.write_all(&data).map_err(FileError::Io)?;
         written += data.len() as u64;
     }
-    if written != e.size && !e.blobs.is_empty() {
+    if written != e.size {
         return Err(FileError::Damaged(format!(
             "stored content is {written} bytes, metadata says {}",
             e.size

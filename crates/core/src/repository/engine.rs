@@ -451,6 +451,21 @@ const GO_MODE_SETUID: u32 = 1 << 23;
 const GO_MODE_SETGID: u32 = 1 << 22;
 const GO_MODE_STICKY: u32 = 1 << 20;
 
+/// A directory's Unix mode in restic's Go form, special bits included.
+fn go_dir_mode(mode: u32) -> u32 {
+    let mut go = (mode & 0o777) | (1 << 31);
+    if mode & 0o4000 != 0 {
+        go |= GO_MODE_SETUID;
+    }
+    if mode & 0o2000 != 0 {
+        go |= GO_MODE_SETGID;
+    }
+    if mode & 0o1000 != 0 {
+        go |= GO_MODE_STICKY;
+    }
+    go
+}
+
 fn unix_mode_from_go(go: u32) -> u32 {
     let mut mode = go & 0o777;
     if go & GO_MODE_SETUID != 0 {
@@ -903,7 +918,7 @@ fn root_entry(
         Ok(m) => {
             let name = part.repo_path.file_name()?;
             let mut meta = rustic_core::repofile::Metadata {
-                mode: Some((m.mode() & 0o777) | (1 << 31)),
+                mode: Some(go_dir_mode(m.mode())),
                 uid: Some(m.uid()),
                 gid: Some(m.gid()),
                 size: 0,
@@ -1071,5 +1086,7 @@ mod tests {
         assert_eq!(unix_mode_from_go((1 << 31) | (1 << 22) | 0o775), 0o2775);
         assert_eq!(unix_mode_from_go((1 << 31) | (1 << 20) | 0o777), 0o1777);
         assert_eq!(unix_mode_from_go((1 << 23) | 0o755), 0o4755);
+        assert_eq!(unix_mode_from_go(go_dir_mode(0o2775)), 0o2775);
+        assert_eq!(unix_mode_from_go(go_dir_mode(0o1777)), 0o1777);
     }
 }

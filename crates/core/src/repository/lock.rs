@@ -1,15 +1,20 @@
 //! The repository write lock: one writer at a time, stale locks after a crash detected.
 //!
-//! The lock is a file `akbackup.lock` in the repository root, created with `O_EXCL` and
-//! holding JSON `{pid, host, command, time}`. A lock whose holder is on this host and no
-//! longer alive is stale: it is removed with a warning and the new run proceeds. A lock from
+//! The lock is a file `akbackup.lock` in the repository root, held with `flock(2)` (so the
+//! kernel releases it when a holder dies, and two runs breaking the same stale lock cannot
+//! both win) and holding JSON `{pid, host, command, time}` to name the holder in messages.
+//! A file naming a process that is gone on this host is stale: it is taken over with a
+//! warning and the new run proceeds. A lock from
 //! another host is never broken automatically (we cannot see its processes); the message says
 //! which host and how to remove it. The `restic` client ignores this file.
 
 use std::{
-    io::Write,
+    io::{Read, Seek, Write},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +63,9 @@ pub enum LockError {
 /// A held lock; released on drop, and on SIGINT/SIGTERM through [`crate::cleanup`].
 #[derive(Debug)]
 pub struct RepoLock {
+    // Field order matters: the file is removed (guard) before the kernel lock is released.
     _release: crate::cleanup::Guard,
+    _kernel_lock: Flock<std::fs::File>,
     /// A stale lock that was broken to take this one.
     pub broke_stale: Option<LockHolder>,
 }
@@ -95,58 +102,65 @@ impl RepoLock {
             time: jiff::Timestamp::now().to_string(),
         };
         let body = serde_json::to_vec(&me).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut broke_stale = None;
         for _ in 0..3 {
-            match std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(false)
                 .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(&body).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                    let release =
-                        crate::cleanup::register(crate::cleanup::Action::RemoveFile(path));
-                    return Ok(Self {
-                        _release: release,
-                        broke_stale,
+                .map_err(io)?;
+            let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let holder = serde_json::from_str::<LockHolder>(&text).unwrap_or(LockHolder {
+                        pid: 0,
+                        host: "unknown".to_string(),
+                        command: "unknown".to_string(),
+                        time: "just now".to_string(),
+                    });
+                    return Err(LockError::Held {
+                        repo: repo.to_path_buf(),
+                        holder,
                     });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    match serde_json::from_str::<LockHolder>(&text) {
-                        Ok(holder) if holder.host != me.host || alive(holder.pid) => {
-                            return Err(LockError::Held {
-                                repo: repo.to_path_buf(),
-                                holder,
-                            });
-                        }
-                        Ok(holder) => {
-                            // Same host, process gone: a crash left it.
-                            std::fs::remove_file(&path).map_err(io)?;
-                            broke_stale = Some(holder);
-                        }
-                        Err(_) if text.is_empty() => {
-                            // Created but not yet written by a racing process, or a crash
-                            // between create and write: treat as stale after a short wait.
-                            std::thread::sleep(std::time::Duration::from_millis(200));
-                            if std::fs::read_to_string(&path)
-                                .unwrap_or_default()
-                                .is_empty()
-                            {
-                                std::fs::remove_file(&path).map_err(io)?;
-                            }
-                        }
-                        Err(_) => {
-                            return Err(io(std::io::Error::other(format!(
-                                "{} is not an akbackup lock; remove it if no akbackup runs",
-                                path.display()
-                            ))));
-                        }
-                    }
-                }
-                Err(e) => return Err(io(e)),
+                Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+            };
+            // The file may have been removed by the previous holder between our open and our
+            // lock: then we hold a lock nobody else can see. Start again on the new file.
+            let same = match (std::fs::metadata(&path), locked.metadata()) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                continue;
             }
+            let mut text = String::new();
+            let _ = locked.read_to_string(&mut text);
+            let mut broke_stale = None;
+            if let Ok(holder) = serde_json::from_str::<LockHolder>(&text) {
+                // A lock file naming a live process, or one on another host, without the
+                // kernel lock: written by hand or by an older version; respect it.
+                if holder.host != me.host || (alive(holder.pid) && holder.pid != me.pid) {
+                    return Err(LockError::Held {
+                        repo: repo.to_path_buf(),
+                        holder,
+                    });
+                }
+                // Same host, process gone: a crash left it.
+                broke_stale = Some(holder);
+            }
+            locked.set_len(0).map_err(io)?;
+            locked.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+            locked.write_all(&body).map_err(io)?;
+            locked.sync_all().map_err(io)?;
+            let release = crate::cleanup::register(crate::cleanup::Action::RemoveFile(path));
+            return Ok(Self {
+                _release: release,
+                _kernel_lock: locked,
+                broke_stale,
+            });
         }
         Err(io(std::io::Error::other(
             "the lock kept changing; try again",

@@ -12,15 +12,18 @@
 //!    L itself is missing, it was flushed into a table V does not list and deleted: start again.
 //! 4. Write the MANIFEST prefix (cut at the last complete record) and a `CURRENT` naming it.
 //! 5. Read `CURRENT` again: if it names another MANIFEST, the database was reopened meanwhile:
-//!    start again.
+//!    start again. Read the MANIFEST again: if its log number is no longer L, a flush finished
+//!    while the logs were copied and may have deleted one between two that were copied: start
+//!    again.
 //!
 //! # Why it is consistent
 //! A write acknowledged before the backup started (t0 <= t1) is, at t1, either in a table of
 //! V or in a log numbered >= L (LevelDB advances L in the MANIFEST only after the tables
 //! holding those writes are recorded). Step 2 keeps every table of V; step 3 keeps every log
-//! numbered L or above that still exists at t2, and their contents at t2 include everything
-//! up to t1; if log L
-//! vanished before t2 we retry instead of losing it. Opening the copy is LevelDB's normal
+//! numbered L or above, and their contents when copied include everything up to t1. LevelDB
+//! deletes a log only after a MANIFEST record has moved the log number past it; step 5 sees
+//! that record whenever it was written before the last log was copied, and a log that vanished
+//! while being listed or read also starts the copy again, so no needed log is skipped. Opening the copy is LevelDB's normal
 //! crash recovery: replay V, then the logs (a torn last log record is dropped, as after a
 //! power cut). Writes after t1 may or may not be in the copy; writes before t0 always are.
 //! Tables and logs that appeared after t1 but are not in V are ignored by recovery, and tables
@@ -218,12 +221,10 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
                 stats.copied_bytes += bytes.len() as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if n == version.log_number {
-                    return Ok(Attempt::Race(format!(
-                        "log {n:06} was flushed and removed while copying"
-                    )));
-                }
-                // A newer log that vanished holds only writes after t1.
+                // Any log numbered L or above may hold writes acknowledged before t1.
+                return Ok(Attempt::Race(format!(
+                    "log {n:06} was flushed and removed while copying"
+                )));
             }
             Err(e) => return Err(io(&from)(e)),
         }
@@ -238,6 +239,25 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
         return Ok(Attempt::Race(
             "CURRENT changed: the database was reopened".to_string(),
         ));
+    }
+    // A flush that completed while the logs were listed and copied may have deleted a log
+    // between two that were copied; LevelDB records the new log number in the MANIFEST before
+    // it deletes any log, so an unchanged log number proves no needed log went missing.
+    let after = match fs::read(&manifest_path) {
+        Ok(d) => manifest::parse(&d).map_err(|source| CheckpointError::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Attempt::Race(format!("{current} replaced")));
+        }
+        Err(e) => return Err(io(&manifest_path)(e)),
+    };
+    if after.log_number != version.log_number {
+        return Ok(Attempt::Race(format!(
+            "a flush moved the log number from {:06} to {:06} while logs were copied",
+            version.log_number, after.log_number
+        )));
     }
     clone_meta(src, dst)?;
     Ok(Attempt::Done(stats))

@@ -453,6 +453,8 @@ impl Component for SsdbComponent {
         let live = &self.config.path;
         // Written while the server still runs: downtime is only the swap.
         let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
+        // Found now: ssdb.conf next to the store moves aside with the swap.
+        let endpoint = self.endpoint();
         let unit = self.unit();
         progress.note(&format!("{label}: stopping {unit}"));
         let stopped = match Stopped::stop(&unit) {
@@ -462,6 +464,16 @@ impl Component for SsdbComponent {
                 return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
             }
         };
+        // The set holds data/ and meta/ only; everything else in the store directory
+        // (ssdb.conf, ...) is carried over, once the server is down and its pid file gone.
+        if let Err(e) = carry_over(live, &staged.staging) {
+            staged.discard();
+            drop(stopped); // starts the unit on the untouched data
+            return Err(self.err(format!(
+                "cannot carry {} over: {e}; nothing was changed",
+                live.display()
+            )));
+        }
         let previous = match staged.swap(&self.name, live) {
             Ok(p) => p,
             Err(e) => {
@@ -490,17 +502,13 @@ impl Component for SsdbComponent {
             });
         }
         progress.note(&format!("{label}: starting {unit}"));
-        let check =
-            stopped
-                .start()
-                .map_err(|e| e.to_string())
-                .and_then(|()| match self.endpoint() {
-                    Ok((host, port)) => {
-                        protocol::health_check(&host, port, self.config.auth.as_deref())
-                            .map(|size| format!("health check ok: ping answered, dbsize {size}"))
-                    }
-                    Err(why) => Ok(why),
-                });
+        let check = stopped
+            .start()
+            .map_err(|e| e.to_string())
+            .and_then(|()| match &endpoint {
+                Ok((host, port)) => self.wait_healthy(host, *port),
+                Err(why) => Ok(why.clone()),
+            });
         match check {
             Ok(note) => {
                 warnings.push(note);
@@ -519,7 +527,62 @@ impl Component for SsdbComponent {
     }
 }
 
+/// Copies every entry of `live` except `data/`, `meta/` and `*.pid` into `staging`, with
+/// owners, modes and times.
+fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
+    let Ok(rd) = std::fs::read_dir(live) else {
+        return Ok(());
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let shown = name.to_string_lossy();
+        if DATABASES.contains(&shown.as_ref()) || shown.ends_with(".pid") {
+            continue;
+        }
+        for item in walkdir::WalkDir::new(entry.path()) {
+            let item = item.map_err(std::io::Error::other)?;
+            let rel = item
+                .path()
+                .strip_prefix(live)
+                .map_err(std::io::Error::other)?;
+            let to = staging.join(rel);
+            let ft = item.file_type();
+            if ft.is_dir() {
+                std::fs::create_dir_all(&to)?;
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(item.path())?, &to)?;
+                continue;
+            } else if ft.is_file() {
+                std::fs::copy(item.path(), &to)?;
+            } else {
+                continue;
+            }
+            checkpoint::clone_meta(item.path(), &to).map_err(std::io::Error::other)?;
+        }
+    }
+    Ok(())
+}
+
 impl SsdbComponent {
+    /// Polls the server until it answers or [`protocol::START_TIMEOUT`] has passed: a large
+    /// store takes a while to open after `systemctl start` returns.
+    fn wait_healthy(&self, host: &str, port: u16) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + *protocol::START_TIMEOUT;
+        loop {
+            match protocol::health_check(host, port, self.config.auth.as_deref()) {
+                Ok(size) => return Ok(format!("health check ok: ping answered, dbsize {size}")),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{e} (still failing after {}s)",
+                        protocol::START_TIMEOUT.as_secs()
+                    ));
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+            }
+        }
+    }
+
     /// Puts the previous store back after a failed start or health check, and starts it.
     fn rollback(
         &self,

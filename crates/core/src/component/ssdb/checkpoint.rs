@@ -185,6 +185,15 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    return Err(CheckpointError::Io {
+                        path: from,
+                        source: std::io::Error::other(format!(
+                            "cannot hard-link it into {} (another filesystem: is the store or its data/ a mount point?); online mode needs the staging directory on the store's filesystem: use mode = \"stop\"",
+                            dst.display()
+                        )),
+                    });
+                }
                 Err(e) => return Err(io(&from)(e)),
             }
         }

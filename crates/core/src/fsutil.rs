@@ -122,6 +122,21 @@ fn unused_name(path: &Path) -> PathBuf {
         .unwrap_or_else(|| path.to_path_buf())
 }
 
+/// A glob set matching any of `patterns` (matched on file names). Invalid patterns are
+/// rejected when the config is loaded, so here they are skipped.
+#[must_use]
+pub fn glob_set(patterns: &[String]) -> globset::GlobSet {
+    let mut builder = globset::GlobSetBuilder::new();
+    for g in patterns {
+        if let Ok(glob) = globset::Glob::new(g) {
+            builder.add(glob);
+        }
+    }
+    builder
+        .build()
+        .unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
 /// Sum of the sizes of all regular files under `path` (0 when it does not exist).
 #[must_use]
 pub fn tree_size(path: &Path) -> u64 {

@@ -275,17 +275,7 @@ fn apply_metadata(e: &Entry, path: &Path, as_root: bool) -> std::io::Result<()> 
 /// `ignore` globs (matched on file names) are left out of `a`.
 #[must_use]
 pub fn compare(a: &Path, b: &Path, ignore: &[String]) -> Vec<String> {
-    let globs = {
-        let mut builder = globset::GlobSetBuilder::new();
-        for g in ignore {
-            if let Ok(glob) = globset::Glob::new(g) {
-                builder.add(glob);
-            }
-        }
-        builder
-            .build()
-            .unwrap_or_else(|_| globset::GlobSet::empty())
-    };
+    let globs = crate::fsutil::glob_set(ignore);
     let list = |root: &Path, filter: bool| -> Vec<PathBuf> {
         walkdir::WalkDir::new(root)
             .sort_by_file_name()

@@ -39,13 +39,7 @@ impl FilesComponent {
     }
 
     fn excludes(&self) -> globset::GlobSet {
-        let mut b = globset::GlobSetBuilder::new();
-        for g in &self.config.exclude {
-            if let Ok(glob) = globset::Glob::new(g) {
-                b.add(glob);
-            }
-        }
-        b.build().unwrap_or_else(|_| globset::GlobSet::empty())
+        crate::fsutil::glob_set(&self.config.exclude)
     }
 }
 
@@ -113,16 +107,11 @@ impl Component for FilesComponent {
             if let Ok(m) = entry.metadata()
                 && m.is_file()
             {
-                est.files += 1;
-                est.bytes += m.len();
                 let rel = entry
                     .path()
                     .strip_prefix(&self.config.path)
                     .unwrap_or(entry.path());
-                let mtime = filetime::FileTime::from_last_modification_time(&m).unix_seconds();
-                if stored.and_then(|s| s.get(rel)) != Some(&(m.len(), mtime)) {
-                    est.changed_bytes += m.len();
-                }
+                est.count(rel, &m, stored);
             }
         }
         Ok(est)

@@ -87,6 +87,19 @@ pub struct Estimate {
     pub changed_bytes: u64,
 }
 
+impl Estimate {
+    /// Counts one file (`rel` to the component root); it is changed unless `stored` has the
+    /// same size and mtime (the test the engine uses to skip unchanged files).
+    pub fn count(&mut self, rel: &Path, meta: &std::fs::Metadata, stored: Option<&StoredIndex>) {
+        self.files += 1;
+        self.bytes += meta.len();
+        let mtime = filetime::FileTime::from_last_modification_time(meta).unix_seconds();
+        if stored.and_then(|s| s.get(rel)) != Some(&(meta.len(), mtime)) {
+            self.changed_bytes += meta.len();
+        }
+    }
+}
+
 /// Size and mtime (seconds) of each stored file, by path relative to the component root.
 pub type StoredIndex = std::collections::HashMap<PathBuf, (u64, i64)>;
 

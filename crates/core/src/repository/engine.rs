@@ -64,13 +64,10 @@ pub enum EngineError {
 
 impl EngineError {
     fn library(what: &'static str, err: &RusticError) -> Self {
-        let full = err.to_string();
-        let message = full
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("unknown error")
-            .to_string();
+        let mut message = first_line(err);
+        if message.is_empty() {
+            message = "unknown error".to_string();
+        }
         Self::Library { what, message }
     }
 }

@@ -156,17 +156,9 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
         });
     }
     let manifest_path = src.join(&current);
-    let data = match fs::read(&manifest_path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Attempt::Race(format!("{current} replaced")));
-        }
-        Err(e) => return Err(io(&manifest_path)(e)),
+    let Some((data, version)) = read_manifest(&manifest_path)? else {
+        return Ok(Attempt::Race(format!("{current} replaced")));
     };
-    let version = manifest::parse(&data).map_err(|source| CheckpointError::Manifest {
-        path: manifest_path.clone(),
-        source,
-    })?;
     let mut stats = CheckpointStats {
         manifest_sequence: version.last_sequence,
         ..Default::default()
@@ -252,15 +244,8 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
     // A flush that completed while the logs were listed and copied may have deleted a log
     // between two that were copied; LevelDB records the new log number in the MANIFEST before
     // it deletes any log, so an unchanged log number proves no needed log went missing.
-    let after = match fs::read(&manifest_path) {
-        Ok(d) => manifest::parse(&d).map_err(|source| CheckpointError::Manifest {
-            path: manifest_path.clone(),
-            source,
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Attempt::Race(format!("{current} replaced")));
-        }
-        Err(e) => return Err(io(&manifest_path)(e)),
+    let Some((_, after)) = read_manifest(&manifest_path)? else {
+        return Ok(Attempt::Race(format!("{current} replaced")));
     };
     if after.log_number != version.log_number {
         return Ok(Attempt::Race(format!(
@@ -286,6 +271,22 @@ pub fn clone_meta(from: &Path, to: &Path) -> Result<(), CheckpointError> {
     fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777)).map_err(io(to))?;
     let mtime = filetime::FileTime::from_last_modification_time(&m);
     filetime::set_file_mtime(to, mtime).map_err(io(to))
+}
+
+/// The MANIFEST's bytes and the version they describe; `None` when it vanished (replaced).
+fn read_manifest(
+    path: &Path,
+) -> Result<Option<(Vec<u8>, manifest::VersionState)>, CheckpointError> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let version = manifest::parse(&data).map_err(|source| CheckpointError::Manifest {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some((data, version)))
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {

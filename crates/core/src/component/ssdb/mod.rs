@@ -287,13 +287,7 @@ impl Component for SsdbComponent {
                 if !m.is_file() {
                     continue;
                 }
-                est.files += 1;
-                est.bytes += m.len();
-                let rel = PathBuf::from(db).join(e.file_name());
-                let mtime = filetime::FileTime::from_last_modification_time(&m).unix_seconds();
-                if stored.and_then(|s| s.get(&rel)) != Some(&(m.len(), mtime)) {
-                    est.changed_bytes += m.len();
-                }
+                est.count(&PathBuf::from(db).join(e.file_name()), &m, stored);
             }
         }
         if est.files == 0 {

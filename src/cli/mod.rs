@@ -31,10 +31,11 @@ Every night: akbackup backup && akbackup forget --keep-daily 7 --keep-weekly 4 -
 
 /// Consistent, incremental, verified, encrypted backups of an Altcraft platform.
 ///
-/// akbackup backs up the control module (/opt/altcraft), and in later releases the MongoDB
-/// instances and SSDB stores, into one restic-format repository: encrypted, compressed and
-/// deduplicated, so the second day costs only what changed. The standard `restic` client can
-/// read the repository too.
+/// akbackup backs up the control module (/opt/altcraft), the SSDB stores (online, consistent
+/// copies of their LevelDB files) and the MongoDB instances (native dumps in mongodump
+/// layout) into one restic-format repository: encrypted, compressed and deduplicated, so the
+/// second day costs only what changed. The standard `restic` client can read the repository
+/// too, and `export` writes the archives of the documented manual procedure.
 #[derive(Debug, Parser)]
 #[command(name = "akbackup", version, after_help = AFTER_HELP)]
 pub struct Cli {

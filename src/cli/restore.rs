@@ -27,6 +27,18 @@ use crate::render::{self, Reporter};
 /// and the component's restart command runs (/opt/altcraft/akd restart for the control
 /// module). Data that fails authentication is never written. On a terminal you are asked to
 /// confirm; elsewhere pass --yes.
+///
+/// A MongoDB instance is loaded into its configured server (or --to-uri) like
+/// `mongorestore --drop`: each restored collection is dropped, recreated with its options,
+/// filled, and its indexes built; then `systemctl restart mongod-<name>`. With --target it
+/// becomes a plain mongodump directory (DIR/mongodb/<name>/<db>/<coll>.bson) that
+/// `mongorestore DIR/mongodb/<name>` reads.
+///
+/// Examples:
+///   akbackup restore latest --only files.control --target /tmp/check
+///   akbackup restore latest --only mongodb.control --yes
+///   akbackup restore latest --only mongodb.control --ns-include 'control.users' \
+///       --ns-from 'control.*' --ns-to 'control_restored.*' --no-restart --yes
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The set: an id (prefix) or `latest`
@@ -46,6 +58,34 @@ pub struct Args {
     /// Do not ask for confirmation
     #[arg(long, short)]
     yes: bool,
+    /// MongoDB: load into this server instead of the configured one
+    #[arg(long, value_name = "URI", help_heading = "MongoDB")]
+    to_uri: Option<String>,
+    /// MongoDB: load only namespaces matching this glob, e.g. 'control.users' (repeatable)
+    #[arg(long, value_name = "GLOB", help_heading = "MongoDB")]
+    ns_include: Vec<String>,
+    /// MongoDB: leave out namespaces matching this glob (repeatable)
+    #[arg(long, value_name = "GLOB", help_heading = "MongoDB")]
+    ns_exclude: Vec<String>,
+    /// MongoDB: rename from this pattern ('control.*'), with --ns-to
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        requires = "ns_to",
+        help_heading = "MongoDB"
+    )]
+    ns_from: Option<String>,
+    /// MongoDB: rename to this pattern ('copy.*'); each * takes what the --ns-from * matched
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        requires = "ns_from",
+        help_heading = "MongoDB"
+    )]
+    ns_to: Option<String>,
+    /// MongoDB: keep existing collections and insert into them instead of dropping them first
+    #[arg(long, help_heading = "MongoDB")]
+    no_drop: bool,
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
@@ -66,6 +106,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         Some(dir) => RestoreTarget::Directory(dir.clone()),
         None => RestoreTarget::InPlace {
             no_restart: args.no_restart,
+            db: component::DbRestoreOptions {
+                to_uri: args.to_uri.clone(),
+                ns_include: args.ns_include.clone(),
+                ns_exclude: args.ns_exclude.clone(),
+                ns_from: args.ns_from.clone(),
+                ns_to: args.ns_to.clone(),
+                no_drop: args.no_drop,
+            },
         },
     };
     let plan = plan::restore_plan(&set, &components, &target)?;
@@ -130,6 +178,33 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 human_bytes(c.written.bytes),
                 c.destination.display()
             );
+            if let Some(cols) = c.details.get("collections").and_then(|v| v.as_array()) {
+                for col in cols {
+                    let _ = writeln!(
+                        s,
+                        "  {:<40} {:>9} docs {:>10} {:>7.2}s{}",
+                        format!(
+                            "{} -> {}",
+                            col["ns"].as_str().unwrap_or(""),
+                            col["target"].as_str().unwrap_or("")
+                        ),
+                        col["documents"].as_u64().unwrap_or(0),
+                        human_bytes(col["bytes"].as_u64().unwrap_or(0)),
+                        col["seconds"].as_f64().unwrap_or(0.0),
+                        match col["failed"].as_u64().unwrap_or(0) {
+                            0 => String::new(),
+                            n => format!(" ({n} refused)"),
+                        }
+                    );
+                }
+                let _ = writeln!(
+                    s,
+                    "  {} documents, {} in {:.1}s",
+                    c.details["documents"].as_u64().unwrap_or(0),
+                    human_bytes(c.details["bytes"].as_u64().unwrap_or(0)),
+                    c.details["seconds"].as_f64().unwrap_or(0.0)
+                );
+            }
             if let Some(prev) = &c.previous {
                 let _ = writeln!(s, "  previous contents kept at {}", prev.display());
             }

@@ -11,8 +11,14 @@ use crate::render;
 /// List backup sets: id, time, components, sizes, duration, status.
 ///
 /// The id works with every command (`restore 1a2b3c4d`) and with the restic client.
+/// With a SET (`latest` or an id) it shows that set's manifest instead: per component its
+/// source, files, bytes, status and kind-specific facts (MongoDB: per-collection document
+/// counts and the consistency of the dump).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Show one set in full: an id (prefix) or `latest`
+    set: Option<String>,
+}
 
 #[derive(Serialize)]
 struct Row {
@@ -27,9 +33,59 @@ struct Row {
     tags: Vec<String>,
 }
 
-pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let config = g.load_config()?;
     let repo = open_repo(&config)?;
+    if let Some(spec) = &args.set {
+        let set = repo.find_set(spec)?;
+        let m = &set.manifest;
+        render::out(g, m, || {
+            let mut s = String::new();
+            let _ = writeln!(
+                s,
+                "set {} taken {} on {}, {}",
+                set.short_id(),
+                render::time(m.started),
+                m.host,
+                format!("{:?}", m.status).to_lowercase()
+            );
+            for c in &m.components {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {} files, {}  from {}  [{}]",
+                    c.name,
+                    c.files,
+                    human_bytes(c.bytes),
+                    c.source,
+                    format!("{:?}", c.status).to_lowercase()
+                );
+                if let Some(text) = c.details.get("consistency_note").and_then(|v| v.as_str()) {
+                    let _ = writeln!(s, "    consistency: {text}");
+                }
+                for col in c
+                    .details
+                    .get("collections")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = writeln!(
+                        s,
+                        "    {:<40} {:<10} {:>9} docs {:>10}",
+                        col["ns"].as_str().unwrap_or(""),
+                        col["type"].as_str().unwrap_or(""),
+                        col["documents"].as_u64().unwrap_or(0),
+                        human_bytes(col["bytes"].as_u64().unwrap_or(0))
+                    );
+                }
+                for w in &c.warnings {
+                    let _ = writeln!(s, "    warning: {w}");
+                }
+            }
+            s
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows: Vec<Row> = repo
         .sets()?
         .into_iter()

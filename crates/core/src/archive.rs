@@ -4,8 +4,12 @@
 //! under `opt/altcraft/`) and `ssdb-<name>-YYYY-MM-DD.tar.gz` (entries under
 //! `var/lib/ssdb/<name>/`). `import` turns such an archive into a backup set dated by its
 //! name, so years of manual backups become restorable by akbackup; `export` writes the same
-//! archives from a set, so nobody is locked in. MongoDB archives come with the MongoDB
-//! component.
+//! archives from a set, so nobody is locked in.
+//!
+//! MongoDB dumps come as `mongodump --archive` files (`mongodb-<name>-YYYY-MM-DD.tar.gz` in
+//! the documentation: a gzipped archive stream despite the name, not a tar) or as
+//! `mongodump --out` directories, gzipped per file or not; both import, and export writes
+//! either form (see [`crate::component::mongodb::format`]).
 
 use std::{
     fs,
@@ -65,11 +69,16 @@ pub enum ArchiveError {
         /// The LevelDB error.
         reason: String,
     },
-    /// MongoDB archives are not handled yet.
+    /// A MongoDB dump that cannot be read.
     #[error(
-        "{0}: MongoDB archives are imported by the MongoDB component, which is not in this release"
+        "{path}: not a readable mongodump archive or directory: {reason}; nothing was imported"
     )]
-    Mongodb(PathBuf),
+    Dump {
+        /// The archive or directory.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+    },
     /// The target file exists.
     #[error("{0} already exists: refusing to overwrite it")]
     Exists(PathBuf),
@@ -104,9 +113,12 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
 #[must_use]
 pub fn parse_name(path: &Path) -> Option<(ComponentName, jiff::civil::Date)> {
     let name = path.file_name()?.to_str()?;
-    let stem = name
-        .strip_suffix(".tar.gz")
-        .or_else(|| name.strip_suffix(".tgz"))?;
+    // mongodump archives and directories also come as `.archive`, `.archive.gz`, `.gz` or
+    // a bare directory name.
+    let stem = [".tar.gz", ".tgz", ".archive.gz", ".archive", ".gz"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
     if stem.len() < 11 {
         return None;
     }
@@ -154,6 +166,8 @@ struct Unpacked {
     inner: Box<dyn Component>,
     staged: PathBuf,
     details: serde_json::Value,
+    /// The archive or directory it came from: the set's source.
+    from: String,
 }
 
 impl Component for Unpacked {
@@ -161,7 +175,7 @@ impl Component for Unpacked {
         self.inner.name()
     }
     fn source(&self) -> String {
-        self.inner.source()
+        self.from.clone()
     }
     fn repo_path(&self) -> &Path {
         self.inner.repo_path()
@@ -197,7 +211,9 @@ impl Component for Unpacked {
         })
     }
     fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        self.inner.finish(prepared, stats)
+        let mut record = self.inner.finish(prepared, stats);
+        record.source.clone_from(&self.from);
+        record
     }
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
         self.inner.plan_restore(target, record)
@@ -231,9 +247,6 @@ pub fn import(
         (None, Some((n, _))) => n.clone(),
         (None, None) => return Err(ArchiveError::UnknownName(path.to_path_buf())),
     };
-    if name.kind == Kind::Mongodb {
-        return Err(ArchiveError::Mongodb(path.to_path_buf()));
-    }
     let inner = component::build(config, std::slice::from_ref(&name))
         .map_err(Box::new)?
         .pop()
@@ -244,24 +257,50 @@ pub fn import(
         .tempdir_in(repo.path())
         .map_err(io(repo.path()))?;
     progress.note(&format!("unpacking {}", path.display()));
+    let (staged, details) = if name.kind == Kind::Mongodb {
+        unpack_mongodb(path, staging.path())?
+    } else {
+        unpack_tar(path, inner.as_ref(), staging.path())?
+    };
+    let unpacked: Vec<Box<dyn Component>> = vec![Box::new(Unpacked {
+        inner,
+        staged,
+        details,
+        from: path.display().to_string(),
+    })];
+    let mut plan =
+        plan::backup_plan(repo, &unpacked, &["imported".to_string()]).map_err(Box::new)?;
+    plan.time = date
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp());
+    let summary = backup::run(repo, &unpacked, &plan, false, progress).map_err(Box::new)?;
+    drop(staging);
+    Ok(summary)
+}
+
+/// Unpacks a `tar.gz` of the documented procedure into `staging`; returns the component's
+/// directory in it and the manifest details (SSDB stores are opened and described).
+fn unpack_tar(
+    path: &Path,
+    inner: &dyn Component,
+    staging: &Path,
+) -> Result<(PathBuf, serde_json::Value), ArchiveError> {
     let file = fs::File::open(path).map_err(io(path))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     archive.set_overwrite(false);
-    archive
-        .unpack(staging.path())
-        .map_err(|e| ArchiveError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    archive.unpack(staging).map_err(|e| ArchiveError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let inside = inner
         .repo_path()
         .strip_prefix("/")
         .unwrap_or(inner.repo_path())
         .to_path_buf();
-    let staged = staging.path().join(&inside);
+    let staged = staging.join(&inside);
     if !staged.is_dir() {
         return Err(ArchiveError::Missing {
             path: path.to_path_buf(),
@@ -269,7 +308,7 @@ pub fn import(
         });
     }
     let mut details = serde_json::json!({ "imported_from": path.display().to_string() });
-    if name.kind == Kind::Ssdb {
+    if inner.name().kind == Kind::Ssdb {
         let summary = component::ssdb::describe_store(&staged).map_err(|(db, reason)| {
             ArchiveError::BrokenStore {
                 path: path.to_path_buf(),
@@ -280,19 +319,52 @@ pub fn import(
         details["mode"] = "import".into();
         component::ssdb::merge_description(&mut details, &summary);
     }
-    let unpacked: Vec<Box<dyn Component>> = vec![Box::new(Unpacked {
-        inner,
-        staged,
-        details,
-    })];
-    let mut plan =
-        plan::backup_plan(repo, &unpacked, &["imported".to_string()]).map_err(Box::new)?;
-    plan.time = date
-        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| z.timestamp());
-    let summary = backup::run(repo, &unpacked, &plan, false, progress).map_err(Box::new)?;
-    drop(staging);
-    Ok(summary)
+    Ok((staged, details))
+}
+
+/// Unpacks a mongodump archive (gzipped or not) or `--out` directory into the plain layout
+/// a backup stores, checking every document's framing and each namespace's CRC.
+fn unpack_mongodb(
+    path: &Path,
+    staging: &Path,
+) -> Result<(PathBuf, serde_json::Value), ArchiveError> {
+    use component::mongodb::format;
+    let staged = staging.join("dump");
+    let bad = |e: format::FormatError| ArchiveError::Dump {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let found = if path.is_dir() {
+        format::unpack_directory(path, &staged).map_err(bad)?
+    } else {
+        let file = fs::File::open(path).map_err(io(path))?;
+        let label = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        format::unpack_archive(BufReader::new(file), &label, &staged).map_err(bad)?
+    };
+    if !staged.is_dir() {
+        fs::create_dir_all(&staged).map_err(io(&staged))?;
+    }
+    let collections: Vec<_> = found
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "ns": if n.db.is_empty() { n.collection.clone() } else { format!("{}.{}", n.db, n.collection) },
+                "type": n.kind,
+                "documents": n.documents,
+                "bytes": n.bytes,
+            })
+        })
+        .collect();
+    let details = serde_json::json!({
+        "imported_from": path.display().to_string(),
+        "consistency": "unknown",
+        "consistency_note": "imported from a mongodump made outside akbackup",
+        "collections": collections,
+    });
+    Ok((staged, details))
 }
 
 /// One archive written by export.
@@ -306,7 +378,21 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-/// Writes each selected component of `set` as a documented `tar.gz` into `dir`.
+/// How MongoDB components are exported (files and SSDB are always the documented tar.gz).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MongoExport {
+    /// `mongodb-<name>-DATE.tar.gz`: a gzipped `mongodump --archive` stream, as the
+    /// documented `mongodump --gzip --archive=...` writes it.
+    #[default]
+    Archive,
+    /// `mongodb-<name>-DATE/`: a `mongodump --out` directory, each file gzipped when `gzip`.
+    Directory {
+        /// Gzip each file (`mongodump --gzip --out`).
+        gzip: bool,
+    },
+}
+
+/// Writes each selected component of `set` as a documented archive into `dir`.
 ///
 /// # Errors
 /// Existing archives are never overwritten; restore and I/O errors.
@@ -315,6 +401,7 @@ pub fn export(
     set: &BackupSet,
     only: &[ComponentName],
     dir: &Path,
+    mongo: MongoExport,
     progress: &ProgressRef,
 ) -> Result<Vec<Exported>, ArchiveError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
@@ -331,7 +418,10 @@ pub fn export(
         if !only.is_empty() && !only.contains(&name) {
             continue;
         }
-        let target = dir.join(archive_name(&name, date));
+        let mut target = dir.join(archive_name(&name, date));
+        if name.kind == Kind::Mongodb && mongo != MongoExport::Archive {
+            target = dir.join(format!("mongodb-{}-{date}", name.name));
+        }
         if target.exists() {
             return Err(ArchiveError::Exists(target));
         }
@@ -351,7 +441,9 @@ pub fn export(
         )
         .map_err(Box::new)?;
         let partial = work.path().join("archive.tar.gz");
-        {
+        if name.kind == Kind::Mongodb {
+            write_mongodb(&tree_dir, &partial, mongo, rec)?;
+        } else {
             let file = fs::File::create(&partial).map_err(io(&partial))?;
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
             let mut builder = tar::Builder::new(gz);
@@ -366,7 +458,7 @@ pub fn export(
             file.sync_all().map_err(io(&partial))?;
         }
         fs::rename(&partial, &target).map_err(io(&target))?;
-        let bytes = fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        let bytes = crate::fsutil::tree_size(&target);
         progress.note(&format!("{}: wrote {}", rec.name, target.display()));
         out.push(Exported {
             component: rec.name.clone(),
@@ -375,6 +467,42 @@ pub fn export(
         });
     }
     Ok(out)
+}
+
+/// Writes a MongoDB component's dump (the plain layout in `tree`) to `partial` in the
+/// chosen form; the caller renames it into place.
+fn write_mongodb(
+    tree: &Path,
+    partial: &Path,
+    mongo: MongoExport,
+    rec: &ComponentRecord,
+) -> Result<(), ArchiveError> {
+    use component::mongodb::format;
+    let bad = |e: format::FormatError| ArchiveError::Io {
+        path: partial.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    match mongo {
+        MongoExport::Archive => {
+            let server_version = rec
+                .details
+                .get("server_version")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let file = fs::File::create(partial).map_err(io(partial))?;
+            let mut out = std::io::BufWriter::new(file);
+            format::write_archive(tree, &mut out, true, server_version).map_err(bad)?;
+            let file = out.into_inner().map_err(|e| ArchiveError::Io {
+                path: partial.to_path_buf(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(io(partial))?;
+        }
+        MongoExport::Directory { gzip } => {
+            format::write_directory(tree, partial, gzip).map_err(bad)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

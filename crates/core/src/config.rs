@@ -195,14 +195,50 @@ impl FilesConfig {
     }
 }
 
-/// `[mongodb.<name>]`: a MongoDB instance (implemented in a later release).
+/// `[mongodb.<name>]`: a MongoDB instance, dumped through the official driver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MongodbConfig {
-    /// Connection string; credentials in it are redacted everywhere.
+    /// Connection string (TLS and auth options pass through to the driver); a password in
+    /// it is redacted everywhere.
     pub uri: String,
-    /// systemd unit (default `mongod-<name>`).
+    /// systemd unit restarted after an in-place restore (default `mongod-<name>`).
     pub service: Option<String>,
+    /// A file whose first line is the password of the user named in `uri` (mode 0600),
+    /// so the URI in the config can stay free of secrets.
+    pub password_file: Option<PathBuf>,
+    /// Namespace globs to back up (`db.*`, `db.coll`); empty means every database except
+    /// `admin`, `local` and `config`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Namespace globs to leave out (`*.system.*`), applied after `include`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Collections dumped (and restored) at once.
+    #[serde(default = "default_parallel_collections")]
+    pub parallel_collections: usize,
+    /// Seconds to wait for the server to answer before giving up (server selection and
+    /// connection); keeps a dead instance from hanging a nightly run.
+    #[serde(default = "default_mongodb_timeout")]
+    pub timeout: u64,
+}
+
+const fn default_parallel_collections() -> usize {
+    4
+}
+
+const fn default_mongodb_timeout() -> u64 {
+    10
+}
+
+impl MongodbConfig {
+    /// The systemd unit after defaults.
+    #[must_use]
+    pub fn unit(&self, name: &str) -> String {
+        self.service
+            .clone()
+            .unwrap_or_else(|| format!("mongod-{name}"))
+    }
 }
 
 /// How an SSDB store is copied for a backup.
@@ -270,7 +306,15 @@ pub struct Config {
 const TOP_KEYS: &[&str] = &["repository", "files", "mongodb", "ssdb"];
 const REPOSITORY_KEYS: &[&str] = &["path", "password-file", "password-command"];
 const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "on-read-error"];
-const MONGODB_KEYS: &[&str] = &["uri", "service"];
+const MONGODB_KEYS: &[&str] = &[
+    "uri",
+    "service",
+    "password-file",
+    "include",
+    "exclude",
+    "parallel-collections",
+    "timeout",
+];
 const SSDB_KEYS: &[&str] = &["path", "service", "mode", "host", "port", "auth"];
 
 impl Config {
@@ -325,6 +369,11 @@ impl Config {
                 MongodbConfig {
                     uri: format!("mongodb://127.0.0.1:{port}"),
                     service: None,
+                    password_file: None,
+                    include: Vec::new(),
+                    exclude: Vec::new(),
+                    parallel_collections: default_parallel_collections(),
+                    timeout: default_mongodb_timeout(),
                 },
             );
         }
@@ -365,6 +414,32 @@ impl Config {
             if matches!(&files.restart, Some(argv) if argv.first().is_some_and(String::is_empty)) {
                 return Err(invalid(format!(
                     "[files.{name}] restart has an empty program name"
+                )));
+            }
+        }
+        for (name, m) in &self.mongodb {
+            if m.uri.starts_with("mongodb+srv://") {
+                return Err(invalid(format!(
+                    "[mongodb.{name}] uri: mongodb+srv:// (DNS seed lists) is not supported; \
+                     list the hosts: mongodb://host1:27017,host2:27017/?replicaSet=NAME"
+                )));
+            }
+            if !m.uri.starts_with("mongodb://") {
+                return Err(invalid(format!(
+                    "[mongodb.{name}] uri \"{}\" must start with mongodb://",
+                    redact_uri(&m.uri)
+                )));
+            }
+            for glob in m.include.iter().chain(&m.exclude) {
+                globset::Glob::new(glob).map_err(|err| {
+                    invalid(format!(
+                        "[mongodb.{name}] namespace glob \"{glob}\" is not valid: {err}"
+                    ))
+                })?;
+            }
+            if m.parallel_collections == 0 || m.timeout == 0 {
+                return Err(invalid(format!(
+                    "[mongodb.{name}] parallel-collections and timeout must be at least 1"
                 )));
             }
         }

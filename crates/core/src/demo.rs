@@ -323,7 +323,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
     // In place, as an administrator would: damage the live tree, restore, restart.
     let t = Instant::now();
     std::fs::remove_dir_all(platform.join("conf")).map_err(step_err("in-place restore"))?;
-    let inplace = RestoreTarget::InPlace { no_restart: false };
+    let inplace = RestoreTarget::in_place();
     // Only the control module: in place, an SSDB store is stopped and started through systemd.
     let control = component::build(
         &config,

@@ -184,7 +184,7 @@ impl Component for FilesComponent {
             RestoreTarget::Directory(dir) => {
                 (dir.join("files").join(&self.name.name), false, Vec::new())
             }
-            RestoreTarget::InPlace { no_restart } => (
+            RestoreTarget::InPlace { no_restart, .. } => (
                 self.config.path.clone(),
                 self.config.path.exists(),
                 if *no_restart {
@@ -226,7 +226,7 @@ impl Component for FilesComponent {
                 set_id,
                 progress,
             ),
-            RestoreTarget::InPlace { no_restart } => {
+            RestoreTarget::InPlace { no_restart, .. } => {
                 let live = &self.config.path;
                 let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
                 let previous = staged.swap(&self.name, live)?;
@@ -251,6 +251,7 @@ impl Component for FilesComponent {
                     written,
                     status,
                     warnings,
+                    details: serde_json::Value::Null,
                 })
             }
         }

@@ -7,6 +7,7 @@
 //! Instances (the two MongoDB servers, the four SSDB stores) are config values, not types.
 
 pub mod files;
+pub mod mongodb;
 pub mod ssdb;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,14 @@ pub enum ComponentError {
         /// Component.
         name: ComponentName,
         /// What failed, and where the data is now.
+        message: String,
+    },
+    /// A database server refused or failed an operation.
+    #[error("{name}: {message}")]
+    Database {
+        /// Component.
+        name: ComponentName,
+        /// What failed, naming the server (password redacted) and the fix.
         message: String,
     },
     /// A service command failed.
@@ -131,7 +140,38 @@ pub enum RestoreTarget {
     InPlace {
         /// Skip the restart command.
         no_restart: bool,
+        /// What database components load, and where.
+        db: DbRestoreOptions,
     },
+}
+
+impl RestoreTarget {
+    /// In place with the defaults: restart, everything, the configured servers.
+    #[must_use]
+    pub fn in_place() -> Self {
+        Self::InPlace {
+            no_restart: false,
+            db: DbRestoreOptions::default(),
+        }
+    }
+}
+
+/// Options of an in-place restore that only database components read (the MongoDB
+/// namespaces to load, renames, another server).
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreOptions {
+    /// Load into this server instead of the configured one.
+    pub to_uri: Option<String>,
+    /// Namespace globs to load (all when empty).
+    pub ns_include: Vec<String>,
+    /// Namespace globs to leave out.
+    pub ns_exclude: Vec<String>,
+    /// Rename pattern source (`control.*`).
+    pub ns_from: Option<String>,
+    /// Rename pattern target (`control_copy.*`).
+    pub ns_to: Option<String>,
+    /// Keep existing collections and add to them instead of dropping them first.
+    pub no_drop: bool,
 }
 
 /// What one component's restore did.
@@ -151,6 +191,9 @@ pub struct ComponentRestore {
     pub status: Status,
     /// Problems that did not stop the restore.
     pub warnings: Vec<String>,
+    /// Kind-specific facts (per-collection counts of a database load).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// What a restore of one component will do (for `--dry-run` and confirmation).
@@ -263,7 +306,14 @@ pub fn build(
                     .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
                 out.push(Box::new(ssdb::SsdbComponent::new(name, cfg)));
             }
-            Kind::Mongodb => return Err(ComponentError::NotSupported(name)),
+            Kind::Mongodb => {
+                let cfg = config
+                    .mongodb
+                    .get(&name.name)
+                    .cloned()
+                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
+                out.push(Box::new(mongodb::MongodbComponent::new(name, cfg)));
+            }
         }
     }
     Ok(out)
@@ -296,6 +346,7 @@ pub fn restore_to_directory(
         written,
         status: Status::Complete,
         warnings: Vec::new(),
+        details: serde_json::Value::Null,
     })
 }
 

@@ -80,27 +80,35 @@ pub fn resolve(config: &RepositoryConfig) -> Result<String, PasswordError> {
         );
     }
     if let Some(path) = &config.password_file {
-        let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(PasswordError::TooOpen {
-                path: path.clone(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        return non_empty(
-            text.lines().next().unwrap_or("").to_string(),
-            &path.display().to_string(),
-        );
+        return read_secret_file(path);
     }
     Err(PasswordError::Missing)
+}
+
+/// Reads the first line of a secret file, refusing one that group or others can access.
+///
+/// # Errors
+/// [`PasswordError`] naming the file and the fix.
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, PasswordError> {
+    let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PasswordError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    non_empty(
+        text.lines().next().unwrap_or("").to_string(),
+        &path.display().to_string(),
+    )
 }
 
 fn non_empty(pw: String, from: &str) -> Result<String, PasswordError> {

@@ -397,7 +397,7 @@ impl Component for SsdbComponent {
                 vec![],
                 vec![],
             ),
-            RestoreTarget::InPlace { no_restart } => (
+            RestoreTarget::InPlace { no_restart, .. } => (
                 self.config.path.clone(),
                 self.config.path.exists(),
                 vec![format!("systemctl stop {unit}")],
@@ -442,7 +442,7 @@ impl Component for SsdbComponent {
                     progress,
                 );
             }
-            RestoreTarget::InPlace { no_restart } => *no_restart,
+            RestoreTarget::InPlace { no_restart, .. } => *no_restart,
         };
         let live = &self.config.path;
         // Written while the server still runs: downtime is only the swap.
@@ -493,6 +493,7 @@ impl Component for SsdbComponent {
                 written,
                 status: Status::Complete,
                 warnings,
+                details: serde_json::Value::Null,
             });
         }
         progress.note(&format!("{label}: starting {unit}"));
@@ -514,6 +515,7 @@ impl Component for SsdbComponent {
                     written,
                     status: Status::Complete,
                     warnings,
+                    details: serde_json::Value::Null,
                 })
             }
             Err(why) => Err(self.rollback(live, previous.as_deref(), &unit, &stamp, &why)),

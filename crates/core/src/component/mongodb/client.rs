@@ -1,0 +1,278 @@
+//! Connecting to an instance, turning driver errors into one line an operator can act on,
+//! and the namespace rules shared by dump and restore (include/exclude globs, renames).
+
+use std::time::Duration;
+
+use mongodb::{
+    Client,
+    bson::doc,
+    error::{Error, ErrorKind},
+    options::ClientOptions,
+};
+
+use crate::config::{MongodbConfig, redact_uri};
+
+/// Databases never dumped: server-internal state, not the platform's.
+pub const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
+
+/// A connected client and what is needed to describe its errors. Cheap to clone (the
+/// driver's client is a handle to one pool).
+#[derive(Clone)]
+pub struct Connection {
+    /// The driver's client.
+    pub client: Client,
+    /// The URI with its password redacted, for messages.
+    pub shown: String,
+    /// A password to scrub from any message (from the URI or the password file).
+    secret: Option<String>,
+}
+
+impl Connection {
+    /// Opens a client and checks the server answers (`ping`), within `timeout`.
+    ///
+    /// # Errors
+    /// One line naming what failed: the URI, the password file, reachability, authentication.
+    pub async fn open(
+        uri: &str,
+        config: &MongodbConfig,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let shown = redact_uri(uri);
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| format!("invalid uri {shown}: {}", first_line(&e.to_string())))?;
+        let mut secret = options.credential.as_ref().and_then(|c| c.password.clone());
+        if let Some(path) = &config.password_file {
+            let password = crate::repository::password::read_secret_file(path)
+                .map_err(|e| format!("password-file: {e}"))?;
+            let credential = options.credential.get_or_insert_with(Default::default);
+            if credential.username.is_none() {
+                return Err(format!(
+                    "password-file is set but {shown} names no user: write mongodb://USER@host:port"
+                ));
+            }
+            credential.password = Some(password.clone());
+            secret = Some(password);
+        }
+        options.server_selection_timeout.get_or_insert(timeout);
+        options.connect_timeout.get_or_insert(timeout);
+        options
+            .app_name
+            .get_or_insert_with(|| "akbackup".to_string());
+        let conn = Self {
+            client: Client::with_options(options).map_err(|e| format!("{shown}: {e}"))?,
+            shown,
+            secret,
+        };
+        conn.client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(|e| conn.describe(&e))?;
+        Ok(conn)
+    }
+
+    /// One line for a driver error: what happened and what to do, with no secret in it.
+    #[must_use]
+    pub fn describe(&self, err: &Error) -> String {
+        let text = match err.kind.as_ref() {
+            ErrorKind::ServerSelection { .. } => format!(
+                "cannot reach {}: no answer within the timeout; is the server running and the \
+                 uri right?",
+                self.shown
+            ),
+            ErrorKind::Authentication { message, .. } => format!(
+                "authentication failed at {}: {}; check the user and password (uri or \
+                 password-file)",
+                self.shown,
+                first_line(message)
+            ),
+            ErrorKind::Io(io) => format!("connection to {} lost: {io}", self.shown),
+            ErrorKind::ConnectionPoolCleared { .. } => {
+                format!("connection to {} lost (server went away)", self.shown)
+            }
+            ErrorKind::Command(c) => format!(
+                "{} answered {} ({}): {}",
+                self.shown,
+                c.code_name,
+                c.code,
+                first_line(&c.message)
+            ),
+            _ => format!("{}: {}", self.shown, first_line(&err.to_string())),
+        };
+        match &self.secret {
+            Some(s) if !s.is_empty() => text.replace(s.as_str(), "***"),
+            _ => text,
+        }
+    }
+}
+
+/// The first line of a message, trimmed: driver errors can carry whole topology dumps.
+#[must_use]
+pub fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &line[..end])
+    } else {
+        line.to_string()
+    }
+}
+
+/// Which namespaces (`db.collection`) a dump or restore takes.
+#[derive(Debug, Clone)]
+pub struct NsFilter {
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+    any_include: bool,
+}
+
+impl NsFilter {
+    /// From include and exclude globs; an empty include list takes everything.
+    #[must_use]
+    pub fn new(include: &[String], exclude: &[String]) -> Self {
+        Self {
+            include: crate::fsutil::glob_set(include),
+            exclude: crate::fsutil::glob_set(exclude),
+            any_include: !include.is_empty(),
+        }
+    }
+
+    /// Whether the database could hold wanted namespaces (dump skips the system databases
+    /// unless an include names them explicitly).
+    #[must_use]
+    pub fn wants_database(&self, db: &str) -> bool {
+        if SYSTEM_DATABASES.contains(&db) {
+            return self.any_include && self.include.is_match(format!("{db}.x"));
+        }
+        true
+    }
+
+    /// Whether `ns` is taken.
+    #[must_use]
+    pub fn wants(&self, ns: &str) -> bool {
+        (!self.any_include || self.include.is_match(ns)) && !self.exclude.is_match(ns)
+    }
+}
+
+/// A rename of namespaces as `mongorestore --nsFrom/--nsTo` does it: each `*` in `from`
+/// captures a run of characters, and the captures fill the `*`s of `to` in order.
+#[derive(Debug, Clone)]
+pub struct NsRename {
+    from: Vec<String>,
+    to: Vec<String>,
+}
+
+impl NsRename {
+    /// Checks that both patterns have the same number of `*`.
+    ///
+    /// # Errors
+    /// A message saying how to fix the patterns.
+    pub fn new(from: &str, to: &str) -> Result<Self, String> {
+        let from: Vec<String> = from.split('*').map(str::to_string).collect();
+        let to: Vec<String> = to.split('*').map(str::to_string).collect();
+        if from.len() != to.len() {
+            return Err(format!(
+                "--ns-from has {} wildcard(s) and --ns-to {}: use the same number of *",
+                from.len() - 1,
+                to.len() - 1
+            ));
+        }
+        Ok(Self { from, to })
+    }
+
+    /// The new name of `ns`, or `None` when the pattern does not match it.
+    #[must_use]
+    pub fn apply(&self, ns: &str) -> Option<String> {
+        let captures = capture(&self.from, ns)?;
+        let mut out = String::new();
+        for (i, lit) in self.to.iter().enumerate() {
+            out.push_str(lit);
+            if let Some(c) = captures.get(i) {
+                out.push_str(c);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Matches `s` against literal pieces separated by wildcards; returns what each wildcard
+/// took (leftmost, shortest match for all but the last).
+fn capture<'a>(pieces: &[String], s: &'a str) -> Option<Vec<&'a str>> {
+    let (first, rest) = pieces.split_first()?;
+    let mut pos = first.len();
+    if !s.starts_with(first.as_str()) {
+        return None;
+    }
+    if rest.is_empty() {
+        return (s.len() == first.len()).then(Vec::new);
+    }
+    let mut out = Vec::new();
+    for (i, lit) in rest.iter().enumerate() {
+        let last = i == rest.len() - 1;
+        let found = if last {
+            // The last literal must end the string.
+            let start = s.len().checked_sub(lit.len())?;
+            (start >= pos && s.ends_with(lit.as_str())).then_some(start)
+        } else {
+            s.get(pos..)?.find(lit.as_str()).map(|off| pos + off)
+        }?;
+        out.push(s.get(pos..found)?);
+        pos = found + lit.len();
+    }
+    Some(out)
+}
+
+/// Splits `db.collection` at the first dot (collection names may contain dots).
+#[must_use]
+pub fn split_ns(ns: &str) -> Option<(&str, &str)> {
+    ns.split_once('.')
+        .filter(|(db, coll)| !db.is_empty() && !coll.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_with_wildcards() {
+        let r = NsRename::new("control.*", "restored.*").unwrap();
+        assert_eq!(r.apply("control.users").as_deref(), Some("restored.users"));
+        assert_eq!(r.apply("control.a.b").as_deref(), Some("restored.a.b"));
+        assert_eq!(r.apply("account_1.users"), None);
+        let r = NsRename::new("*.users", "*.people").unwrap();
+        assert_eq!(r.apply("control.users").as_deref(), Some("control.people"));
+        assert_eq!(r.apply("control.users2"), None);
+        let r = NsRename::new("a.b", "c.d").unwrap();
+        assert_eq!(r.apply("a.b").as_deref(), Some("c.d"));
+        assert_eq!(r.apply("a.bc"), None);
+        let r = NsRename::new("acc_*.*", "*_old.*").unwrap();
+        assert_eq!(r.apply("acc_1.contacts").as_deref(), Some("1_old.contacts"));
+        assert!(NsRename::new("a.*", "b.c").is_err());
+    }
+
+    #[test]
+    fn filter_defaults_skip_system_databases() {
+        let f = NsFilter::new(&[], &["*.system.*".to_string()]);
+        assert!(f.wants_database("control"));
+        assert!(!f.wants_database("admin"));
+        assert!(!f.wants_database("local"));
+        assert!(f.wants("control.users"));
+        assert!(!f.wants("control.system.profile"));
+        let f = NsFilter::new(&["control.*".to_string()], &[]);
+        assert!(f.wants("control.users"));
+        assert!(!f.wants("account_1.contacts"));
+        let f = NsFilter::new(&["admin.*".to_string()], &[]);
+        assert!(f.wants_database("admin"));
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let long = "x".repeat(1000) + "\nsecond";
+        assert!(first_line(&long).len() < 310);
+        assert_eq!(first_line("a\nb"), "a");
+    }
+}

@@ -1,0 +1,368 @@
+//! The MongoDB component: one instance (`control`, `account`), dumped natively through the
+//! official driver into the mongodump directory layout and loaded back like `mongorestore`.
+//!
+//! Backup dumps into the run's private staging directory ([`dump`]); the repository stores
+//! the plain `.bson` files uncompressed, so a collection that did not change deduplicates
+//! against yesterday's dump and costs nothing (the repository compresses). The set keeps
+//! the dump under `/akbackup/mongodb/<name>`, so `restore --target` and `export` give files
+//! the official tools read ([`format`]).
+//!
+//! In-place restore writes the dump out of the repository into a private directory next to
+//! it, loads it into the configured server or `--to-uri` ([`load`]: drop, create, insert,
+//! indexes, views, oplog), then restarts the configured unit. Unlike files and SSDB there is
+//! no directory to swap: a collection that failed to load is named in the error, and the
+//! ones before it are already replaced.
+
+pub mod client;
+pub mod dump;
+pub mod format;
+pub mod load;
+
+use std::{path::Path, path::PathBuf, time::Duration};
+
+use mongodb::bson::doc;
+
+use super::{
+    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, Prepared, RestoreStep,
+    RestoreTarget, StoredIndex,
+};
+use crate::{
+    backup_set::{ComponentRecord, Status},
+    cleanup::{self, Action},
+    config::{ComponentName, MongodbConfig, redact_uri},
+    progress::ProgressRef,
+    repository::{PartStats, Repository, SourcePart},
+    service,
+};
+use client::{Connection, NsFilter, NsRename};
+
+/// A MongoDB instance.
+#[derive(Debug)]
+pub struct MongodbComponent {
+    name: ComponentName,
+    config: MongodbConfig,
+    repo_path: PathBuf,
+}
+
+impl MongodbComponent {
+    /// Creates the component from its config section.
+    #[must_use]
+    pub fn new(name: ComponentName, config: MongodbConfig) -> Self {
+        let repo_path = PathBuf::from(format!("/akbackup/mongodb/{}", name.name));
+        Self {
+            name,
+            config,
+            repo_path,
+        }
+    }
+
+    fn err(&self, message: String) -> ComponentError {
+        ComponentError::Database {
+            name: self.name.clone(),
+            message,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.config.timeout)
+    }
+
+    /// A runtime for one operation: the driver is async, the rest of akbackup is not.
+    fn runtime(&self) -> Result<tokio::runtime::Runtime, ComponentError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.parallel_collections.clamp(1, 4))
+            .enable_all()
+            .build()
+            .map_err(|e| self.err(format!("cannot start the async runtime: {e}")))
+    }
+
+    fn filter(&self) -> NsFilter {
+        NsFilter::new(&self.config.include, &self.config.exclude)
+    }
+}
+
+impl Component for MongodbComponent {
+    fn name(&self) -> &ComponentName {
+        &self.name
+    }
+
+    fn source(&self) -> String {
+        redact_uri(&self.config.uri)
+    }
+
+    fn repo_path(&self) -> &Path {
+        &self.repo_path
+    }
+
+    fn check(&self) -> Vec<String> {
+        let Ok(rt) = self.runtime() else {
+            return vec![format!("{}: cannot start the async runtime", self.name)];
+        };
+        let timeout = self.timeout().min(Duration::from_secs(5));
+        match rt.block_on(Connection::open(&self.config.uri, &self.config, timeout)) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("{}: {e}", self.name)],
+        }
+    }
+
+    fn estimate(&self, _stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
+        let rt = self.runtime()?;
+        let filter = self.filter();
+        rt.block_on(async {
+            let conn = Connection::open(&self.config.uri, &self.config, self.timeout())
+                .await
+                .map_err(|e| self.err(e))?;
+            let names = conn
+                .client
+                .list_database_names()
+                .await
+                .map_err(|e| self.err(conn.describe(&e)))?;
+            let mut est = Estimate::default();
+            for db in names.iter().filter(|d| filter.wants_database(d)) {
+                // dataSize is the uncompressed BSON a dump writes; a server that cannot say
+                // only loses the size in the plan, not the backup.
+                if let Ok(stats) = conn
+                    .client
+                    .database(db)
+                    .run_command(doc! { "dbStats": 1 })
+                    .await
+                {
+                    est.bytes += number(stats.get("dataSize"));
+                    est.files += number(stats.get("collections")) * 2;
+                }
+            }
+            // Every byte of a dump is read again each time; unchanged data deduplicates.
+            est.changed_bytes = est.bytes;
+            Ok(est)
+        })
+    }
+
+    fn prepare(&self, staging: &Path, progress: &ProgressRef) -> Result<Prepared, ComponentError> {
+        let dest = staging.join(format!("mongodb-{}", self.name.name));
+        std::fs::create_dir_all(&dest).map_err(|e| {
+            self.err(format!(
+                "cannot create the dump directory {}: {e}",
+                dest.display()
+            ))
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o700));
+        }
+        let rt = self.runtime()?;
+        let label = self.name.to_string();
+        let filter = self.filter();
+        let summary = rt.block_on(async {
+            let conn = Connection::open(&self.config.uri, &self.config, self.timeout()).await?;
+            dump::dump(
+                &conn,
+                &filter,
+                self.config.parallel_collections,
+                &dest,
+                &label,
+                progress,
+            )
+            .await
+        });
+        let summary = summary.map_err(|e| self.err(e))?;
+        progress.note(&format!(
+            "{label}: dumped {} namespace(s), {} documents; consistency: {}",
+            summary.collections.len(),
+            summary.collections.iter().map(|c| c.documents).sum::<u64>(),
+            summary.consistency_note
+        ));
+        let bytes = summary.collections.iter().map(|c| c.bytes).sum();
+        let details = serde_json::to_value(&summary).unwrap_or_default();
+        Ok(Prepared {
+            part: SourcePart {
+                label,
+                read_root: dest.clone(),
+                repo_path: self.repo_path.clone(),
+                excludes: Vec::new(),
+                meta_root: dest,
+                ctime_from_mtime: false,
+                expected_bytes: Some(bytes),
+            },
+            details,
+            guard: None,
+        })
+    }
+
+    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
+        let status = if stats.errors.is_empty() {
+            Status::Complete
+        } else {
+            Status::Failed
+        };
+        ComponentRecord {
+            name: self.name.to_string(),
+            kind: self.name.kind.to_string(),
+            source: self.source(),
+            repo_path: self.repo_path.display().to_string(),
+            files: stats.files,
+            dirs: stats.dirs,
+            bytes: stats.bytes,
+            read_bytes: stats.read_bytes,
+            status,
+            warnings: Vec::new(),
+            errors: stats.errors.clone(),
+            details: prepared.details,
+        }
+    }
+
+    fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
+        let unit = self.config.unit(&self.name.name);
+        let (destination, replaces, start) = match target {
+            RestoreTarget::Directory(dir) => {
+                (dir.join("mongodb").join(&self.name.name), false, vec![])
+            }
+            RestoreTarget::InPlace { no_restart, db } => (
+                PathBuf::from(redact_uri(db.to_uri.as_deref().unwrap_or(&self.config.uri))),
+                !db.no_drop,
+                if *no_restart {
+                    vec![]
+                } else {
+                    vec![format!("systemctl restart {unit}")]
+                },
+            ),
+        };
+        RestoreStep {
+            name: self.name.to_string(),
+            repo_path: self.repo_path.clone(),
+            destination,
+            replaces_existing: replaces,
+            stop: Vec::new(),
+            start,
+            files: record.files,
+            bytes: record.bytes,
+        }
+    }
+
+    fn restore(
+        &self,
+        repo: &Repository,
+        set_id: &str,
+        target: &RestoreTarget,
+        progress: &ProgressRef,
+    ) -> Result<ComponentRestore, ComponentError> {
+        let (no_restart, db) = match target {
+            RestoreTarget::Directory(dir) => {
+                return super::restore_to_directory(
+                    &self.name,
+                    &self.repo_path,
+                    dir,
+                    repo,
+                    set_id,
+                    progress,
+                );
+            }
+            RestoreTarget::InPlace { no_restart, db } => (*no_restart, db),
+        };
+        let options = self.load_options(db)?;
+        let uri = db.to_uri.clone().unwrap_or_else(|| self.config.uri.clone());
+        let label = self.name.to_string();
+
+        // The dump comes out of the repository first (authenticated blob by blob), so a
+        // damaged set is found before the server is touched.
+        let scratch = tempfile::Builder::new()
+            .prefix(".akbackup-mongodb-restore-")
+            .tempdir_in(repo.path())
+            .map_err(|e| {
+                self.err(format!(
+                    "cannot create a scratch directory in {}: {e}",
+                    repo.path().display()
+                ))
+            })?;
+        let _cleanup = cleanup::register(Action::RemoveDir(scratch.path().to_path_buf()));
+        let dir = scratch.path().join("dump");
+        let written =
+            crate::tree::materialize(repo, set_id, &self.repo_path, &dir, &label, progress)
+                .map_err(|e| self.err(format!("{e}; the server was not touched")))?;
+
+        let rt = self.runtime()?;
+        let started = std::time::Instant::now();
+        let summary = rt
+            .block_on(async {
+                let conn = Connection::open(&uri, &self.config, self.timeout()).await?;
+                progress.note(&format!("{label}: loading into {}", conn.shown));
+                load::load(&conn, &dir, &options, &label, progress).await
+            })
+            .map_err(|e| self.err(e))?;
+        let seconds = started.elapsed().as_secs_f64();
+        drop(rt);
+
+        let mut warnings = summary.warnings.clone();
+        let failed: u64 = summary.collections.iter().map(|c| c.failed).sum();
+        if failed > 0 {
+            warnings.push(format!(
+                "{failed} document(s) were refused by the server (duplicate keys or validation)"
+            ));
+        }
+        let restarted = if no_restart {
+            None
+        } else {
+            let unit = self.config.unit(&self.name.name);
+            progress.note(&format!("{label}: systemctl restart {unit}"));
+            service::systemctl("restart", &unit).map_err(|e| {
+                self.err(format!("the data is loaded, but the restart failed: {e}"))
+            })?;
+            Some(format!("systemctl restart {unit}"))
+        };
+        let documents: u64 = summary.collections.iter().map(|c| c.documents).sum();
+        let bytes: u64 = summary.collections.iter().map(|c| c.bytes).sum();
+        Ok(ComponentRestore {
+            name: label,
+            destination: PathBuf::from(redact_uri(&uri)),
+            previous: None,
+            restarted,
+            written,
+            status: if failed > 0 {
+                Status::Warning
+            } else {
+                Status::Complete
+            },
+            warnings,
+            details: serde_json::json!({
+                "documents": documents,
+                "bytes": bytes,
+                "seconds": seconds,
+                "documents_per_second": if seconds > 0.0 { documents as f64 / seconds } else { 0.0 },
+                "collections": summary.collections,
+                "oplog_applied": summary.oplog_applied,
+            }),
+        })
+    }
+}
+
+/// A non-negative count from a server reply, whatever numeric type the server chose.
+fn number(v: Option<&mongodb::bson::Bson>) -> u64 {
+    use mongodb::bson::Bson;
+    match v {
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(f)) if f.is_finite() && *f > 0.0 => *f as u64,
+        _ => 0,
+    }
+}
+
+impl MongodbComponent {
+    fn load_options(&self, db: &DbRestoreOptions) -> Result<load::LoadOptions, ComponentError> {
+        let rename = match (&db.ns_from, &db.ns_to) {
+            (Some(from), Some(to)) => Some(NsRename::new(from, to).map_err(|e| self.err(e))?),
+            (None, None) => None,
+            _ => {
+                return Err(self.err(
+                    "--ns-from and --ns-to go together: give both, e.g. --ns-from 'control.*' \
+                     --ns-to 'control_copy.*'"
+                        .to_string(),
+                ));
+            }
+        };
+        Ok(load::LoadOptions {
+            filter: NsFilter::new(&db.ns_include, &db.ns_exclude),
+            rename,
+            drop: !db.no_drop,
+            parallel: self.config.parallel_collections,
+        })
+    }
+}

@@ -349,19 +349,22 @@ fn unpack_mongodb(
     }
     let collections: Vec<_> = found
         .iter()
+        .filter(|n| !n.db.is_empty())
         .map(|n| {
             serde_json::json!({
-                "ns": if n.db.is_empty() { n.collection.clone() } else { format!("{}.{}", n.db, n.collection) },
+                "ns": n.namespace(),
                 "type": n.kind,
                 "documents": n.documents,
                 "bytes": n.bytes,
             })
         })
         .collect();
+    let oplog_entries = found.iter().find(|n| n.db.is_empty()).map(|n| n.documents);
     let details = serde_json::json!({
         "imported_from": path.display().to_string(),
         "consistency": "unknown",
         "consistency_note": "imported from a mongodump made outside akbackup",
+        "oplog_entries": oplog_entries,
         "collections": collections,
     });
     Ok((staged, details))

@@ -190,6 +190,16 @@ pub fn run(
                     add(&mut findings, &mut check, p);
                 }
             }
+            if deep && rec.kind == "mongodb" {
+                progress.note(&format!(
+                    "deep check of {} in set {}",
+                    rec.name,
+                    set.short_id()
+                ));
+                for p in crate::component::mongodb::deep_check(repo, &set.id, rec, progress) {
+                    add(&mut findings, &mut check, p);
+                }
+            }
             comps.push(check);
         }
         checks.push(SetCheck {

@@ -225,12 +225,11 @@ async fn load_one(
     let (db_name, coll_name) = split_ns(&item.target)
         .ok_or_else(|| format!("\"{}\" is not db.collection", item.target))?;
     let db = conn.client.database(db_name);
-    if drop {
-        if let Err(e) = db.run_command(doc! { "drop": coll_name }).await {
-            if command_code(&e) != Some(NAMESPACE_NOT_FOUND) {
-                return Err(format!("drop: {}", conn.describe(&e)));
-            }
-        }
+    if drop
+        && let Err(e) = db.run_command(doc! { "drop": coll_name }).await
+        && command_code(&e) != Some(NAMESPACE_NOT_FOUND)
+    {
+        return Err(format!("drop: {}", conn.describe(&e)));
     }
     let options = item
         .metadata
@@ -244,10 +243,10 @@ async fn load_one(
             create.insert(k, v);
         }
     }
-    if let Err(e) = db.run_command(create).await {
-        if command_code(&e) != Some(NAMESPACE_EXISTS) {
-            return Err(format!("create: {}", conn.describe(&e)));
-        }
+    if let Err(e) = db.run_command(create).await
+        && command_code(&e) != Some(NAMESPACE_EXISTS)
+    {
+        return Err(format!("create: {}", conn.describe(&e)));
     }
     let mut rec = LoadedCollection {
         ns: item.ns.clone(),

@@ -334,6 +334,79 @@ impl Component for MongodbComponent {
     }
 }
 
+/// `verify --deep`: restores the dump to a scratch directory, reads every `.bson` document
+/// by document and compares namespaces, document counts and bytes with the manifest.
+/// Returns the problems found (empty when everything matches).
+#[must_use]
+pub fn deep_check(
+    repo: &Repository,
+    set_id: &str,
+    record: &ComponentRecord,
+    progress: &ProgressRef,
+) -> Vec<String> {
+    let tmp = match tempfile::Builder::new()
+        .prefix("akbackup-verify-")
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => return vec![format!("cannot create a temporary directory: {e}")],
+    };
+    let dest = tmp.path().join("dump");
+    if let Err(e) = crate::tree::materialize(
+        repo,
+        set_id,
+        Path::new(&record.repo_path),
+        &dest,
+        &format!("deep {}", record.name),
+        progress,
+    ) {
+        return vec![format!("cannot restore it for a deep check: {e}")];
+    }
+    let found = match format::scan_directory(&dest) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("the stored dump does not read back: {e}")],
+    };
+    let expected: Vec<dump::CollectionRecord> = record
+        .details
+        .get("collections")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    compare_collections(&expected, &found)
+}
+
+/// Differences between what the manifest recorded and what a dump directory holds.
+fn compare_collections(
+    expected: &[dump::CollectionRecord],
+    found: &[format::NsSummary],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for want in expected {
+        match found.iter().find(|f| f.namespace() == want.ns) {
+            None => problems.push(format!(
+                "{}: in the manifest but not in the stored dump",
+                want.ns
+            )),
+            Some(got) if got.documents != want.documents || got.bytes != want.bytes => {
+                problems.push(format!(
+                    "{}: manifest says {} documents / {} bytes, the stored dump has {} / {}",
+                    want.ns, want.documents, want.bytes, got.documents, got.bytes
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for got in found {
+        if !got.db.is_empty() && !expected.iter().any(|w| w.ns == got.namespace()) {
+            problems.push(format!(
+                "{}: in the stored dump but not in the manifest",
+                got.namespace()
+            ));
+        }
+    }
+    problems
+}
+
 /// A non-negative count from a server reply, whatever numeric type the server chose.
 fn number(v: Option<&mongodb::bson::Bson>) -> u64 {
     use mongodb::bson::Bson;
@@ -364,5 +437,48 @@ impl MongodbComponent {
             drop: !db.no_drop,
             parallel: self.config.parallel_collections,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ns: &str, documents: u64, bytes: u64) -> dump::CollectionRecord {
+        dump::CollectionRecord {
+            ns: ns.to_string(),
+            kind: "collection".to_string(),
+            documents,
+            bytes,
+        }
+    }
+
+    fn ns(db: &str, coll: &str, documents: u64, bytes: u64) -> format::NsSummary {
+        format::NsSummary {
+            db: db.to_string(),
+            collection: coll.to_string(),
+            kind: "collection".to_string(),
+            documents,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn deep_comparison_names_each_difference() {
+        let want = vec![rec("a.x", 2, 40), rec("a.y", 1, 20), rec("a.gone", 1, 5)];
+        let got = vec![
+            ns("a", "x", 2, 40),
+            ns("a", "y", 2, 40),
+            ns("a", "extra", 0, 0),
+        ];
+        let p = compare_collections(&want, &got);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("a.y: manifest says 1 documents"), "{p:?}");
+        assert!(p[1].starts_with("a.gone: in the manifest but not"), "{p:?}");
+        assert!(
+            p[2].starts_with("a.extra: in the stored dump but not"),
+            "{p:?}"
+        );
+        assert!(compare_collections(&want[..1], &got[..1]).is_empty());
     }
 }

@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod interop;
+mod mongodb;
 mod owners;
 mod restore;
 mod roundtrip;

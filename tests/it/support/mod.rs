@@ -5,7 +5,10 @@
 //!
 //! It deliberately knows nothing of the repository format beyond what the spec promises
 //! (restic layout, `<repo>/akbackup.lock`); the standard `restic` client is reached through
-//! [`Sandbox::restic`] so interop is checked by an independent implementation.
+//! [`Sandbox::restic`] so interop is checked by an independent implementation. The MongoDB
+//! test server and its tooling live in [`mongo`].
+
+pub mod mongo;
 
 use std::collections::BTreeMap;
 use std::fs;

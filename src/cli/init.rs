@@ -7,7 +7,8 @@ use anyhow::Context;
 use super::Globals;
 use crate::render;
 
-/// Create the repository named in [repository] path.
+/// Create the repository named in [repository] (path = local directory, url = s3://bucket/prefix),
+/// or the one chosen with --repo NAME.
 ///
 /// The password comes from $AKBACKUP_PASSWORD, password-command or password-file. Keep a copy
 /// of the password somewhere safe: without it the backups cannot be read.
@@ -22,8 +23,7 @@ pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
         &serde_json::json!({ "repository": path, "created": true }),
         || {
             format!(
-                "created repository {} (restic format v2, encrypted, zstd)",
-                path.display()
+                "created repository {path} (restic format v2, encrypted, zstd)"
             )
         },
     )?;

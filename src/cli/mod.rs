@@ -45,6 +45,9 @@ pub struct Cli {
     /// Print one machine-readable JSON document on stdout instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// Use the repository [repositories.NAME] instead of [repository]
+    #[arg(long, global = true, env = "AKBACKUP_REPO", value_name = "NAME")]
+    repo: Option<String>,
     /// Show debug messages of the storage engine
     #[arg(long, short, global = true)]
     verbose: bool,
@@ -87,6 +90,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Globals {
     config: Option<PathBuf>,
+    repo: Option<String>,
     /// JSON output.
     pub json: bool,
 }
@@ -103,7 +107,11 @@ impl Globals {
                 "no config at {DEFAULT_CONFIG_PATH}: create it (see README) or pass --config FILE"
             );
         }
-        Config::load(&path).map_err(anyhow::Error::from)
+        let mut config = Config::load(&path)?;
+        if let Some(name) = &self.repo {
+            config.select_repository(name)?;
+        }
+        Ok(config)
     }
 }
 
@@ -111,6 +119,7 @@ impl Globals {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let globals = Globals {
         config: cli.config,
+        repo: cli.repo,
         json: cli.json,
     };
     match cli.command {

@@ -135,16 +135,87 @@ impl std::str::FromStr for ComponentName {
     }
 }
 
-/// `[repository]`.
+/// `[repository]` (the default) or `[repositories.<name>]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// A local directory holding the restic-format repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Object storage instead of `path`: `s3://bucket/prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// S3 endpoint (`http://minio:9000`, `https://storage.yandexcloud.net`); AWS when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region (default `us-east-1`, which MinIO-style servers accept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`, the default) or virtual-host style
+    /// (`bucket.endpoint/key`) when false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// S3 access key id; otherwise `AWS_ACCESS_KEY_ID`, then the credentials file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// S3 secret key (prefer the environment or a credentials file: the config is readable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// An AWS shared credentials file (`[default]` or `profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// Profile in the credentials file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Parallel requests to the storage (default 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Retries of a failed request (default 3; 0 fails at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+    /// Bandwidth limit for the storage, e.g. "10MiB" (per second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<String>,
+    /// Local directory for staging and the lock of a remote repository (default
+    /// `/var/tmp/akbackup`); a local repository uses its own directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<PathBuf>,
     /// A file whose first line is the repository password (mode 0600 or stricter).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// A command (argv, no shell) printing the password on stdout.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_command: Option<Vec<String>>,
+}
+
+/// `[retention]`: which sets `akbackup forget` keeps when no `--keep-*` option is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep the last N sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the last set of each of the last N days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the last set of each of the last N weeks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the last set of each of the last N months.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the last set of each of the last N years.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every set younger than this ("7d", "2w", "1m", "1y", "12h").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+    /// Run forget (and prune when `prune`) after every successful backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_backup: bool,
+    /// Reclaim space when forgetting after a backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
 }
 
 /// What to do when a file cannot be read during a backup.
@@ -285,9 +356,18 @@ impl SsdbConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
-    /// The repository.
+    /// The repository (the default one).
     #[serde(default)]
     pub repository: RepositoryConfig,
+    /// More repositories by name (`--repo NAME`, `copy --to NAME`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    /// Retention applied by `forget`.
+    #[serde(default, skip_serializing_if = "is_default_retention")]
+    pub retention: RetentionConfig,
+    /// Repositories every successful backup is copied to (names of `[repositories.*]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_to: Vec<String>,
     /// Directory trees.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, FilesConfig>,
@@ -302,9 +382,68 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+/// Parses a retention age: a number and a unit `h`, `d`, `w`, `m` (30 days) or `y` (365
+/// days), e.g. `7d`.
+///
+/// # Errors
+/// A message showing the accepted form.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let bad = || format!("\"{s}\" is not an age like 12h, 7d, 2w, 6m or 1y");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let hours = match unit {
+        'h' => n,
+        'd' => n * 24,
+        'w' => n * 24 * 7,
+        'm' => n * 24 * 30,
+        'y' => n * 24 * 365,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(hours * 3600))
+}
+
+fn is_default_retention(r: &RetentionConfig) -> bool {
+    *r == RetentionConfig::default()
+}
+
 /// The keys each table accepts, for the unknown-key check.
-const TOP_KEYS: &[&str] = &["repository", "files", "mongodb", "ssdb"];
-const REPOSITORY_KEYS: &[&str] = &["path", "password-file", "password-command"];
+const TOP_KEYS: &[&str] = &[
+    "repository",
+    "repositories",
+    "retention",
+    "copy-to",
+    "files",
+    "mongodb",
+    "ssdb",
+];
+const REPOSITORY_KEYS: &[&str] = &[
+    "path",
+    "url",
+    "endpoint",
+    "region",
+    "path-style",
+    "access-key-id",
+    "secret-access-key",
+    "credentials-file",
+    "profile",
+    "connections",
+    "retry",
+    "bandwidth",
+    "work-dir",
+    "password-file",
+    "password-command",
+];
+const RETENTION_KEYS: &[&str] = &[
+    "keep-last",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "keep-yearly",
+    "keep-within",
+    "after-backup",
+    "prune",
+];
 const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "on-read-error"];
 const MONGODB_KEYS: &[&str] = &[
     "uri",
@@ -417,6 +556,41 @@ impl Config {
                 )));
             }
         }
+        let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
+            self.repositories
+                .iter()
+                .map(|(n, r)| (format!("repositories.{n}"), r)),
+        );
+        for (section, r) in repos {
+            match (&r.path, &r.url) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "[{section}] has both path and url: keep one"
+                    )));
+                }
+                (None, None) if section != "repository" => {
+                    return Err(invalid(format!(
+                        "[{section}] has no location: add path = \"/backup/akbackup\" or url = \"s3://bucket/prefix\""
+                    )));
+                }
+                (None, Some(url)) if !url.starts_with("s3://") => {
+                    return Err(invalid(format!(
+                        "[{section}] url \"{url}\" is not supported: use s3://bucket/prefix (or path for a local directory)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for name in &self.copy_to {
+            if !self.repositories.contains_key(name) {
+                return Err(invalid(format!(
+                    "copy-to names \"{name}\", which is not a [repositories.{name}] section"
+                )));
+            }
+        }
+        if let Some(w) = &self.retention.keep_within {
+            parse_duration(w).map_err(|e| invalid(format!("[retention] keep-within: {e}")))?;
+        }
         for (name, m) in &self.mongodb {
             if m.uri.starts_with("mongodb+srv://") {
                 return Err(invalid(format!(
@@ -506,18 +680,38 @@ impl Config {
         names
     }
 
-    /// The repository path, or an error saying how to set it.
+    /// The config of the repository named `name` (`default` is `[repository]`).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] when `[repository] path` is missing.
-    pub fn repository_path(&self) -> Result<&Path, ConfigError> {
-        self.repository
-            .path
-            .as_deref()
-            .ok_or_else(|| ConfigError::Invalid {
+    /// [`ConfigError::Invalid`] naming the configured repositories.
+    pub fn repository_named(&self, name: &str) -> Result<&RepositoryConfig, ConfigError> {
+        if name == "default" {
+            return Ok(&self.repository);
+        }
+        self.repositories.get(name).ok_or_else(|| {
+            let mut names: Vec<&str> = vec!["default"];
+            names.extend(self.repositories.keys().map(String::as_str));
+            ConfigError::Invalid {
                 path: self.source.clone().unwrap_or_default(),
-                message: "[repository] has no path: add path = \"/backup/akbackup\"".to_string(),
-            })
+                message: format!(
+                    "no repository \"{name}\"{}: configured are {} (add [repositories.{name}])",
+                    closest(name, &names).map_or_else(String::new, |c| format!(
+                        " (did you mean \"{c}\"?)"
+                    )),
+                    names.join(", ")
+                ),
+            }
+        })
+    }
+
+    /// Makes the repository named `name` the one every command uses (`--repo NAME`).
+    ///
+    /// # Errors
+    /// As [`Config::repository_named`].
+    pub fn select_repository(&mut self, name: &str) -> Result<(), ConfigError> {
+        let chosen = self.repository_named(name)?.clone();
+        self.repository = chosen;
+        Ok(())
     }
 
     /// A copy with secrets (passwords in URIs) replaced by `***`, for display in any form.
@@ -526,6 +720,11 @@ impl Config {
         let mut shown = self.clone();
         for m in shown.mongodb.values_mut() {
             m.uri = redact_uri(&m.uri);
+        }
+        for r in std::iter::once(&mut shown.repository).chain(shown.repositories.values_mut()) {
+            if r.secret_access_key.is_some() {
+                r.secret_access_key = Some("***".to_string());
+            }
         }
         for s in shown.ssdb.values_mut() {
             if s.auth.is_some() {
@@ -577,14 +776,32 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
     };
     for (key, value) in table {
         match key.as_str() {
-            "repository" => {
-                let t = value.as_table().ok_or_else(|| not_table("repository"))?;
+            "repository" | "retention" => {
+                let valid = if key == "repository" {
+                    REPOSITORY_KEYS
+                } else {
+                    RETENTION_KEYS
+                };
+                let t = value.as_table().ok_or_else(|| not_table(key))?;
                 for k in t.keys() {
-                    if !REPOSITORY_KEYS.contains(&k.as_str()) {
-                        return Err(unknown("repository", k, REPOSITORY_KEYS));
+                    if !valid.contains(&k.as_str()) {
+                        return Err(unknown(key, k, valid));
                     }
                 }
             }
+            "repositories" => {
+                let t = value.as_table().ok_or_else(|| not_table("repositories"))?;
+                for (name, repo) in t {
+                    let section = format!("repositories.{name}");
+                    let it = repo.as_table().ok_or_else(|| not_table(&section))?;
+                    for k in it.keys() {
+                        if !REPOSITORY_KEYS.contains(&k.as_str()) {
+                            return Err(unknown(&section, k, REPOSITORY_KEYS));
+                        }
+                    }
+                }
+            }
+            "copy-to" => {}
             kind @ ("files" | "mongodb" | "ssdb") => {
                 let valid = match kind {
                     "files" => FILES_KEYS,

@@ -36,7 +36,9 @@ pub enum EngineError {
     #[error("wrong password for repository {0}: check password-file / AKBACKUP_PASSWORD")]
     WrongPassword(String),
     /// No repository at the location.
-    #[error("no repository at {0}: run `akbackup init` first, or fix [repository] path")]
+    #[error(
+        "no repository at {0}: run `akbackup init` first, or fix [repository] path / url (and check that the bucket exists)"
+    )]
     NotFound(String),
     /// A repository already exists at the location.
     #[error("a repository already exists at {0}: refusing to overwrite it")]
@@ -63,6 +65,15 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// A library error during an operation on `location`: the storage cause when there is
+    /// one, else the library's first line.
+    fn storage(what: &'static str, location: &Location, err: &RusticError) -> Self {
+        match storage_cause(err, location) {
+            Some(message) => Self::Library { what, message },
+            None => Self::library(what, err),
+        }
+    }
+
     fn library(what: &'static str, err: &RusticError) -> Self {
         let mut message = first_line(err);
         if message.is_empty() {
@@ -299,64 +310,202 @@ pub trait Engine: Send + Sync {
     fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary>;
 }
 
-/// Creates a new repository at a local path.
+/// Where a repository lives, in the engine's terms.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3(S3Options),
+}
+
+impl Location {
+    /// For messages: the path, or `s3://bucket/prefix`.
+    #[must_use]
+    pub fn display(&self) -> String {
+        match self {
+            Self::Local(p) => p.display().to_string(),
+            Self::S3(s) => format!("s3://{}/{}", s.bucket, s.root.trim_start_matches('/')),
+        }
+    }
+}
+
+/// An S3 location and how to talk to it (the options OpenDAL's S3 service and
+/// rustic_backend take; built from our typed config, never from user-given keys, because
+/// OpenDAL silently ignores keys it does not know).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Bucket.
+    pub bucket: String,
+    /// Prefix inside the bucket, with a leading `/`.
+    pub root: String,
+    /// Endpoint URL; AWS when `None`.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Virtual-host style instead of path style.
+    pub virtual_host_style: bool,
+    /// Explicit credentials; `None` leaves them to the environment (`AWS_*`, `~/.aws`).
+    pub credentials: Option<(String, String, Option<String>)>,
+    /// Parallel requests.
+    pub connections: u32,
+    /// Retries per request.
+    pub retry: u32,
+    /// Bandwidth limit ("10MiB").
+    pub bandwidth: Option<String>,
+}
+
+impl S3Options {
+    fn backend_options(&self) -> BackendOptions {
+        let mut o = std::collections::BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            o.insert(k.to_string(), v);
+        };
+        put("bucket", self.bucket.clone());
+        put("root", self.root.clone());
+        if let Some(e) = &self.endpoint {
+            put("endpoint", e.clone());
+        }
+        put("region", self.region.clone());
+        put(
+            "enable_virtual_host_style",
+            self.virtual_host_style.to_string(),
+        );
+        // Outside EC2 the metadata endpoint hangs instead of failing; never ask it.
+        put("disable_ec2_metadata", "true".to_string());
+        if let Some((id, secret, token)) = &self.credentials {
+            put("access_key_id", id.clone());
+            put("secret_access_key", secret.clone());
+            if let Some(t) = token {
+                put("session_token", t.clone());
+            }
+            // Explicit credentials win over anything in the environment.
+            put("disable_config_load", "true".to_string());
+        }
+        put("retry", self.retry.to_string());
+        put("connections", self.connections.to_string());
+        if let Some(b) = &self.bandwidth {
+            put("throttle", format!("{b},{b}"));
+        }
+        BackendOptions::default()
+            .repository("opendal:s3")
+            .options(o)
+    }
+}
+
+/// Creates a new repository.
 ///
 /// # Errors
 /// [`EngineError::AlreadyExists`] when one is there; storage errors.
-pub fn init_local(path: &Path, password: &str) -> EngineResult<()> {
-    if path.join("config").exists() {
+pub fn init(location: &Location, password: &str) -> EngineResult<()> {
+    if let Location::Local(path) = location
+        && path.join("config").exists()
+    {
         return Err(EngineError::AlreadyExists(path.display().to_string()));
     }
-    let backends = backends(path)?;
-    Repository::new(&local_options(), &backends)
-        .map_err(|e| EngineError::library("creating repository", &e))?
-        .init(
-            &Credentials::password(password),
-            &KeyOptions::default(),
-            &ConfigOptions::default(),
-        )
-        .map_err(|e| EngineError::library("creating repository", &e))?;
+    let backends = backends(location)?;
+    let repo = Repository::new(&repo_options(), &backends)
+        .map_err(|e| EngineError::storage("creating repository", location, &e))?;
+    if matches!(repo.config_id(), Ok(Some(_))) {
+        return Err(EngineError::AlreadyExists(location.display()));
+    }
+    repo.init(
+        &Credentials::password(password),
+        &KeyOptions::default(),
+        &ConfigOptions::default(),
+    )
+    .map_err(|e| EngineError::storage("creating repository", location, &e))?;
     Ok(())
 }
 
-/// Opens an existing repository at a local path.
+/// Opens an existing repository.
 ///
 /// # Errors
 /// [`EngineError::NotFound`], [`EngineError::WrongPassword`], storage errors.
-pub fn open_local(path: &Path, password: &str) -> EngineResult<RusticEngine> {
-    if !path.join("config").is_file() {
+pub fn open(location: &Location, password: &str) -> EngineResult<RusticEngine> {
+    if let Location::Local(path) = location
+        && !path.join("config").is_file()
+    {
         return Err(EngineError::NotFound(path.display().to_string()));
     }
-    let backends = backends(path)?;
-    let repo = Repository::new(&local_options(), &backends)
-        .map_err(|e| EngineError::library("opening repository", &e))?
-        .open(&Credentials::password(password))
-        .map_err(|e| {
-            if e.is_incorrect_password() {
-                EngineError::WrongPassword(path.display().to_string())
-            } else {
-                EngineError::library("opening repository", &e)
-            }
-        })?;
+    let backends = backends(location)?;
+    let repo = Repository::new(&repo_options(), &backends)
+        .map_err(|e| EngineError::storage("opening repository", location, &e))?;
+    match repo.config_id() {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(EngineError::NotFound(location.display())),
+        Err(e) => return Err(EngineError::storage("opening repository", location, &e)),
+    }
+    let repo = repo.open(&Credentials::password(password)).map_err(|e| {
+        if e.is_incorrect_password() {
+            EngineError::WrongPassword(location.display())
+        } else {
+            EngineError::storage("opening repository", location, &e)
+        }
+    })?;
     let repo = repo
         .to_indexed()
-        .map_err(|e| EngineError::library("loading index", &e))?;
+        .map_err(|e| EngineError::storage("loading index", location, &e))?;
     Ok(RusticEngine {
         repo: Mutex::new(Some(Arc::new(repo))),
     })
 }
 
-/// A local repository needs no cache: the cache would only copy its index and trees into
-/// `~/.cache` of whoever runs akbackup.
-fn local_options() -> RepositoryOptions {
+/// No cache: for a local repository it would only copy its index and trees into `~/.cache`
+/// of whoever runs akbackup; for a remote one it would be a second copy to keep right.
+fn repo_options() -> RepositoryOptions {
     RepositoryOptions::default().no_cache(true)
 }
 
-fn backends(path: &Path) -> EngineResult<rustic_core::RepositoryBackends> {
-    BackendOptions::default()
-        .repository(path.display().to_string())
+fn backends(location: &Location) -> EngineResult<rustic_core::RepositoryBackends> {
+    let options = match location {
+        Location::Local(path) => BackendOptions::default().repository(path.display().to_string()),
+        Location::S3(s3) => s3.backend_options(),
+    };
+    options
         .to_backends()
-        .map_err(|e| EngineError::library("opening repository backend", &e))
+        .map_err(|e| EngineError::storage("opening repository backend", location, &e))
+}
+
+/// What a storage error means, from the OpenDAL error in the chain (the engine's own first
+/// line is the same generic text for every storage failure).
+fn storage_cause(err: &RusticError, location: &Location) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut found = None;
+    let mut root = String::new();
+    while let Some(e) = cur {
+        if found.is_none()
+            && let Some(o) = e.downcast_ref::<opendal::Error>()
+        {
+            found = Some((o.kind(), o.message().to_string()));
+        }
+        root = e.to_string();
+        cur = e.source();
+    }
+    let (kind, message) = found?;
+    let root = root.lines().next().unwrap_or("").trim().to_string();
+    let at = location.display();
+    Some(match kind {
+        opendal::ErrorKind::PermissionDenied => format!(
+            "access denied by the storage at {at}: check access-key-id / secret-access-key \
+             (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the bucket policy"
+        ),
+        opendal::ErrorKind::NotFound => {
+            format!("not found at {at}: does the bucket exist? ({root})")
+        }
+        opendal::ErrorKind::ConfigInvalid if root.contains("NoSuchBucket") => {
+            format!("the bucket of {at} does not exist: create it first")
+        }
+        opendal::ErrorKind::ConfigInvalid => format!("invalid storage settings for {at}: {message}"),
+        _ if message.contains("signing") => format!(
+            "no S3 credentials for {at}: set access-key-id / secret-access-key, a \
+             credentials-file, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY ({root})"
+        ),
+        _ if message.contains("send http request") => format!(
+            "cannot reach the storage endpoint of {at}: {root}; check endpoint and network"
+        ),
+        _ => format!("storage error at {at}: {message} ({root})"),
+    })
 }
 
 /// [`Engine`] over `rustic_core`.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     backup_set::{BackupSet, Manifest, PARTIAL_TAG, SET_TAG},
-    config::Config,
+    config::{Config, RepositoryConfig},
     progress::ProgressRef,
 };
 pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
@@ -57,44 +57,169 @@ impl RepoError {
 
 /// An open repository.
 pub struct Repository {
+    /// Local directory for staging and the lock (the repository itself when local).
     path: PathBuf,
+    /// Where the repository is, for messages.
+    shown: String,
     engine: Box<dyn Engine>,
 }
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository")
-            .field("path", &self.path)
+            .field("location", &self.shown)
             .finish_non_exhaustive()
     }
 }
 
-/// The repository location from the config.
+/// Default parent of the work directories of remote repositories.
+pub const DEFAULT_WORK_DIR: &str = "/var/tmp/akbackup";
+
+/// The engine location and the local work directory of a repository config.
 ///
 /// # Errors
-/// [`RepoError::Config`] when `[repository] path` is missing.
-pub fn location(config: &Config) -> Result<PathBuf, RepoError> {
-    config
-        .repository_path()
-        .map(Path::to_path_buf)
-        .map_err(|e| RepoError::Config(e.to_string()))
+/// [`RepoError::Config`] when the section has no location or cannot be used.
+pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf), RepoError> {
+    if let Some(path) = &config.path {
+        return Ok((engine::Location::Local(path.clone()), path.clone()));
+    }
+    let Some(url) = &config.url else {
+        return Err(RepoError::Config(
+            "[repository] has no location: add path = \"/backup/akbackup\" or url = \"s3://bucket/prefix\""
+                .to_string(),
+        ));
+    };
+    let rest = url.strip_prefix("s3://").ok_or_else(|| {
+        RepoError::Config(format!(
+            "repository url \"{url}\" is not supported: use s3://bucket/prefix"
+        ))
+    })?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(RepoError::Config(format!(
+            "repository url \"{url}\" names no bucket: use s3://bucket/prefix"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    let credentials = s3_credentials(config)?;
+    let s3 = engine::S3Options {
+        bucket: bucket.to_string(),
+        root: format!("/{prefix}"),
+        endpoint: config.endpoint.clone(),
+        region: config
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_string()),
+        virtual_host_style: config.path_style == Some(false),
+        credentials,
+        connections: config.connections.unwrap_or(8).max(1),
+        retry: config.retry.unwrap_or(3),
+        bandwidth: config.bandwidth.clone(),
+    };
+    let work = config.work_dir.clone().unwrap_or_else(|| {
+        let name: String = format!("{bucket}-{prefix}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
+        PathBuf::from(DEFAULT_WORK_DIR).join(name)
+    });
+    Ok((engine::Location::S3(s3), work))
+}
+
+/// Explicit S3 credentials: the config's keys, else the configured credentials file; `None`
+/// leaves them to the environment (`AWS_ACCESS_KEY_ID`, ..., `~/.aws/credentials`).
+fn s3_credentials(
+    config: &RepositoryConfig,
+) -> Result<Option<(String, String, Option<String>)>, RepoError> {
+    match (&config.access_key_id, &config.secret_access_key) {
+        (Some(id), Some(secret)) => return Ok(Some((id.clone(), secret.clone(), None))),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(RepoError::Config(
+                "[repository] needs both access-key-id and secret-access-key (or neither)"
+                    .to_string(),
+            ));
+        }
+        (None, None) => {}
+    }
+    let Some(file) = &config.credentials_file else {
+        return Ok(None);
+    };
+    let text = password::read_secret_file(file).and_then(|_| {
+        std::fs::read_to_string(file).map_err(|source| PasswordError::Read {
+            path: file.clone(),
+            source,
+        })
+    })?;
+    let profile = config.profile.as_deref().unwrap_or("default");
+    aws_profile(&text, profile).map(Some).ok_or_else(|| {
+        RepoError::Config(format!(
+            "{}: no [{profile}] section with aws_access_key_id and aws_secret_access_key",
+            file.display()
+        ))
+    })
+}
+
+/// Reads one profile of an AWS shared credentials file (INI).
+fn aws_profile(text: &str, profile: &str) -> Option<(String, String, Option<String>)> {
+    let mut in_section = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            in_section = name == profile || name == format!("profile {profile}");
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    Some((id?, secret?, token))
+}
+
+/// Creates the local work directory of a remote repository (mode 0700: it holds staged
+/// copies of the platform's data).
+fn ensure_work_dir(path: &Path) -> Result<(), RepoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| {
+            RepoError::Config(format!(
+                "cannot create the work directory {}: {e} (set work-dir in [repository])",
+                path.display()
+            ))
+        })
 }
 
 /// Creates a new repository as configured.
 ///
 /// # Errors
 /// Existing repository, password problems, storage errors.
-pub fn init(config: &Config) -> Result<PathBuf, RepoError> {
-    let path = location(config)?;
+pub fn init(config: &Config) -> Result<String, RepoError> {
+    let (loc, work) = location(&config.repository)?;
     let password = password::resolve(&config.repository)?;
-    std::fs::create_dir_all(&path).map_err(|e| {
-        RepoError::Config(format!(
-            "cannot create repository directory {}: {e}",
-            path.display()
-        ))
-    })?;
-    engine::init_local(&path, &password)?;
-    Ok(path)
+    if let engine::Location::Local(path) = &loc {
+        std::fs::create_dir_all(path).map_err(|e| {
+            RepoError::Config(format!(
+                "cannot create repository directory {}: {e}",
+                path.display()
+            ))
+        })?;
+    } else {
+        ensure_work_dir(&work)?;
+    }
+    engine::init(&loc, &password)?;
+    Ok(loc.display())
 }
 
 impl Repository {
@@ -103,22 +228,43 @@ impl Repository {
     /// # Errors
     /// Missing repository, wrong password, storage errors.
     pub fn open(config: &Config) -> Result<Self, RepoError> {
-        let path = location(config)?;
-        if !path.join("config").is_file() {
+        Self::open_section(&config.repository)
+    }
+
+    /// Opens the repository of one config section (`[repository]` or `[repositories.X]`).
+    ///
+    /// # Errors
+    /// Missing repository, wrong password, storage errors.
+    pub fn open_section(section: &RepositoryConfig) -> Result<Self, RepoError> {
+        let (loc, work) = location(section)?;
+        if let engine::Location::Local(path) = &loc
+            && !path.join("config").is_file()
+        {
             return Err(EngineError::NotFound(path.display().to_string()).into());
         }
-        let password = password::resolve(&config.repository)?;
-        let engine = engine::open_local(&path, &password)?;
+        let password = password::resolve(section)?;
+        let engine = engine::open(&loc, &password)?;
+        if !matches!(loc, engine::Location::Local(_)) {
+            ensure_work_dir(&work)?;
+        }
         Ok(Self {
-            path,
+            path: work,
+            shown: loc.display(),
             engine: Box::new(engine),
         })
     }
 
-    /// Where the repository lives.
+    /// A local directory for staging, scratch copies and the lock: the repository itself
+    /// when it is local (same filesystem as the data it receives), else the work directory.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the repository is, for messages (`/backup/akbackup`, `s3://bucket/prefix`).
+    #[must_use]
+    pub fn location(&self) -> &str {
+        &self.shown
     }
 
     /// Takes the write lock for `command`.
@@ -262,4 +408,47 @@ fn set_of(info: &SnapshotInfo) -> Option<BackupSet> {
         manifest,
         added_bytes: info.data_added_packed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_credentials_file_profiles() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n\
+                    [profile backup]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=T\n";
+        assert_eq!(
+            aws_profile(text, "default"),
+            Some(("A".into(), "B".into(), None))
+        );
+        assert_eq!(
+            aws_profile(text, "backup"),
+            Some(("C".into(), "D".into(), Some("T".into())))
+        );
+        assert_eq!(aws_profile(text, "other"), None);
+    }
+
+    #[test]
+    fn s3_urls_map_to_bucket_and_root() {
+        let cfg = RepositoryConfig {
+            url: Some("s3://bkt/a/b/".into()),
+            work_dir: None,
+            ..RepositoryConfig::default()
+        };
+        let (loc, work) = location(&cfg).unwrap();
+        let engine::Location::S3(s3) = &loc else {
+            panic!("not s3")
+        };
+        assert_eq!((s3.bucket.as_str(), s3.root.as_str()), ("bkt", "/a/b"));
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!s3.virtual_host_style);
+        assert_eq!(loc.display(), "s3://bkt/a/b");
+        assert_eq!(work, Path::new(DEFAULT_WORK_DIR).join("bkt-a_b"));
+        let bad = RepositoryConfig {
+            url: Some("s3:///x".into()),
+            ..RepositoryConfig::default()
+        };
+        assert!(location(&bad).is_err());
+    }
 }

@@ -14,17 +14,16 @@ use crate::cli::Globals;
 
 /// Routes the engine's `log` messages through tracing to stderr.
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AKBACKUP_LOG")
-        .unwrap_or_else(|_| {
-            // The storage layer logs every expected "not found" (probing for a repository
-            // config) as a warning and every failure with a backtrace; its failures reach
-            // the user as our own one-line errors (`--verbose` shows its log).
-            tracing_subscriber::EnvFilter::new(if level == "warn" {
-                "warn,opendal=off"
-            } else {
-                level
-            })
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AKBACKUP_LOG").unwrap_or_else(|_| {
+        // The storage layer logs every expected "not found" (probing for a repository
+        // config) as a warning and every failure with a backtrace; its failures reach
+        // the user as our own one-line errors (`--verbose` shows its log).
+        tracing_subscriber::EnvFilter::new(if level == "warn" {
+            "warn,opendal=off"
+        } else {
+            level
+        })
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -94,12 +94,90 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         }
         s
     })?;
-    Ok(exit(summary.status != Status::Failed))
+    if summary.status == Status::Failed {
+        return Ok(exit(false));
+    }
+    Ok(exit(after_backup(
+        g,
+        &config,
+        &repo,
+        summary.set.as_deref(),
+    )))
+}
+
+/// The follow-ups of a successful backup the config asks for: copies to `copy-to`
+/// repositories, then `[retention]` with `after-backup = true`. Each failure is one line on
+/// stderr and makes the exit 1; the set itself stays recorded.
+fn after_backup(
+    g: &Globals,
+    config: &akbackup_core::config::Config,
+    repo: &akbackup_core::repository::Repository,
+    set: Option<&str>,
+) -> bool {
+    let mut ok = true;
+    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    if let Some(id) = set {
+        for name in &config.copy_to {
+            let result = config
+                .repository_named(name)
+                .map_err(anyhow::Error::from)
+                .and_then(|section| {
+                    let dst = akbackup_core::repository::Repository::open_section(section)?;
+                    let set = repo.find_set(id)?;
+                    Ok(akbackup_core::copy::run(repo, &dst, &[set], &progress)?)
+                });
+            match result {
+                Ok(c) => progress.note(&format!(
+                    "copied set {} to {name} ({})",
+                    &id[..8.min(id.len())],
+                    c.to
+                )),
+                Err(e) => {
+                    eprintln!(
+                        "akbackup: copy to {name} failed: {e:#}; the set is kept here, rerun `akbackup copy --to {name}`"
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    if config.retention.after_backup {
+        let result = akbackup_core::forget::rules_from_config(&config.retention)
+            .map_err(anyhow::Error::from)
+            .and_then(|rules| {
+                if !akbackup_core::forget::has_rules(&rules) {
+                    anyhow::bail!("[retention] after-backup = true but no keep-* rule is set");
+                }
+                Ok(akbackup_core::forget::run(
+                    repo,
+                    &rules,
+                    config.retention.prune,
+                    false,
+                    &progress,
+                )?)
+            });
+        match result {
+            Ok(f) => progress.note(&format!(
+                "retention: {} set(s) removed{}",
+                f.sets.iter().filter(|d| !d.keep).count(),
+                if config.retention.prune {
+                    ", space pruned"
+                } else {
+                    ""
+                }
+            )),
+            Err(e) => {
+                eprintln!("akbackup: retention after the backup failed: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn plan_text(p: &plan::BackupPlan) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "plan: back up into {}", p.repository.display());
+    let _ = writeln!(s, "plan: back up into {}", p.repository);
     match &p.parent {
         Some(id) => {
             let _ = writeln!(

@@ -11,6 +11,9 @@ use crate::render::{self, Reporter};
 ///
 /// Sets are kept or dropped whole, across all components. Example for a nightly job:
 /// akbackup forget --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune
+///
+/// Without --keep-* options the [retention] section of the config applies (keep-last,
+/// keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within = "30d").
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Keep the N most recent sets
@@ -28,6 +31,12 @@ pub struct Args {
     /// Keep the last set of each of the N most recent years
     #[arg(long, value_name = "N")]
     keep_yearly: Option<i32>,
+    /// Keep every set younger than this age (12h, 7d, 2w, 6m, 1y)
+    #[arg(long, value_name = "AGE")]
+    keep_within: Option<String>,
+    /// Apply the rules as if it were this moment (RFC 3339), for checking a policy
+    #[arg(long, value_name = "TIME", hide = true)]
+    now: Option<jiff::Timestamp>,
     /// Also remove data no remaining set needs
     #[arg(long)]
     prune: bool,
@@ -37,26 +46,31 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
-    let rules = Retention {
+    let config = g.load_config()?;
+    let keep_within = args
+        .keep_within
+        .as_deref()
+        .map(akbackup_core::config::parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--keep-within: {e}"))?;
+    let mut rules = Retention {
         keep_last: args.keep_last,
         keep_daily: args.keep_daily,
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
+        keep_within,
+        now: args.now,
     };
-    if [
-        rules.keep_last,
-        rules.keep_daily,
-        rules.keep_weekly,
-        rules.keep_monthly,
-        rules.keep_yearly,
-    ]
-    .iter()
-    .all(Option::is_none)
-    {
-        anyhow::bail!("give at least one --keep-* rule, e.g. --keep-daily 7");
+    if !forget::has_rules(&rules) {
+        rules = forget::rules_from_config(&config.retention)?;
+        rules.now = args.now;
     }
-    let config = g.load_config()?;
+    if !forget::has_rules(&rules) {
+        anyhow::bail!(
+            "give at least one --keep-* rule, e.g. --keep-daily 7, or set them in [retention]"
+        );
+    }
     let repo = open_repo(&config)?;
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
     let summary = forget::run(&repo, &rules, args.prune, args.dry_run, &progress)?;

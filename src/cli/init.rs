@@ -21,11 +21,7 @@ pub fn run(g: &Globals, _args: &Args) -> anyhow::Result<ExitCode> {
     render::out(
         g,
         &serde_json::json!({ "repository": path, "created": true }),
-        || {
-            format!(
-                "created repository {path} (restic format v2, encrypted, zstd)"
-            )
-        },
+        || format!("created repository {path} (restic format v2, encrypted, zstd)"),
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod backup;
 mod config;
+mod copy;
 mod demo;
 mod export;
 mod forget;
@@ -76,6 +77,8 @@ enum Command {
     Restore(restore::Args),
     /// Drop old backup sets by a retention policy, optionally reclaim space
     Forget(forget::Args),
+    /// Copy backup sets to another repository (off-site), sending only what it lacks
+    Copy(copy::Args),
     /// Turn archives of the documented manual procedure into backup sets
     Import(import::Args),
     /// Write a backup set as the archives of the documented manual procedure
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(&globals, &a),
         Command::Restore(a) => restore::run(&globals, &a),
         Command::Forget(a) => forget::run(&globals, &a),
+        Command::Copy(a) => copy::run(&globals, &a),
         Command::Import(a) => import::run(&globals, &a),
         Command::Export(a) => export::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),

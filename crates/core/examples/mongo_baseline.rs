@@ -66,9 +66,10 @@ async fn insert(uri: &str, dir: &Path) -> Result<(u64, u64)> {
         if ns.db.is_empty() || ns.kind != "collection" {
             continue;
         }
-        let path = dir
-            .join(&ns.db)
-            .join(format!("{}.bson", format::collection_file_stem(&ns.collection)));
+        let path = dir.join(&ns.db).join(format!(
+            "{}.bson",
+            format::collection_file_stem(&ns.collection)
+        ));
         let file = std::io::BufReader::new(std::fs::File::open(&path)?);
         let mut reader = format::BsonFileReader::new(file, &path);
         let mut batch = Vec::new();

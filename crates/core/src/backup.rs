@@ -92,7 +92,7 @@ pub fn run(
     let clock = Instant::now();
     if !plan.enough_space && !force {
         return Err(BackupError::NoSpace {
-            repo: plan.repository.display().to_string(),
+            repo: plan.repository.clone(),
             need: human_bytes(plan.estimated_growth + crate::plan::FREE_SPACE_MARGIN),
             free: human_bytes(plan.free_bytes),
             margin: human_bytes(crate::plan::FREE_SPACE_MARGIN),
@@ -146,7 +146,7 @@ pub fn run(
                 return Ok(BackupSummary {
                     set: None,
                     status: Status::Failed,
-                    repository: repo.path().display().to_string(),
+                    repository: repo.location().to_string(),
                     components: records,
                     added_bytes: 0,
                     total_bytes: 0,
@@ -215,7 +215,7 @@ pub fn run(
     Ok(BackupSummary {
         set,
         status,
-        repository: repo.path().display().to_string(),
+        repository: repo.location().to_string(),
         total_bytes: manifest.total_bytes(),
         components: records,
         added_bytes: added.unwrap_or(0),

@@ -695,9 +695,8 @@ impl Config {
                 path: self.source.clone().unwrap_or_default(),
                 message: format!(
                     "no repository \"{name}\"{}: configured are {} (add [repositories.{name}])",
-                    closest(name, &names).map_or_else(String::new, |c| format!(
-                        " (did you mean \"{c}\"?)"
-                    )),
+                    closest(name, &names)
+                        .map_or_else(String::new, |c| format!(" (did you mean \"{c}\"?)")),
                     names.join(", ")
                 ),
             }

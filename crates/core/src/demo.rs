@@ -267,7 +267,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
 
     let t = Instant::now();
     let sets = repo.sets().map_err(step_err("verify"))?;
-    let v = verify::run(&repo, &sets, true, true, progress).map_err(step_err("verify"))?;
+    let v = verify::run(&repo, &sets, true, None, true, progress).map_err(step_err("verify"))?;
     timed(
         "verify --read-data --deep",
         t,

@@ -100,3 +100,40 @@ pub fn run(
         size_after: crate::fsutil::tree_size(repo.path()),
     })
 }
+
+/// Whether any keep rule is set.
+#[must_use]
+pub const fn has_rules(rules: &Retention) -> bool {
+    rules.keep_last.is_some()
+        || rules.keep_daily.is_some()
+        || rules.keep_weekly.is_some()
+        || rules.keep_monthly.is_some()
+        || rules.keep_yearly.is_some()
+        || rules.keep_within.is_some()
+}
+
+/// The rules of a `[retention]` section.
+///
+/// # Errors
+/// A `keep-within` that is not an age.
+pub fn rules_from_config(
+    config: &crate::config::RetentionConfig,
+) -> Result<Retention, crate::repository::RepoError> {
+    let n = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    Ok(Retention {
+        keep_last: n(config.keep_last),
+        keep_daily: n(config.keep_daily),
+        keep_weekly: n(config.keep_weekly),
+        keep_monthly: n(config.keep_monthly),
+        keep_yearly: n(config.keep_yearly),
+        keep_within: config
+            .keep_within
+            .as_deref()
+            .map(crate::config::parse_duration)
+            .transpose()
+            .map_err(|e| {
+                crate::repository::RepoError::Config(format!("[retention] keep-within: {e}"))
+            })?,
+        now: None,
+    })
+}

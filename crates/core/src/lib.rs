@@ -25,6 +25,7 @@ pub mod backup_set;
 pub mod cleanup;
 pub mod component;
 pub mod config;
+pub mod copy;
 pub mod demo;
 pub mod forget;
 pub mod fsutil;

@@ -40,7 +40,7 @@ pub struct PlannedComponent {
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupPlan {
     /// The repository.
-    pub repository: PathBuf,
+    pub repository: String,
     /// The set whose unchanged files are not read again.
     pub parent: Option<String>,
     /// Components in order.
@@ -85,7 +85,7 @@ pub fn backup_plan(
     let growth: u64 = planned.iter().map(|p| p.changed_bytes).sum();
     let free = fsutil::free_space(repo.path()).unwrap_or(u64::MAX);
     Ok(BackupPlan {
-        repository: repo.path().to_path_buf(),
+        repository: repo.location().to_string(),
         parent: parent.map(|p| p.id),
         components: planned,
         estimated_growth: growth,

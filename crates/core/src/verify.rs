@@ -48,7 +48,7 @@ pub struct ComponentCheck {
     pub files: u64,
     /// Bytes of those files.
     pub bytes: u64,
-    /// Bytes read and authenticated (with `read_data`).
+    /// Bytes read and authenticated file by file (with `read_data`).
     pub verified_bytes: u64,
     /// Errors found for this component.
     pub errors: usize,
@@ -70,6 +70,9 @@ pub struct VerifySummary {
     pub ok: bool,
     /// Whether data was read.
     pub read_data: bool,
+    /// The share of packs read (`--read-data-subset`), when not all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
     /// All findings.
     pub findings: Vec<Finding>,
     /// Per set.
@@ -84,16 +87,19 @@ pub fn run(
     repo: &Repository,
     sets: &[BackupSet],
     read_data: bool,
+    subset: Option<&str>,
     deep: bool,
     progress: &ProgressRef,
 ) -> Result<VerifySummary, RepoError> {
     let mut findings = Vec::new();
-    progress.note(if read_data {
-        "checking repository structure and reading all packs"
-    } else {
-        "checking repository structure"
-    });
-    for f in repo.engine().check(read_data)? {
+    match subset {
+        Some(s) => progress.note(&format!(
+            "checking repository structure and reading a {s} subset of the packs"
+        )),
+        None if read_data => progress.note("checking repository structure and reading all packs"),
+        None => progress.note("checking repository structure"),
+    }
+    for f in repo.engine().check(read_data, subset)? {
         findings.push(Finding {
             level: if f.error {
                 Level::Error
@@ -211,6 +217,7 @@ pub fn run(
     Ok(VerifySummary {
         ok,
         read_data,
+        read_data_subset: subset.map(str::to_string),
         findings,
         sets: checks,
     })

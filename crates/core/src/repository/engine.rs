@@ -211,6 +211,10 @@ pub struct Retention {
     pub keep_monthly: Option<i32>,
     /// Keep N yearly.
     pub keep_yearly: Option<i32>,
+    /// Keep everything younger than this.
+    pub keep_within: Option<std::time::Duration>,
+    /// The clock the rules are applied at (now when `None`; tests fix it).
+    pub now: Option<jiff::Timestamp>,
 }
 
 /// A retention decision for one snapshot.
@@ -297,7 +301,16 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// When the check itself could not run.
-    fn check(&self, read_data: bool) -> EngineResult<Vec<EngineFinding>>;
+    fn check(&self, read_data: bool, subset: Option<&str>) -> EngineResult<Vec<EngineFinding>>;
+    /// Copies the snapshots `ids` into `dest` (another repository of this engine), sending
+    /// only the data `dest` lacks; snapshots already copied there are skipped. Returns the
+    /// ids (in this repository) that were copied.
+    ///
+    /// # Errors
+    /// Storage errors; a `dest` of another engine kind.
+    fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>>;
+    /// For [`Engine::copy_to`]: the concrete engine behind the trait.
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Applies retention to the snapshots with the given ids.
     ///
     /// # Errors
@@ -496,14 +509,16 @@ fn storage_cause(err: &RusticError, location: &Location) -> Option<String> {
         opendal::ErrorKind::ConfigInvalid if root.contains("NoSuchBucket") => {
             format!("the bucket of {at} does not exist: create it first")
         }
-        opendal::ErrorKind::ConfigInvalid => format!("invalid storage settings for {at}: {message}"),
+        opendal::ErrorKind::ConfigInvalid => {
+            format!("invalid storage settings for {at}: {message}")
+        }
         _ if message.contains("signing") => format!(
             "no S3 credentials for {at}: set access-key-id / secret-access-key, a \
              credentials-file, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY ({root})"
         ),
-        _ if message.contains("send http request") => format!(
-            "cannot reach the storage endpoint of {at}: {root}; check endpoint and network"
-        ),
+        _ if message.contains("send http request") => {
+            format!("cannot reach the storage endpoint of {at}: {root}; check endpoint and network")
+        }
         _ => format!("storage error at {at}: {message} ({root})"),
     })
 }
@@ -792,10 +807,65 @@ impl Engine for RusticEngine {
         Ok(bytes.to_vec())
     }
 
-    fn check(&self, read_data: bool) -> EngineResult<Vec<EngineFinding>> {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>> {
+        let Some(dest) = dest.as_any().downcast_ref::<Self>() else {
+            return Err(EngineError::Library {
+                what: "copying",
+                message: "the destination is not a repository of the same kind".to_string(),
+            });
+        };
+        let src = self.repo()?;
+        let snaps = src
+            .get_snapshots(ids)
+            .map_err(|e| EngineError::library("reading snapshots", &e))?;
+        let copied = {
+            let dst = dest.repo()?;
+            let relevant: Vec<SnapshotFile> = dst
+                .relevant_copy_snapshots(|_| true, &snaps)
+                .map_err(|e| EngineError::library("comparing snapshots", &e))?
+                .into_iter()
+                .filter(|c| c.relevant)
+                .map(|c| c.sn)
+                .collect();
+            if !relevant.is_empty() {
+                src.copy(dst.as_ref(), relevant.iter())
+                    .map_err(|e| EngineError::library("copying", &e))?;
+            }
+            relevant
+                .iter()
+                .map(|s| s.id.to_hex().to_string())
+                .collect::<Vec<_>>()
+        };
+        dest.refresh()?;
+        // Copies keep their original id in `original`; report ours.
+        Ok(snaps
+            .iter()
+            .filter(|s| copied.iter().any(|c| *c == s.id.to_hex().to_string()))
+            .map(|s| s.id.to_hex().to_string())
+            .collect())
+    }
+
+    fn check(&self, read_data: bool, subset: Option<&str>) -> EngineResult<Vec<EngineFinding>> {
+        let mut opts = CheckOptions::default().read_data(read_data || subset.is_some());
+        if let Some(sub) = subset {
+            let parsed: rustic_core::ReadSubsetOption =
+                sub.parse()
+                    .map_err(|e: Box<RusticError>| EngineError::Library {
+                        what: "read-data-subset",
+                        message: format!(
+                            "\"{sub}\" is not a subset like 5%, 1/7 or 500MiB ({})",
+                            first_line(&e)
+                        ),
+                    })?;
+            opts = opts.read_data_subset(parsed);
+        }
         let results = self
             .repo()?
-            .check(CheckOptions::default().read_data(read_data))
+            .check(opts)
             .map_err(|e| EngineError::library("checking repository", &e))?;
         Ok(results
             .0
@@ -818,8 +888,11 @@ impl Engine for RusticEngine {
             .keep_daily(rules.keep_daily)
             .keep_weekly(rules.keep_weekly)
             .keep_monthly(rules.keep_monthly)
-            .keep_yearly(rules.keep_yearly);
-        let now = jiff::Zoned::now();
+            .keep_yearly(rules.keep_yearly)
+            .keep_within(rules.keep_within.and_then(|d| jiff::Span::try_from(d).ok()));
+        let now = rules
+            .now
+            .map_or_else(jiff::Zoned::now, |t| t.to_zoned(jiff::tz::TimeZone::UTC));
         let decided = keep
             .apply(snaps, &now)
             .map_err(|e| EngineError::library("applying retention", &e))?;

@@ -119,7 +119,13 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
     let work = config.work_dir.clone().unwrap_or_else(|| {
         let name: String = format!("{bucket}-{prefix}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         PathBuf::from(DEFAULT_WORK_DIR).join(name)
     });

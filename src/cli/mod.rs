@@ -8,6 +8,7 @@ mod export;
 mod forget;
 mod import;
 mod init;
+mod key;
 mod restore;
 mod snapshots;
 mod verify;
@@ -83,6 +84,8 @@ enum Command {
     Import(import::Args),
     /// Write a backup set as the archives of the documented manual procedure
     Export(export::Args),
+    /// Manage repository keys: list, add, remove, passwd
+    Key(key::Args),
     /// Show or check the configuration
     Config(config::Args),
     /// Run the whole job end to end on a generated sandbox platform
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Copy(a) => copy::run(&globals, &a),
         Command::Import(a) => import::run(&globals, &a),
         Command::Export(a) => export::run(&globals, &a),
+        Command::Key(a) => key::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),
         Command::Demo(a) => demo::run(&globals, &a),
     }

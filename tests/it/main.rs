@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod interop;
+mod keys;
 mod mongodb;
 mod owners;
 mod restore;

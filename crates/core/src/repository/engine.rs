@@ -311,6 +311,21 @@ pub trait Engine: Send + Sync {
     fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>>;
     /// For [`Engine::copy_to`]: the concrete engine behind the trait.
     fn as_any(&self) -> &dyn std::any::Any;
+    /// The repository's keys (hex ids), and the one this process opened it with.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn keys(&self) -> EngineResult<(Vec<String>, Option<String>)>;
+    /// Adds a key for `password`; returns its id.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn add_key(&self, password: &str) -> EngineResult<String>;
+    /// Removes the key with this full hex id (never the one in use).
+    ///
+    /// # Errors
+    /// The key in use; storage errors.
+    fn remove_key(&self, id: &str) -> EngineResult<()>;
     /// Applies retention to the snapshots with the given ids.
     ///
     /// # Errors
@@ -809,6 +824,34 @@ impl Engine for RusticEngine {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn keys(&self) -> EngineResult<(Vec<String>, Option<String>)> {
+        let repo = self.repo()?;
+        let ids: Vec<String> = repo
+            .list::<rustic_core::repofile::KeyId>()
+            .map_err(|e| EngineError::library("listing keys", &e))?
+            .map(|k| k.to_hex().to_string())
+            .collect();
+        let current = repo.key_id().as_ref().map(|k| k.to_hex().to_string());
+        Ok((ids, current))
+    }
+
+    fn add_key(&self, password: &str) -> EngineResult<String> {
+        let id = self
+            .repo()?
+            .add_key(password, &KeyOptions::default())
+            .map_err(|e| EngineError::library("adding a key", &e))?;
+        Ok(id.to_hex().to_string())
+    }
+
+    fn remove_key(&self, id: &str) -> EngineResult<()> {
+        let parsed: Id = id
+            .parse()
+            .map_err(|e: Box<RusticError>| EngineError::library("key id", &e))?;
+        self.repo()?
+            .delete_key(&rustic_core::repofile::KeyId::from(parsed))
+            .map_err(|e| EngineError::library("removing a key", &e))
     }
 
     fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>> {

@@ -260,6 +260,76 @@ impl Repository {
         })
     }
 
+    /// The repository's keys: `(id, in use by this process)`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn keys(&self) -> Result<Vec<(String, bool)>, RepoError> {
+        let (ids, current) = self.engine.keys()?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let used = current.as_deref() == Some(id.as_str());
+                (id, used)
+            })
+            .collect())
+    }
+
+    /// Adds a key for `password`; returns its id.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn add_key(&self, password: &str) -> Result<String, RepoError> {
+        Ok(self.engine.add_key(password)?)
+    }
+
+    /// Removes the key whose id starts with `prefix`; refuses the key in use (it is the
+    /// one proving the password works) and ambiguous prefixes.
+    ///
+    /// # Errors
+    /// [`RepoError::Config`] naming the problem; storage errors.
+    pub fn remove_key(&self, prefix: &str) -> Result<String, RepoError> {
+        let keys = self.keys()?;
+        let matching: Vec<&(String, bool)> = keys
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .collect();
+        match matching.as_slice() {
+            [] => Err(RepoError::Config(format!(
+                "no key {prefix}: `akbackup key list` shows them"
+            ))),
+            [(id, true)] => Err(RepoError::Config(format!(
+                "key {} is the one this password opens: remove it with another password \
+                 (AKBACKUP_PASSWORD=... akbackup key remove {prefix}), or use `key passwd`",
+                &id[..8.min(id.len())]
+            ))),
+            [(id, false)] => {
+                self.engine.remove_key(id)?;
+                Ok(id.clone())
+            }
+            _ => Err(RepoError::Ambiguous(prefix.to_string())),
+        }
+    }
+
+    /// Replaces the key the current password opens with one for `new_password`: the new
+    /// key is added and proven (the repository opens with it) before the old one is removed.
+    ///
+    /// # Errors
+    /// Storage errors; the old key stays when anything fails.
+    pub fn change_password(
+        &self,
+        section: &RepositoryConfig,
+        new_password: &str,
+    ) -> Result<(String, String), RepoError> {
+        let (_, old) = self.engine.keys()?;
+        let old = old.ok_or_else(|| RepoError::Config("no key in use".to_string()))?;
+        let new = self.engine.add_key(new_password)?;
+        let (loc, _) = location(section)?;
+        let reopened = engine::open(&loc, new_password)?;
+        reopened.remove_key(&old)?;
+        Ok((old, new))
+    }
+
     /// A local directory for staging, scratch copies and the lock: the repository itself
     /// when it is local (same filesystem as the data it receives), else the work directory.
     #[must_use]

@@ -101,8 +101,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         let _ = writeln!(
             s,
             "repository {} -> {}{}",
-            human_bytes(summary.size_before),
-            human_bytes(summary.size_after),
+            summary
+                .size_before
+                .map_or_else(|| "?".to_string(), human_bytes),
+            summary
+                .size_after
+                .map_or_else(|| "?".to_string(), human_bytes),
             if summary.dry_run {
                 " (dry run: nothing was changed)"
             } else {

@@ -38,9 +38,9 @@ pub struct ForgetSummary {
     /// Prune result, when asked for.
     pub prune: Option<PruneSummary>,
     /// Repository size before (local repositories).
-    pub size_before: u64,
+    pub size_before: Option<u64>,
     /// Repository size after.
-    pub size_after: u64,
+    pub size_after: Option<u64>,
 }
 
 /// Applies retention and optionally prunes.
@@ -55,7 +55,7 @@ pub fn run(
     progress: &ProgressRef,
 ) -> Result<ForgetSummary, RepoError> {
     let lock = repo.lock("forget")?;
-    let size_before = crate::fsutil::tree_size(repo.path());
+    let size_before = repo.local_size();
     let sets = repo.sets()?;
     let ids: Vec<String> = sets.iter().map(|s| s.id.clone()).collect();
     let decisions = if ids.is_empty() {
@@ -97,7 +97,7 @@ pub fn run(
         partial_removed: partial.len(),
         prune,
         size_before,
-        size_after: crate::fsutil::tree_size(repo.path()),
+        size_after: repo.local_size(),
     })
 }
 

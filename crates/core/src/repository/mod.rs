@@ -61,6 +61,8 @@ pub struct Repository {
     path: PathBuf,
     /// Where the repository is, for messages.
     shown: String,
+    /// Whether `path` is the repository itself.
+    local: bool,
     engine: Box<dyn Engine>,
 }
 
@@ -250,12 +252,14 @@ impl Repository {
         }
         let password = password::resolve(section)?;
         let engine = engine::open(&loc, &password)?;
-        if !matches!(loc, engine::Location::Local(_)) {
+        let local = matches!(loc, engine::Location::Local(_));
+        if !local {
             ensure_work_dir(&work)?;
         }
         Ok(Self {
             path: work,
             shown: loc.display(),
+            local,
             engine: Box::new(engine),
         })
     }
@@ -335,6 +339,13 @@ impl Repository {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes the repository takes on disk, when it is a local directory (`None` for object
+    /// storage, where listing every object to add up sizes would cost requests).
+    #[must_use]
+    pub fn local_size(&self) -> Option<u64> {
+        self.local.then(|| crate::fsutil::tree_size(&self.path))
     }
 
     /// Where the repository is, for messages (`/backup/akbackup`, `s3://bucket/prefix`).

@@ -350,6 +350,34 @@ pub fn restore_to_directory(
     })
 }
 
+/// Restores a stored component into a fresh temporary directory, for checks that need the
+/// files themselves (`verify --deep`); the directory goes when the guard is dropped.
+///
+/// # Errors
+/// One line for the verify report.
+pub fn restore_for_check(
+    repo: &Repository,
+    set_id: &str,
+    record: &ComponentRecord,
+    progress: &ProgressRef,
+) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("akbackup-verify-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dest = tmp.path().join("data");
+    crate::tree::materialize(
+        repo,
+        set_id,
+        Path::new(&record.repo_path),
+        &dest,
+        &format!("deep {}", record.name),
+        progress,
+    )
+    .map_err(|e| format!("cannot restore it for a deep check: {e}"))?;
+    Ok((tmp, dest))
+}
+
 /// The first half of an in-place restore: the set written next to `live`, not yet swapped in.
 #[derive(Debug)]
 pub struct StagedRestore {

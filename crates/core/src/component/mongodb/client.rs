@@ -226,6 +226,35 @@ fn capture<'a>(pieces: &[String], s: &'a str) -> Option<Vec<&'a str>> {
     Some(out)
 }
 
+/// Waits for every task; on the first failure the others are aborted (a dump or load that
+/// has failed should not go on reading or writing) and that failure is returned.
+///
+/// # Errors
+/// The first task's error, or a task that panicked.
+pub async fn join_all<T: 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T, String>>,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let mut done = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(v)) => done.push(v),
+            Ok(Err(e)) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    tasks.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                first_error.get_or_insert_with(|| format!("{what} task failed: {e}"));
+            }
+        }
+    }
+    first_error.map_or(Ok(done), Err)
+}
+
 /// Splits `db.collection` at the first dot (collection names may contain dots).
 #[must_use]
 pub fn split_ns(ns: &str) -> Option<(&str, &str)> {

@@ -114,31 +114,10 @@ pub async fn dump(
             let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
             dump_one(&conn, &spec, &dest, &label, &progress)
                 .await
-                .map_err(|e| (format!("{}.{}", spec.db, spec.name), e))
-                .map_err(|(ns, e)| format!("{ns}: {e}"))
+                .map_err(|e| format!("{}.{}: {e}", spec.db, spec.name))
         });
     }
-    let mut collections = Vec::new();
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(rec)) => collections.push(rec),
-            Ok(Err(e)) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
-                    // The dump has failed; stop the others instead of reading on.
-                    tasks.abort_all();
-                }
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                first_error.get_or_insert_with(|| format!("dump task failed: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    let mut collections = super::client::join_all(tasks, "dump").await?;
     collections.sort_by(|a, b| a.ns.cmp(&b.ns));
 
     let oplog_entries = match oplog_start {

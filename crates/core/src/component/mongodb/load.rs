@@ -107,26 +107,10 @@ pub async fn load(
                 .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))
         });
     }
-    let mut summary = LoadSummary::default();
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(rec)) => summary.collections.push(rec),
-            Ok(Err(e)) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
-                    tasks.abort_all();
-                }
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                first_error.get_or_insert_with(|| format!("load task failed: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    let mut summary = LoadSummary {
+        collections: super::client::join_all(tasks, "load").await?,
+        ..LoadSummary::default()
+    };
     // Views after the collections they read from.
     for item in views {
         let rec = load_one(conn, &item, options.drop, label, progress)

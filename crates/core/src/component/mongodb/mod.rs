@@ -344,24 +344,10 @@ pub fn deep_check(
     record: &ComponentRecord,
     progress: &ProgressRef,
 ) -> Vec<String> {
-    let tmp = match tempfile::Builder::new()
-        .prefix("akbackup-verify-")
-        .tempdir()
-    {
+    let (_tmp, dest) = match super::restore_for_check(repo, set_id, record, progress) {
         Ok(t) => t,
-        Err(e) => return vec![format!("cannot create a temporary directory: {e}")],
+        Err(e) => return vec![e],
     };
-    let dest = tmp.path().join("dump");
-    if let Err(e) = crate::tree::materialize(
-        repo,
-        set_id,
-        Path::new(&record.repo_path),
-        &dest,
-        &format!("deep {}", record.name),
-        progress,
-    ) {
-        return vec![format!("cannot restore it for a deep check: {e}")];
-    }
     let found = match format::scan_directory(&dest) {
         Ok(f) => f,
         Err(e) => return vec![format!("the stored dump does not read back: {e}")],

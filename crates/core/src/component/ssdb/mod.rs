@@ -32,7 +32,7 @@ use crate::{
     fsutil,
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
-    service, tree,
+    service,
 };
 
 /// The two LevelDB databases of a store.
@@ -622,24 +622,10 @@ pub fn deep_check(
     record: &ComponentRecord,
     progress: &ProgressRef,
 ) -> Vec<String> {
-    let tmp = match tempfile::Builder::new()
-        .prefix("akbackup-verify-")
-        .tempdir()
-    {
+    let (_tmp, dest) = match super::restore_for_check(repo, set_id, record, progress) {
         Ok(t) => t,
-        Err(e) => return vec![format!("cannot create a temporary directory: {e}")],
+        Err(e) => return vec![e],
     };
-    let dest = tmp.path().join("store");
-    if let Err(e) = tree::materialize(
-        repo,
-        set_id,
-        Path::new(&record.repo_path),
-        &dest,
-        &format!("deep {}", record.name),
-        progress,
-    ) {
-        return vec![format!("cannot restore it for a deep check: {e}")];
-    }
     let mut problems = Vec::new();
     for db in DATABASES {
         let dir = dest.join(db);

@@ -917,3 +917,24 @@ fn files_and_mongodb_in_one_set() {
         bson.display()
     );
 }
+
+/// A collection longer than one cursor batch (the dump asks for 1000 documents a batch, so
+/// 1200 need a `getMore`) is dumped whole and restored whole in several insert batches
+/// (`insert-batch = 300`: mongoeco cancels long inserts, and slows down as a collection
+/// grows): every document, byte for byte, in a second server.
+#[test]
+fn collections_longer_than_one_batch_round_trip() {
+    let source = MongoServer::start();
+    for start in (0..1200).step_by(300) {
+        source.insert("control.events", 300, start);
+    }
+    let before = source.state();
+    assert_eq!(before["control.events"]["count"], 1200, "{before:#}");
+    let sb = mongo_sandbox("control", &source.uri(), "insert-batch = 300\n");
+    let (summary, set) = backup(&sb);
+    let listed = collections(&summary);
+    assert_eq!(listed["control.events"]["documents"], 1200, "{summary:#}");
+    let target = MongoServer::start();
+    restore_to(&sb, &set, &target.uri(), &[]);
+    assert_state_eq(&target.state(), &before, "the restored server");
+}

@@ -292,6 +292,14 @@ pub struct MongodbConfig {
     /// connection); keeps a dead instance from hanging a nightly run.
     #[serde(default = "default_mongodb_timeout")]
     pub timeout: u64,
+    /// Documents per insert on restore (at most 8 MiB a batch either way), like
+    /// `mongorestore --batchSize`; smaller batches go easier on a busy server.
+    #[serde(default = "default_insert_batch")]
+    pub insert_batch: usize,
+}
+
+const fn default_insert_batch() -> usize {
+    1000
 }
 
 const fn default_parallel_collections() -> usize {
@@ -453,6 +461,7 @@ const MONGODB_KEYS: &[&str] = &[
     "exclude",
     "parallel-collections",
     "timeout",
+    "insert-batch",
 ];
 const SSDB_KEYS: &[&str] = &["path", "service", "mode", "host", "port", "auth"];
 
@@ -513,6 +522,7 @@ impl Config {
                     exclude: Vec::new(),
                     parallel_collections: default_parallel_collections(),
                     timeout: default_mongodb_timeout(),
+                    insert_batch: default_insert_batch(),
                 },
             );
         }
@@ -611,9 +621,9 @@ impl Config {
                     ))
                 })?;
             }
-            if m.parallel_collections == 0 || m.timeout == 0 {
+            if m.parallel_collections == 0 || m.timeout == 0 || m.insert_batch == 0 {
                 return Err(invalid(format!(
-                    "[mongodb.{name}] parallel-collections and timeout must be at least 1"
+                    "[mongodb.{name}] parallel-collections, timeout and insert-batch must be at least 1"
                 )));
             }
         }

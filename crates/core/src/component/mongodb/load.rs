@@ -33,6 +33,8 @@ pub struct LoadOptions {
     pub drop: bool,
     /// Collections loaded at once.
     pub parallel: usize,
+    /// Documents per insert.
+    pub batch_docs: usize,
 }
 
 /// What was loaded into one namespace.
@@ -99,10 +101,10 @@ pub async fn load(
         let limit = Arc::clone(&limit);
         let progress = Arc::clone(progress);
         let label = label.to_string();
-        let drop = options.drop;
+        let (drop, batch) = (options.drop, options.batch_docs);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
-            load_one(&conn, &item, drop, &label, &progress)
+            load_one(&conn, &item, drop, batch, &label, &progress)
                 .await
                 .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))
         });
@@ -113,9 +115,16 @@ pub async fn load(
     };
     // Views after the collections they read from.
     for item in views {
-        let rec = load_one(conn, &item, options.drop, label, progress)
-            .await
-            .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))?;
+        let rec = load_one(
+            conn,
+            &item,
+            options.drop,
+            options.batch_docs,
+            label,
+            progress,
+        )
+        .await
+        .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))?;
         summary.collections.push(rec);
     }
     summary.collections.sort_by(|a, b| a.target.cmp(&b.target));
@@ -202,6 +211,7 @@ async fn load_one(
     conn: &Connection,
     item: &Item,
     drop: bool,
+    batch_docs: usize,
     label: &str,
     progress: &ProgressRef,
 ) -> Result<LoadedCollection, String> {
@@ -243,10 +253,8 @@ async fn load_one(
         seconds: 0.0,
     };
     if item.kind != "view" && item.bson.is_file() {
-        insert_all(
-            conn, &item.bson, db_name, coll_name, &mut rec, label, progress,
-        )
-        .await?;
+        let target = (db_name, coll_name, batch_docs);
+        insert_all(conn, &item.bson, target, &mut rec, label, progress).await?;
     }
     let indexes: Vec<Bson> = item
         .metadata
@@ -281,8 +289,7 @@ async fn load_one(
 async fn insert_all(
     conn: &Connection,
     path: &Path,
-    db: &str,
-    coll: &str,
+    (db, coll, batch_docs): (&str, &str, usize),
     rec: &mut LoadedCollection,
     label: &str,
     progress: &ProgressRef,
@@ -305,7 +312,7 @@ async fn insert_all(
             batch_bytes += doc.as_bytes().len();
             batch.push(doc);
         }
-        if !batch.is_empty() && (!more || batch_bytes >= BATCH_BYTES) {
+        if !batch.is_empty() && (!more || batch_bytes >= BATCH_BYTES || batch.len() >= batch_docs) {
             let n = batch.len() as u64;
             let bytes = batch_bytes as u64;
             let failed = insert_batch(conn, &coll, &batch).await?;

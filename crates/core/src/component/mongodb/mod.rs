@@ -422,6 +422,7 @@ impl MongodbComponent {
             rename,
             drop: !db.no_drop,
             parallel: self.config.parallel_collections,
+            batch_docs: self.config.insert_batch,
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! `mongo_baseline find URI` reads every document of every non-system collection with a
 //! plain `find` (raw BSON, nothing written); `mongo_baseline insert URI DIR` inserts the
-//! `.bson` files of a plain mongodump directory with `insert_many` (no drop, no indexes).
+//! `.bson` files of a plain mongodump directory with `insert_many` in batches of BATCH
+//! documents (no drop, no indexes, one collection after the other).
 //! Each prints one JSON line: documents, bytes, seconds.
 
 use std::{path::Path, time::Instant};
@@ -24,9 +25,12 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let (documents, bytes) = match args.get(1).map(String::as_str) {
         Some("find") if args.len() == 3 => rt.block_on(find(&args[2]))?,
-        Some("insert") if args.len() == 4 => rt.block_on(insert(&args[2], Path::new(&args[3])))?,
+        Some("insert") if args.len() == 5 => {
+            let batch: usize = args[4].parse()?;
+            rt.block_on(insert(&args[2], Path::new(&args[3]), batch.max(1)))?
+        }
         _ => {
-            eprintln!("usage: mongo_baseline find URI | insert URI DUMP_DIR");
+            eprintln!("usage: mongo_baseline find URI | insert URI DUMP_DIR BATCH");
             std::process::exit(2);
         }
     };
@@ -59,7 +63,7 @@ async fn find(uri: &str) -> Result<(u64, u64)> {
     Ok((documents, bytes))
 }
 
-async fn insert(uri: &str, dir: &Path) -> Result<(u64, u64)> {
+async fn insert(uri: &str, dir: &Path, batch_docs: usize) -> Result<(u64, u64)> {
     let client = Client::with_uri_str(uri).await?;
     let (mut documents, mut bytes) = (0u64, 0u64);
     for ns in format::scan_directory(dir)? {
@@ -72,19 +76,24 @@ async fn insert(uri: &str, dir: &Path) -> Result<(u64, u64)> {
         ));
         let file = std::io::BufReader::new(std::fs::File::open(&path)?);
         let mut reader = format::BsonFileReader::new(file, &path);
+        let coll = client
+            .database(&ns.db)
+            .collection::<RawDocumentBuf>(&ns.collection);
         let mut batch = Vec::new();
         let mut buf = Vec::new();
-        while reader.next_into(&mut buf)? {
-            bytes += buf.len() as u64;
-            batch.push(RawDocumentBuf::from_bytes(std::mem::take(&mut buf))?);
-        }
-        documents += batch.len() as u64;
-        if !batch.is_empty() {
-            client
-                .database(&ns.db)
-                .collection::<RawDocumentBuf>(&ns.collection)
-                .insert_many(batch)
-                .await?;
+        loop {
+            let more = reader.next_into(&mut buf)?;
+            if more {
+                bytes += buf.len() as u64;
+                batch.push(RawDocumentBuf::from_bytes(std::mem::take(&mut buf))?);
+            }
+            if !batch.is_empty() && (!more || batch.len() >= batch_docs) {
+                documents += batch.len() as u64;
+                coll.insert_many(std::mem::take(&mut batch)).await?;
+            }
+            if !more {
+                break;
+            }
         }
     }
     Ok((documents, bytes))

@@ -31,7 +31,8 @@ pub struct Args {
     /// Keep the last set of each of the N most recent years
     #[arg(long, value_name = "N")]
     keep_yearly: Option<i32>,
-    /// Keep every set younger than this age (12h, 7d, 2w, 6m, 1y)
+    /// Keep every set less than this age (12h, 7d, 2w, 6m, 1y) older than the newest set
+    /// (as restic counts it)
     #[arg(long, value_name = "AGE")]
     keep_within: Option<String>,
     /// Apply the rules as if it were this moment (RFC 3339), for checking a policy

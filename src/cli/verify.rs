@@ -32,6 +32,9 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
+    if let Some(sub) = &args.read_data_subset {
+        akbackup_core::repository::engine::parse_subset(sub)?;
+    }
     let config = g.load_config()?;
     let repo = open_repo(&config)?;
     let sets = match &args.set {

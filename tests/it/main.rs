@@ -12,6 +12,8 @@ mod keys;
 mod mongodb;
 mod owners;
 mod restore;
+mod retention;
 mod roundtrip;
+mod s3;
 mod ssdb;
 mod support;

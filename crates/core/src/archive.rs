@@ -291,10 +291,36 @@ fn unpack_tar(
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     archive.set_overwrite(false);
-    archive.unpack(staging).map_err(|e| ArchiveError::Corrupt {
+    let corrupt = |e: std::io::Error| ArchiveError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
+    };
+    archive.unpack(staging).map_err(corrupt)?;
+    // `unpack` sets the times of files only, and every file written into a directory moves
+    // the directory's time again: a second pass over the headers sets directory times,
+    // deepest first, once everything is in.
+    let file = fs::File::open(path).map_err(io(path))?;
+    let mut again = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    let mut dirs = Vec::new();
+    for entry in again.entries().map_err(corrupt)? {
+        let entry = entry.map_err(corrupt)?;
+        if entry.header().entry_type().is_dir()
+            && let (Ok(p), Ok(t)) = (entry.path(), entry.header().mtime())
+        {
+            dirs.push((p.into_owned(), t));
+        }
+    }
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (rel, mtime) in dirs {
+        let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+        // Only the normal components, as `unpack` did: a leading `/` or `..` never leads
+        // outside the staging directory.
+        let inside: PathBuf = rel
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        let _ = filetime::set_file_mtime(staging.join(inside), t);
+    }
     let inside = inner
         .repo_path()
         .strip_prefix("/")

@@ -98,14 +98,12 @@ pub fn run(
             margin: human_bytes(crate::plan::FREE_SPACE_MARGIN),
         });
     }
-    let lock = repo.lock("backup")?;
+    let lock = repo.lock_recovering("backup", progress)?;
     let stale_lock = lock.broke_stale.as_ref().map(|h| {
-        let msg = format!(
+        format!(
             "removed a stale lock of pid {} ({} since {})",
             h.pid, h.command, h.time
-        );
-        progress.note(&msg);
-        msg
+        )
     });
     let partial = repo.partial_snapshots()?;
     repo.discard(&partial)?;

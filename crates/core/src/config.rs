@@ -207,7 +207,8 @@ pub struct RetentionConfig {
     /// Keep the last set of each of the last N years.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
-    /// Keep every set younger than this ("7d", "2w", "1m", "1y", "12h").
+    /// Keep every set less than this ("7d", "2w", "1m", "1y", "12h") older than the newest
+    /// set (as restic counts it, so a stopped schedule does not empty the repository).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<String>,
     /// Run forget (and prune when `prune`) after every successful backup.

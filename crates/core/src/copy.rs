@@ -1,10 +1,10 @@
 //! `copy`: backup sets from one repository into another (a local repository to an off-site
 //! bucket, or back), sending only the data the destination lacks.
 //!
-//! Sets keep their ids' history: a copy records the original snapshot id, so a second run
-//! copies nothing again, and an interrupted run resumes with what is missing (packs already
-//! uploaded are found in the destination's index only once their index file is written, so
-//! a kill mid-pack re-sends at most the packs of that run that had no index yet).
+//! A copy records the original snapshot id, so a second run copies nothing again. A run
+//! killed half-way leaves uploaded packs without an index and a stale lock; the next run
+//! that takes the lock re-indexes those packs ([`Repository::lock_recovering`]) and sends
+//! only what is still missing.
 
 use serde::Serialize;
 
@@ -39,7 +39,7 @@ pub fn run(
 ) -> Result<CopySummary, RepoError> {
     // The source is only read, but a prune there must not remove data being copied.
     let _src_lock = src.lock("copy (source)")?;
-    let _dst_lock = dst.lock("copy")?;
+    let _dst_lock = dst.lock_recovering("copy", progress)?;
     progress.note(&format!(
         "copying {} set(s) from {} to {}",
         sets.len(),

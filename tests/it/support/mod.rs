@@ -9,6 +9,7 @@
 //! test server and its tooling live in [`mongo`].
 
 pub mod mongo;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs;

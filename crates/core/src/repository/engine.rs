@@ -309,6 +309,13 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// Storage errors; a `dest` of another engine kind.
     fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>>;
+    /// Adds to the index the packs a crashed run uploaded but never indexed (and drops
+    /// index entries of packs that are gone), so the next run reuses that data instead of
+    /// sending it again.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn adopt_unindexed_packs(&self) -> EngineResult<()>;
     /// For [`Engine::copy_to`]: the concrete engine behind the trait.
     fn as_any(&self) -> &dyn std::any::Any;
     /// The repository's keys (hex ids), and the one this process opened it with.
@@ -336,6 +343,18 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// Storage errors.
     fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary>;
+}
+
+/// Parses a `--read-data-subset` value (`5%`, `n/m`, a size).
+///
+/// # Errors
+/// [`EngineError::Library`] saying which forms are accepted.
+pub fn parse_subset(sub: &str) -> EngineResult<rustic_core::ReadSubsetOption> {
+    sub.parse()
+        .map_err(|_: Box<RusticError>| EngineError::Library {
+            what: "--read-data-subset",
+            message: format!("\"{sub}\" is not a subset: use a share like 5%, a part like 1/7, or a size like 500MiB"),
+        })
 }
 
 /// Where a repository lives, in the engine's terms.
@@ -413,7 +432,9 @@ impl S3Options {
         put("retry", self.retry.to_string());
         put("connections", self.connections.to_string());
         if let Some(b) = &self.bandwidth {
-            put("throttle", format!("{b},{b}"));
+            // The burst must hold the largest single upload (a pack, up to ~32 MiB and
+            // more), or every pack write fails; the rate is what limits.
+            put("throttle", format!("{b},64MiB"));
         }
         BackendOptions::default()
             .repository("opendal:s3")
@@ -824,6 +845,13 @@ impl Engine for RusticEngine {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn adopt_unindexed_packs(&self) -> EngineResult<()> {
+        self.repo()?
+            .repair_index(&rustic_core::RepairIndexOptions::default(), false)
+            .map_err(|e| EngineError::library("re-indexing packs of a crashed run", &e))?;
+        self.refresh()
     }
 
     fn keys(&self) -> EngineResult<(Vec<String>, Option<String>)> {

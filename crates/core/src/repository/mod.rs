@@ -354,6 +354,28 @@ impl Repository {
         &self.shown
     }
 
+    /// Takes the write lock for `command`, after a crash also recovering what the crashed
+    /// run left: packs it uploaded without indexing them are adopted, so a rerun after a
+    /// kill sends only what is missing.
+    ///
+    /// # Errors
+    /// [`LockError::Held`] naming the holder; storage errors of the recovery.
+    pub fn lock_recovering(
+        &self,
+        command: &str,
+        progress: &ProgressRef,
+    ) -> Result<RepoLock, RepoError> {
+        let lock = self.lock(command)?;
+        if let Some(h) = &lock.broke_stale {
+            progress.note(&format!(
+                "removed a stale lock of pid {} ({} since {}); re-indexing what it uploaded",
+                h.pid, h.command, h.time
+            ));
+            self.engine.adopt_unindexed_packs()?;
+        }
+        Ok(lock)
+    }
+
     /// Takes the write lock for `command`.
     ///
     /// # Errors

@@ -15,6 +15,7 @@ use crate::render::{self, Reporter};
 /// Without --keep-* options the [retention] section of the config applies (keep-last,
 /// keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within = "30d").
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Keep the N most recent sets
     #[arg(long, value_name = "N")]

@@ -7,8 +7,10 @@ use anyhow::Context;
 use super::Globals;
 use crate::render;
 
-/// Create the repository named in [repository] (path = local directory, url = s3://bucket/prefix),
-/// or the one chosen with --repo NAME.
+/// Create the repository (refuses to overwrite an existing one).
+///
+/// The one in [repository] (path = local directory, url = s3://bucket/prefix), or the one
+/// chosen with --repo NAME.
 ///
 /// The password comes from $AKBACKUP_PASSWORD, password-command or password-file. Keep a copy
 /// of the password somewhere safe: without it the backups cannot be read.

@@ -64,31 +64,21 @@ impl Cli {
     }
 }
 
+/// The commands; each one's help is the doc of its `Args` (first paragraph in the list,
+/// all of it with `--help`).
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the repository (refuses to overwrite an existing one)
     Init(init::Args),
-    /// Back up every enabled component into one backup set
     Backup(backup::Args),
-    /// List backup sets
     Snapshots(snapshots::Args),
-    /// Check the repository and backup sets; --read-data reads every byte
     Verify(verify::Args),
-    /// Restore a backup set, in place (safely) or to a target directory
     Restore(restore::Args),
-    /// Drop old backup sets by a retention policy, optionally reclaim space
     Forget(forget::Args),
-    /// Copy backup sets to another repository (off-site), sending only what it lacks
     Copy(copy::Args),
-    /// Turn archives of the documented manual procedure into backup sets
     Import(import::Args),
-    /// Write a backup set as the archives of the documented manual procedure
     Export(export::Args),
-    /// Manage repository keys: list, add, remove, passwd
     Key(key::Args),
-    /// Show or check the configuration
     Config(config::Args),
-    /// Run the whole job end to end on a generated sandbox platform
     Demo(demo::Args),
 }
 

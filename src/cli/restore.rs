@@ -40,6 +40,7 @@ use crate::render::{self, Reporter};
 ///   akbackup restore latest --only mongodb.control --ns-include 'control.users' \
 ///       --ns-from 'control.*' --ns-to 'control_restored.*' --no-restart --yes
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// The set: an id (prefix) or `latest`
     set: String,

@@ -10,6 +10,7 @@ mod import;
 mod init;
 mod key;
 mod restore;
+mod schedule;
 mod snapshots;
 mod verify;
 
@@ -79,7 +80,19 @@ enum Command {
     Export(export::Args),
     Key(key::Args),
     Config(config::Args),
+    Schedule(schedule::Args),
+    Completions(Completions),
     Demo(demo::Args),
+}
+
+/// Print shell completions: `akbackup completions bash > /etc/bash_completion.d/akbackup`.
+///
+/// Shells: bash, zsh, fish, elvish, powershell.
+#[derive(Debug, clap::Args)]
+pub struct Completions {
+    /// The shell
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// Global options every command gets.
@@ -92,6 +105,13 @@ pub struct Globals {
 }
 
 impl Globals {
+    /// The config file path in effect (`--config`, `$AKBACKUP_CONFIG` or the default).
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
     /// Loads the config from `--config`, `$AKBACKUP_CONFIG` or the default path.
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let path = self
@@ -130,6 +150,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(&globals, &a),
         Command::Key(a) => key::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),
+        Command::Schedule(a) => schedule::run(&globals, &a),
+        Command::Completions(a) => {
+            // Into memory first: the generator panics on a closed pipe (`| head`).
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "akbackup", &mut buf);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(a) => demo::run(&globals, &a),
     }
 }

@@ -15,5 +15,6 @@ mod restore;
 mod retention;
 mod roundtrip;
 mod s3;
+mod schedule;
 mod ssdb;
 mod support;

@@ -34,6 +34,7 @@ pub mod progress;
 pub mod repository;
 pub mod restore;
 pub mod sandbox;
+pub mod schedule;
 pub mod service;
 pub mod tree;
 pub mod verify;

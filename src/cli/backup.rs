@@ -41,8 +41,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let config = g.load_config()?;
     let components = component::build(&config, &args.only)?;
     let repo = open_repo(&config)?;
-    let plan =
-        plan::backup_plan(&repo, &components, &args.tag).context("cannot plan the backup")?;
+    let started = jiff::Timestamp::now();
+    // A run that fails before it stores anything still tells monitoring it failed.
+    let failed_early = |e: anyhow::Error| {
+        if !args.dry_run
+            && let Some(path) = &config.monitoring.textfile
+        {
+            write_failure_metrics(path, &repo, started);
+        }
+        e
+    };
+    let plan = plan::backup_plan(&repo, &components, &args.tag)
+        .context("cannot plan the backup")
+        .map_err(failed_early)?;
     if args.dry_run {
         render::out(g, &plan, || plan_text(&plan))?;
         return Ok(ExitCode::SUCCESS);
@@ -54,9 +65,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
         Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
             eprintln!("akbackup: backup failed: {e}; no set was recorded");
+            if let Some(path) = &config.monitoring.textfile {
+                write_failure_metrics(path, &repo, started);
+            }
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(anyhow::Error::new(e).context("backup failed")),
+        Err(e) => return Err(failed_early(anyhow::Error::new(e).context("backup failed"))),
     };
     render::out(g, &summary, || {
         let mut s = String::new();
@@ -94,15 +108,70 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         }
         s
     })?;
-    if summary.status == Status::Failed {
-        return Ok(exit(false));
+    let mut ok = summary.status != Status::Failed;
+    if ok {
+        ok = after_backup(g, &config, &repo, summary.set.as_deref());
     }
-    Ok(exit(after_backup(
-        g,
-        &config,
-        &repo,
-        summary.set.as_deref(),
-    )))
+    if let Some(path) = &config.monitoring.textfile {
+        write_metrics(path, &repo, &summary);
+    }
+    Ok(exit(ok))
+}
+
+/// The metrics of a run that failed before it had a summary.
+fn write_failure_metrics(
+    path: &std::path::Path,
+    repo: &akbackup_core::repository::Repository,
+    started: jiff::Timestamp,
+) {
+    let finished = jiff::Timestamp::now();
+    let run = akbackup_core::monitoring::RunFacts {
+        finished,
+        success: false,
+        duration_secs: (finished - started)
+            .total(jiff::Unit::Second)
+            .unwrap_or(0.0),
+        added_bytes: 0,
+        components: Vec::new(),
+    };
+    write_run_metrics(path, repo, &run);
+}
+
+/// The metrics of a run that produced a summary (complete or failed).
+fn write_metrics(
+    path: &std::path::Path,
+    repo: &akbackup_core::repository::Repository,
+    summary: &akbackup_core::backup::BackupSummary,
+) {
+    let run = akbackup_core::monitoring::RunFacts {
+        finished: summary.finished,
+        success: summary.set.is_some() && summary.status != Status::Failed,
+        duration_secs: summary.duration_secs,
+        added_bytes: summary.added_bytes,
+        components: summary
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.bytes, c.read_bytes))
+            .collect(),
+    };
+    write_run_metrics(path, repo, &run);
+}
+
+/// Writes the `[monitoring] textfile`; a failure is a warning on stderr (the backup itself
+/// is what the exit code reports, and the stale file's age shows the problem).
+fn write_run_metrics(
+    path: &std::path::Path,
+    repo: &akbackup_core::repository::Repository,
+    run: &akbackup_core::monitoring::RunFacts,
+) {
+    use akbackup_core::monitoring;
+    let sets = repo.sets().unwrap_or_default();
+    if let Err(e) = monitoring::write_atomically(path, &monitoring::metrics(&sets, run)) {
+        eprintln!(
+            "akbackup: warning: cannot write metrics to {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// The follow-ups of a successful backup the config asks for: copies to `copy-to`

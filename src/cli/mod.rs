@@ -12,6 +12,7 @@ mod key;
 mod restore;
 mod schedule;
 mod snapshots;
+mod status;
 mod verify;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -81,6 +82,7 @@ enum Command {
     Key(key::Args),
     Config(config::Args),
     Schedule(schedule::Args),
+    Status(status::Args),
     Completions(Completions),
     Demo(demo::Args),
 }
@@ -151,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(a) => key::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),
         Command::Schedule(a) => schedule::run(&globals, &a),
+        Command::Status(a) => status::run(&globals, &a),
         Command::Completions(a) => {
             // Into memory first: the generator panics on a closed pipe (`| head`).
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -10,6 +10,7 @@ mod demo;
 mod interop;
 mod keys;
 mod mongodb;
+mod monitoring;
 mod owners;
 mod restore;
 mod retention;

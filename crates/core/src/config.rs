@@ -188,6 +188,16 @@ pub struct RepositoryConfig {
     pub password_command: Option<Vec<String>>,
 }
 
+/// `[monitoring]`: where monitoring reads akbackup's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Prometheus text file written after every backup run (for node_exporter's textfile
+    /// collector, e.g. /var/lib/node_exporter/textfile/akbackup.prom).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile: Option<PathBuf>,
+}
+
 /// `[retention]`: which sets `akbackup forget` keeps when no `--keep-*` option is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -374,6 +384,9 @@ pub struct Config {
     /// Retention applied by `forget`.
     #[serde(default, skip_serializing_if = "is_default_retention")]
     pub retention: RetentionConfig,
+    /// Monitoring outputs.
+    #[serde(default, skip_serializing_if = "is_default_monitoring")]
+    pub monitoring: MonitoringConfig,
     /// Repositories every successful backup is copied to (names of `[repositories.*]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_to: Vec<String>,
@@ -412,6 +425,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(hours * 3600))
 }
 
+fn is_default_monitoring(m: &MonitoringConfig) -> bool {
+    *m == MonitoringConfig::default()
+}
+
 fn is_default_retention(r: &RetentionConfig) -> bool {
     *r == RetentionConfig::default()
 }
@@ -421,6 +438,7 @@ const TOP_KEYS: &[&str] = &[
     "repository",
     "repositories",
     "retention",
+    "monitoring",
     "copy-to",
     "files",
     "mongodb",
@@ -786,11 +804,11 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
     };
     for (key, value) in table {
         match key.as_str() {
-            "repository" | "retention" => {
-                let valid = if key == "repository" {
-                    REPOSITORY_KEYS
-                } else {
-                    RETENTION_KEYS
+            "repository" | "retention" | "monitoring" => {
+                let valid = match key.as_str() {
+                    "repository" => REPOSITORY_KEYS,
+                    "retention" => RETENTION_KEYS,
+                    _ => &["textfile"],
                 };
                 let t = value.as_table().ok_or_else(|| not_table(key))?;
                 for k in t.keys() {

@@ -29,6 +29,7 @@ pub mod copy;
 pub mod demo;
 pub mod forget;
 pub mod fsutil;
+pub mod monitoring;
 pub mod plan;
 pub mod progress;
 pub mod repository;

@@ -1,0 +1,184 @@
+//! What monitoring reads: Prometheus text-format metrics for node_exporter's textfile
+//! collector, and the age of each component's last good backup for `akbackup status`.
+//!
+//! Everything is derived from the repository's complete sets plus the run that just ended,
+//! so a failed run cannot erase when the last good one was; the file is replaced atomically
+//! (written beside it, then renamed) because the collector may read it at any moment.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use serde::Serialize;
+
+use crate::backup_set::{BackupSet, Status};
+
+/// The newest complete set of each component: (component, set time, set id).
+#[must_use]
+pub fn last_good(sets: &[BackupSet]) -> BTreeMap<String, (jiff::Timestamp, String)> {
+    let mut out: BTreeMap<String, (jiff::Timestamp, String)> = BTreeMap::new();
+    for set in sets {
+        for c in &set.manifest.components {
+            if c.status == Status::Failed {
+                continue;
+            }
+            let newer = out
+                .get(&c.name)
+                .is_none_or(|(t, _)| *t < set.manifest.started);
+            if newer {
+                out.insert(c.name.clone(), (set.manifest.started, set.id.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The run a metrics file describes.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// When it ended.
+    pub finished: jiff::Timestamp,
+    /// Whether it recorded a complete set.
+    pub success: bool,
+    /// Seconds it took.
+    pub duration_secs: f64,
+    /// Bytes it added to the repository.
+    pub added_bytes: u64,
+    /// Per component: (bytes, bytes read).
+    pub components: Vec<(String, u64, u64)>,
+}
+
+/// The metrics text for `sets` (the repository after the run) and `run`.
+#[must_use]
+pub fn metrics(sets: &[BackupSet], run: &RunFacts) -> String {
+    let mut s = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(s, "# HELP akbackup_{name} {help}");
+        let _ = writeln!(s, "# TYPE akbackup_{name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(s, "akbackup_{name}{labels} {value}");
+        }
+    };
+    let label = |c: &str| format!("{{component=\"{}\"}}", c.replace(['"', '\\', '\n'], "_"));
+    metric(
+        "last_run_timestamp_seconds",
+        "End of the last backup run (success or not).",
+        "gauge",
+        vec![(String::new(), run.finished.as_second().to_string())],
+    );
+    metric(
+        "last_run_success",
+        "1 when the last backup run recorded a complete set.",
+        "gauge",
+        vec![(String::new(), u8::from(run.success).to_string())],
+    );
+    metric(
+        "last_run_duration_seconds",
+        "Duration of the last backup run.",
+        "gauge",
+        vec![(String::new(), format!("{:.3}", run.duration_secs))],
+    );
+    metric(
+        "last_run_added_bytes",
+        "Bytes the last run added to the repository (after dedup and compression).",
+        "gauge",
+        vec![(String::new(), run.added_bytes.to_string())],
+    );
+    metric(
+        "last_success_timestamp_seconds",
+        "Start of the newest complete set holding the component.",
+        "gauge",
+        last_good(sets)
+            .iter()
+            .map(|(c, (t, _))| (label(c), t.as_second().to_string()))
+            .collect(),
+    );
+    metric(
+        "component_bytes",
+        "Bytes of the component in the last run.",
+        "gauge",
+        run.components
+            .iter()
+            .map(|(c, b, _)| (label(c), b.to_string()))
+            .collect(),
+    );
+    metric(
+        "component_read_bytes",
+        "Bytes of the component read in the last run (unchanged files are not read).",
+        "gauge",
+        run.components
+            .iter()
+            .map(|(c, _, r)| (label(c), r.to_string()))
+            .collect(),
+    );
+    metric(
+        "sets",
+        "Complete backup sets in the repository.",
+        "gauge",
+        vec![(String::new(), sets.len().to_string())],
+    );
+    s
+}
+
+/// Replaces `path` with `text` atomically: a temporary file in the same directory, synced,
+/// then renamed over it, so a reader sees the old file or the new one, never half of one.
+///
+/// # Errors
+/// I/O errors naming the directory.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".akbackup-metrics-")
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// One component's age for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Age {
+    /// `kind.name`.
+    pub component: String,
+    /// Start of its newest complete set, if any.
+    pub last_success: Option<jiff::Timestamp>,
+    /// Hours since then.
+    pub age_hours: Option<f64>,
+    /// `ok`, `warning` or `critical`.
+    pub state: &'static str,
+}
+
+/// The age of each configured component's last good backup at `now`, judged against
+/// `warn` and `crit` (hours); a component never backed up is critical.
+#[must_use]
+pub fn ages(
+    components: &[String],
+    sets: &[BackupSet],
+    now: jiff::Timestamp,
+    warn: f64,
+    crit: f64,
+) -> Vec<Age> {
+    let good = last_good(sets);
+    components
+        .iter()
+        .map(|c| {
+            let last = good.get(c).map(|(t, _)| *t);
+            let age = last.map(|t| (now - t).total(jiff::Unit::Second).unwrap_or(0.0) / 3600.0);
+            let state = match age {
+                None => "critical",
+                Some(h) if h >= crit => "critical",
+                Some(h) if h >= warn => "warning",
+                Some(_) => "ok",
+            };
+            Age {
+                component: c.clone(),
+                last_success: last,
+                age_hours: age,
+                state,
+            }
+        })
+        .collect()
+}

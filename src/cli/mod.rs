@@ -4,6 +4,7 @@ mod backup;
 mod config;
 mod copy;
 mod demo;
+mod doctor;
 mod export;
 mod forget;
 mod import;
@@ -82,6 +83,7 @@ enum Command {
     Key(key::Args),
     Config(config::Args),
     Schedule(schedule::Args),
+    Doctor(doctor::Args),
     Status(status::Args),
     Completions(Completions),
     Demo(demo::Args),
@@ -153,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(a) => key::run(&globals, &a),
         Command::Config(a) => config::run(&globals, &a),
         Command::Schedule(a) => schedule::run(&globals, &a),
+        Command::Doctor(a) => doctor::run(&globals, &a),
         Command::Status(a) => status::run(&globals, &a),
         Command::Completions(a) => {
             // Into memory first: the generator panics on a closed pipe (`| head`).

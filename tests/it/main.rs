@@ -7,6 +7,7 @@
 
 mod cli;
 mod demo;
+mod doctor;
 mod interop;
 mod keys;
 mod mongodb;

@@ -27,6 +27,7 @@ pub mod component;
 pub mod config;
 pub mod copy;
 pub mod demo;
+pub mod doctor;
 pub mod forget;
 pub mod fsutil;
 pub mod monitoring;

@@ -817,3 +817,26 @@ fn import_documented_tar_and_export_round_trip() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ssdb-actions-2019-06-03.tar.gz"));
     assert_eq!(sb.sets().len(), 2, "a failed import recorded a set");
 }
+
+/// The files beside `data/` and `meta/` (`ssdb.conf`) are part of the set, so a restore on a
+/// new server, where there is no live directory to carry them from, still has them; pid
+/// files are not.
+#[test]
+fn files_beside_the_databases_are_in_the_set() {
+    let sb = ssdb_sandbox("");
+    let store = store_dir(&sb);
+    fill(&store, 0.1, 1, false);
+    let conf = b"server:\n\tip: 127.0.0.1\n\tport: 8888\n";
+    support::write_file(&store.join("ssdb.conf"), conf);
+    support::write_file(&store.join("ssdb.pid"), b"4242\n");
+    sb.backup(&[]);
+    let target = sb.root().join("target");
+    sb.ok(&["restore", "latest", "--target", arg(&target)]);
+    let restored = target.join("ssdb").join("actions");
+    assert_eq!(
+        fs::read(restored.join("ssdb.conf")).expect("ssdb.conf in the set"),
+        conf
+    );
+    assert!(!restored.join("ssdb.pid").exists(), "a pid file was stored");
+    assert!(restored.join("data").join("CURRENT").is_file());
+}

@@ -333,6 +333,14 @@ impl Component for SsdbComponent {
                 (staged?, "stop")
             }
         };
+        // The store's own files beside the databases (ssdb.conf, ...) belong to the set too:
+        // on a new server there is no live directory to carry them over from.
+        carry_over(&self.config.path, &stage).map_err(|e| {
+            self.source_err(
+                &self.config.path,
+                format!("cannot copy the files beside data/ and meta/: {e}"),
+            )
+        })?;
         let summary = self.inspect_staged(&stage)?;
         if let Some(obj) = details.as_object_mut() {
             obj.insert("mode".into(), mode.into());
@@ -524,7 +532,9 @@ impl Component for SsdbComponent {
 }
 
 /// Copies every entry of `live` except `data/`, `meta/` and `*.pid` into `staging`, with
-/// owners, modes and times.
+/// owners, modes and times. Used twice: into a backup's staged copy (so the set holds
+/// `ssdb.conf` and the like), and into a restore's staging before the swap (the live files
+/// win over the set's, which they replace).
 fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
     let Ok(rd) = std::fs::read_dir(live) else {
         return Ok(());
@@ -544,6 +554,9 @@ fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
                 .map_err(std::io::Error::other)?;
             let to = staging.join(rel);
             let ft = item.file_type();
+            if !ft.is_dir() && std::fs::symlink_metadata(&to).is_ok_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&to)?;
+            }
             if ft.is_dir() {
                 std::fs::create_dir_all(&to)?;
             } else if ft.is_symlink() {

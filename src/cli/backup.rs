@@ -7,7 +7,7 @@ use akbackup_core::{
     backup_set::Status,
     component,
     config::ComponentName,
-    plan,
+    hooks, plan,
     repository::RepoError,
 };
 use anyhow::Context;
@@ -59,18 +59,49 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    let names: Vec<String> = components.iter().map(|c| c.name().to_string()).collect();
+    let hook =
+        |when: hooks::When, ctx: &hooks::Context, status: &dyn Fn(&str) -> Option<String>| {
+            hooks::run_all(&config.hooks, when, &names, ctx, status)
+                .map_err(|failures| {
+                    for f in &failures {
+                        eprintln!("akbackup: {f}");
+                    }
+                })
+                .is_ok()
+        };
+    if !hook(hooks::When::Before, &hooks::Context::default(), &|_| None) {
+        eprintln!("akbackup: backup cancelled by a before hook: nothing was backed up");
+        let ctx = hooks::Context {
+            status: Some("failed".to_string()),
+            ..hooks::Context::default()
+        };
+        hook(hooks::When::Failure, &ctx, &|_| None);
+        if let Some(path) = &config.monitoring.textfile {
+            write_failure_metrics(path, &repo, started);
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let failed_ctx = hooks::Context {
+        status: Some("failed".to_string()),
+        ..hooks::Context::default()
+    };
     let summary = match backup::run(&repo, &components, &plan, args.force, &progress) {
         Ok(s) => s,
         // The repository failed while data was being stored: the run happened and failed
         // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
         Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
             eprintln!("akbackup: backup failed: {e}; no set was recorded");
+            hook(hooks::When::Failure, &failed_ctx, &|_| None);
             if let Some(path) = &config.monitoring.textfile {
                 write_failure_metrics(path, &repo, started);
             }
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(failed_early(anyhow::Error::new(e).context("backup failed"))),
+        Err(e) => {
+            hook(hooks::When::Failure, &failed_ctx, &|_| None);
+            return Err(failed_early(anyhow::Error::new(e).context("backup failed")));
+        }
     };
     render::out(g, &summary, || {
         let mut s = String::new();
@@ -112,6 +143,24 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     if ok {
         ok = after_backup(g, &config, &repo, summary.set.as_deref());
     }
+    let ctx = hooks::Context {
+        set: summary.set.clone(),
+        status: Some(if ok { "complete" } else { "failed" }.to_string()),
+        component: None,
+    };
+    let component_status = |name: &str| {
+        summary
+            .components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| format!("{:?}", c.status).to_lowercase())
+    };
+    let when = if ok {
+        hooks::When::After
+    } else {
+        hooks::When::Failure
+    };
+    ok &= hook(when, &ctx, &component_status);
     if let Some(path) = &config.monitoring.textfile {
         write_metrics(path, &repo, &summary);
     }

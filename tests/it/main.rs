@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod doctor;
+mod hooks;
 mod interop;
 mod keys;
 mod mongodb;

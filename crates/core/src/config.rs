@@ -387,6 +387,9 @@ pub struct Config {
     /// Monitoring outputs.
     #[serde(default, skip_serializing_if = "is_default_monitoring")]
     pub monitoring: MonitoringConfig,
+    /// Commands around backups (`[[hooks]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::Hook>,
     /// Repositories every successful backup is copied to (names of `[repositories.*]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_to: Vec<String>,
@@ -439,6 +442,7 @@ const TOP_KEYS: &[&str] = &[
     "repositories",
     "retention",
     "monitoring",
+    "hooks",
     "copy-to",
     "files",
     "mongodb",
@@ -608,6 +612,19 @@ impl Config {
                     )));
                 }
                 _ => {}
+            }
+        }
+        for (i, h) in self.hooks.iter().enumerate() {
+            h.validate()
+                .map_err(|e| invalid(format!("[[hooks]] number {}: {e}", i + 1)))?;
+            if let Some(c) = &h.component {
+                let known = self.component_names().iter().any(|n| n.to_string() == *c);
+                if !known {
+                    return Err(invalid(format!(
+                        "[[hooks]] number {}: component \"{c}\" is not configured",
+                        i + 1
+                    )));
+                }
             }
         }
         for name in &self.copy_to {
@@ -830,6 +847,21 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
                 }
             }
             "copy-to" => {}
+            "hooks" => {
+                const HOOK_KEYS: &[&str] = &["on", "command", "shell", "timeout", "component"];
+                let list = value.as_array().ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "hooks must be written as [[hooks]] tables".to_string(),
+                })?;
+                for h in list {
+                    let t = h.as_table().ok_or_else(|| not_table("[hooks]"))?;
+                    for k in t.keys() {
+                        if !HOOK_KEYS.contains(&k.as_str()) {
+                            return Err(unknown("hooks", k, HOOK_KEYS));
+                        }
+                    }
+                }
+            }
             kind @ ("files" | "mongodb" | "ssdb") => {
                 let valid = match kind {
                     "files" => FILES_KEYS,

@@ -30,6 +30,7 @@ pub mod demo;
 pub mod doctor;
 pub mod forget;
 pub mod fsutil;
+pub mod hooks;
 pub mod monitoring;
 pub mod plan;
 pub mod progress;

@@ -667,3 +667,16 @@ pub fn component<'a>(summary: &'a Value, name: &str) -> &'a Value {
 pub fn same_id(a: &str, b: &str) -> bool {
     !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a))
 }
+
+/// The first line a test server prints on `stdout` (its "ready" line), or "" when it prints
+/// none within `timeout`: read on a thread, so a server that hangs cannot hang the test.
+pub fn first_line_within(stdout: std::process::ChildStdout, timeout: Duration) -> String {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(timeout).unwrap_or_default()
+}

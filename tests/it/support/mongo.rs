@@ -10,11 +10,9 @@
 //! Nothing here knows akbackup's dump format: servers are compared through `state`.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -167,13 +165,7 @@ impl MongoServer {
                     )
                 });
             let stdout = child.stdout.take().expect("server stdout");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            let line = super::first_line_within(stdout, START_TIMEOUT);
             if line.trim_start().starts_with("mongodb://") {
                 let admin_uri = match auth {
                     Some((user, password)) => format!(

@@ -8,10 +8,8 @@
 //! (`<prefix>/data/` holds the packs).
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -81,13 +79,7 @@ impl S3Server {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start python3 for the S3 test server: {e}"));
             let stdout = child.stdout.take().expect("server stdout");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            let line = super::first_line_within(stdout, START_TIMEOUT);
             if let Ok(ready) = serde_json::from_str::<Value>(line.trim())
                 && ready["ready"] == true
             {

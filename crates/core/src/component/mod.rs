@@ -259,6 +259,40 @@ pub trait Component: Send + Sync {
     ) -> Result<ComponentRestore, ComponentError>;
 }
 
+/// The manifest record of a component stored from a private staged copy (SSDB checkpoint,
+/// MongoDB dump): any read error fails it; a file that changed while read (which a staged
+/// copy should never do) is a warning.
+#[must_use]
+pub fn staged_record(
+    name: &ComponentName,
+    source: String,
+    prepared: Prepared,
+    stats: &PartStats,
+) -> ComponentRecord {
+    ComponentRecord {
+        name: name.to_string(),
+        kind: name.kind.to_string(),
+        source,
+        repo_path: prepared.part.repo_path.display().to_string(),
+        files: stats.files,
+        dirs: stats.dirs,
+        bytes: stats.bytes,
+        read_bytes: stats.read_bytes,
+        status: if stats.errors.is_empty() {
+            Status::Complete
+        } else {
+            Status::Failed
+        },
+        warnings: stats
+            .changed
+            .iter()
+            .map(|c| format!("changed while being read: {c}"))
+            .collect(),
+        errors: stats.errors.clone(),
+        details: prepared.details,
+    }
+}
+
 /// Builds the components named (all configured ones when `only` is empty).
 ///
 /// # Errors

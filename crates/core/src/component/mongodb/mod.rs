@@ -189,25 +189,7 @@ impl Component for MongodbComponent {
     }
 
     fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        let status = if stats.errors.is_empty() {
-            Status::Complete
-        } else {
-            Status::Failed
-        };
-        ComponentRecord {
-            name: self.name.to_string(),
-            kind: self.name.kind.to_string(),
-            source: self.source(),
-            repo_path: self.repo_path.display().to_string(),
-            files: stats.files,
-            dirs: stats.dirs,
-            bytes: stats.bytes,
-            read_bytes: stats.read_bytes,
-            status,
-            warnings: Vec::new(),
-            errors: stats.errors.clone(),
-            details: prepared.details,
-        }
+        super::staged_record(&self.name, self.source(), prepared, &stats)
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {

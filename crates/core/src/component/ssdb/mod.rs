@@ -371,29 +371,7 @@ impl Component for SsdbComponent {
     }
 
     fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        let status = if stats.errors.is_empty() {
-            Status::Complete
-        } else {
-            Status::Failed
-        };
-        ComponentRecord {
-            name: self.name.to_string(),
-            kind: self.name.kind.to_string(),
-            source: self.source(),
-            repo_path: self.config.path.display().to_string(),
-            files: stats.files,
-            dirs: stats.dirs,
-            bytes: stats.bytes,
-            read_bytes: stats.read_bytes,
-            status,
-            warnings: stats
-                .changed
-                .iter()
-                .map(|c| format!("changed while being read: {c}"))
-                .collect(),
-            errors: stats.errors.clone(),
-            details: prepared.details,
-        }
+        super::staged_record(&self.name, self.source(), prepared, &stats)
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {

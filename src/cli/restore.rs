@@ -12,7 +12,7 @@ use akbackup_core::{
     backup_set::Status,
     component::{self, RestoreTarget},
     config::ComponentName,
-    plan, restore,
+    plan, platform, restore,
 };
 
 use super::{Globals, exit, open_repo};
@@ -34,7 +34,18 @@ use crate::render::{self, Reporter};
 /// becomes a plain mongodump directory (DIR/mongodb/<name>/<db>/<coll>.bson) that
 /// `mongorestore DIR/mongodb/<name>` reads.
 ///
+/// With --all the whole platform comes back in a safe order: services that stay up (MongoDB,
+/// loaded through its server) must answer first; then the control module is stopped
+/// (akd stop), then the SSDB units; the MongoDB instances, SSDB stores and the control
+/// module are restored in that order; then everything starts again in reverse (systemctl
+/// restart mongod-*, systemctl start ssdb-*, akd start), each followed by a health check.
+/// The first failure stops the restores, every stopped service is started again, and the
+/// table at the end says what was restored, what runs, and what to do next (exit 1).
+/// `akbackup doctor SET` first checks that this server is ready.
+///
 /// Examples:
+///   akbackup doctor latest && akbackup restore latest --all --dry-run
+///   akbackup restore latest --all --yes
 ///   akbackup restore latest --only files.control --target /tmp/check
 ///   akbackup restore latest --only mongodb.control --yes
 ///   akbackup restore latest --only mongodb.control --ns-include 'control.users' \
@@ -50,6 +61,12 @@ pub struct Args {
     /// Restore under this directory instead of in place
     #[arg(long, value_name = "DIR")]
     target: Option<std::path::PathBuf>,
+    /// The whole platform in place: stop, restore, start and health-check in a safe order
+    #[arg(
+        long,
+        conflicts_with_all = ["target", "no_restart", "to_uri", "ns_include", "ns_exclude", "ns_from", "no_drop"]
+    )]
+    all: bool,
     /// Do not run restart commands after an in-place restore
     #[arg(long)]
     no_restart: bool,
@@ -103,10 +120,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         args.only.clone()
     };
     let components = component::build(&config, &wanted)?;
+    if args.all {
+        return run_all(g, args, &repo, &set, &components);
+    }
     let target = match &args.target {
         Some(dir) => RestoreTarget::Directory(dir.clone()),
         None => RestoreTarget::InPlace {
             no_restart: args.no_restart,
+            services_managed: false,
             db: component::DbRestoreOptions {
                 to_uri: args.to_uri.clone(),
                 ns_include: args.ns_include.clone(),
@@ -134,11 +155,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 step.files,
                 human_bytes(step.bytes),
                 step.destination.display(),
-                if step.replaces_existing {
-                    " (current contents kept aside)"
-                } else {
-                    ""
-                }
+                replaces_note(step)
             );
             for cmd in &step.start {
                 let _ = writeln!(s, "  then run: {cmd}");
@@ -153,18 +170,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if plan.in_place && !args.yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "an in-place restore replaces live data: pass --yes to confirm (or use --target DIR)"
-            );
-        }
-        eprint!("{}Type yes to restore in place: ", plan_text());
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            anyhow::bail!("restore cancelled: nothing was changed");
-        }
+        confirm(&plan_text())?;
     }
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
     let summary = restore::run(&repo, &components, &plan, &target, &progress)?;
@@ -228,4 +234,134 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         s
     })?;
     Ok(exit(summary.status != Status::Failed))
+}
+
+/// Asks on the terminal; refuses without one (pass --yes).
+fn confirm(plan_text: &str) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "an in-place restore replaces live data: pass --yes to confirm (or use --target DIR)"
+        );
+    }
+    eprint!("{plan_text}Type yes to restore in place: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        anyhow::bail!("restore cancelled: nothing was changed");
+    }
+    Ok(())
+}
+
+/// `restore --all`: plan, confirm, run, and the table.
+fn run_all(
+    g: &Globals,
+    args: &Args,
+    repo: &akbackup_core::repository::Repository,
+    set: &akbackup_core::backup_set::BackupSet,
+    components: &[Box<dyn akbackup_core::component::Component>],
+) -> anyhow::Result<ExitCode> {
+    let restore_plan = plan::restore_plan(set, components, &platform::target())?;
+    let plan = platform::plan(components, restore_plan);
+    let plan_text = {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "restore --all of set {} taken {}:",
+            set.short_id(),
+            render::time(plan.restore.set_time)
+        );
+        let mut n = 0;
+        let mut line = |s: &mut String, phase: &str, who: &str, what: &str| {
+            n += 1;
+            let _ = writeln!(s, "  {n:>2}. {phase:<8} {who:<16} {what}");
+        };
+        for name in &plan.check_first {
+            line(
+                &mut s,
+                "check",
+                name,
+                "server answers (it stays up: the dump is loaded through it)",
+            );
+        }
+        for c in &plan.stop {
+            line(&mut s, "stop", &c.component, &c.command);
+        }
+        for step in &plan.restore.steps {
+            let what = format!(
+                "{} files, {} -> {}{}",
+                step.files,
+                human_bytes(step.bytes),
+                step.destination.display(),
+                replaces_note(step)
+            );
+            line(&mut s, "restore", &step.name, &what);
+        }
+        for c in &plan.start {
+            line(
+                &mut s,
+                "start",
+                &c.component,
+                &format!("{}, then health check", c.command),
+            );
+        }
+        s
+    };
+    if args.dry_run {
+        render::out(g, &plan, || {
+            format!("{plan_text}dry run: nothing was changed")
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes {
+        confirm(&plan_text)?;
+    }
+    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    let summary = platform::run(repo, components, &plan, &progress)?;
+    render::out(g, &summary, || {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<16} {:<14} {:<8} detail",
+            "component", "data", "service"
+        );
+        for r in &summary.rows {
+            let data = match r.data {
+                platform::DataState::Restored => "restored",
+                platform::DataState::Failed => "FAILED",
+                platform::DataState::NotAttempted => "not restored",
+            };
+            let detail = [r.data_detail.as_str(), r.service_detail.as_str()]
+                .iter()
+                .filter(|d| !d.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(s, "{:<16} {data:<14} {:<8} {detail}", r.name, r.service);
+        }
+        if let Some(e) = &summary.error {
+            let _ = writeln!(s, "restore --all FAILED: {e}");
+            for step in &summary.next_steps {
+                let _ = writeln!(s, "next: {step}");
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "restore --all of set {} complete in {:.1}s: every component restored and up",
+                &summary.set[..summary.set.len().min(8)],
+                summary.seconds
+            );
+        }
+        s
+    })?;
+    Ok(exit(summary.status != Status::Failed))
+}
+
+/// What happens to the data a step replaces, for the plan.
+const fn replaces_note(step: &akbackup_core::component::RestoreStep) -> &'static str {
+    match (step.replaces_existing, step.keeps_previous) {
+        (false, _) => "",
+        (true, true) => " (current contents kept aside)",
+        (true, false) => " (its collections in the set are dropped and reloaded)",
+    }
 }

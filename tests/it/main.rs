@@ -14,6 +14,7 @@ mod keys;
 mod mongodb;
 mod monitoring;
 mod owners;
+mod platform;
 mod restore;
 mod retention;
 mod roundtrip;

@@ -9,12 +9,11 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::support::leveldb::{arg, count, fill, peer, peer_ok};
 use crate::support::{self, Sandbox, assert_exit, component, dir_size, parse_json, toml_str};
 
 /// The component every test here configures, and nothing else.
@@ -29,28 +28,6 @@ const ROUNDS: usize = 20;
 /// The load tests are serialised: each runs a busy writer, and on two cores two of them at once
 /// would mostly measure each other.
 static LOAD: Mutex<()> = Mutex::new(());
-
-/// `python3 tests/support/leveldb_writer.py`.
-fn peer() -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/leveldb_writer.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).stdin(Stdio::null());
-    cmd
-}
-
-/// Runs the peer to completion, asserting exit 0; a missing `plyvel` is named in the message.
-fn peer_ok(args: &[&str]) -> Output {
-    let out = peer().args(args).output().expect("spawn python3");
-    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("plyvel") {
-        panic!(
-            "the LevelDB test peer needs plyvel; run scripts/test, which installs it \
-             (python3 -m pip install plyvel==1.5.1):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert_exit(&out, 0, &format!("leveldb_writer.py {}", args.join(" ")));
-    out
-}
 
 /// The store's directory in the sandbox (`<root>/var/lib/ssdb/actions`).
 fn store_dir(sb: &Sandbox) -> PathBuf {
@@ -73,26 +50,6 @@ fn ssdb_sandbox(extra: &str) -> Sandbox {
     sb.write_config(&ssdb_config(&sb, extra));
     sb.init();
     sb
-}
-
-/// `STORE` as a `&str` argument.
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("sandbox paths are UTF-8")
-}
-
-/// Key counts per SSDB type of a (quiet) store, as the peer's `count` reports them.
-fn count(store: &Path) -> Value {
-    parse_json(&peer_ok(&["count", arg(store)]))
-}
-
-/// Writes about `mb` MiB of new keys named after `seed`; `append` skips the final compaction.
-fn fill(store: &Path, mb: f64, seed: u32, append: bool) {
-    let (mb, seed) = (mb.to_string(), seed.to_string());
-    let mut args = vec!["fill", arg(store), "--mb", &mb, "--seed", &seed];
-    if append {
-        args.push("--append");
-    }
-    peer_ok(&args);
 }
 
 /// The checker's verdict on a copy: exit code and both streams.

@@ -23,6 +23,8 @@ pub enum Action {
     RemoveFile(PathBuf),
     /// Start a systemd unit that we stopped.
     StartUnit(String),
+    /// Run a command (argv, no shell) that starts what we stopped.
+    Run(Vec<String>),
 }
 
 static REGISTRY: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
@@ -65,6 +67,11 @@ fn perform(action: &Action) {
         Action::StartUnit(unit) => {
             if let Err(e) = crate::service::systemctl("start", unit) {
                 eprintln!("akbackup: could not start {unit} again: {e}; start it by hand");
+            }
+        }
+        Action::Run(argv) => {
+            if let Err(e) = crate::service::run(argv) {
+                eprintln!("akbackup: {e}; run it by hand");
             }
         }
     }

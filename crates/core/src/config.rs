@@ -252,6 +252,10 @@ pub struct FilesConfig {
     /// Command (argv, no shell) run after an in-place restore. Default for `control`:
     /// `<path>/akd restart`; `[]` disables it.
     pub restart: Option<Vec<String>>,
+    /// Command (argv, no shell) whose exit 0 means the service is up, checked after
+    /// `restore --all` starts it; without it, a start command that exits 0 counts as up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<String>>,
     /// `fail` (default) or `skip` for files that cannot be read.
     #[serde(default)]
     pub on_read_error: OnReadError,
@@ -262,6 +266,26 @@ fn default_excludes() -> Vec<String> {
 }
 
 impl FilesConfig {
+    /// The stop and start commands of `restore --all`: a restart command ending in
+    /// `restart` (`akd restart`, `systemctl restart UNIT`) gives `... stop` and `... start`;
+    /// any other one has no stop, and runs as the start.
+    #[must_use]
+    pub fn stop_start_commands(&self, name: &str) -> Option<(Option<Vec<String>>, Vec<String>)> {
+        let restart = self.restart_command(name)?;
+        let verb = restart.iter().rposition(|a| a == "restart");
+        Some(match verb {
+            Some(i) => {
+                let with = |v: &str| {
+                    let mut argv = restart.clone();
+                    argv[i] = v.to_string();
+                    argv
+                };
+                (Some(with("stop")), with("start"))
+            }
+            None => (None, restart),
+        })
+    }
+
     /// The restart command after defaults are applied, or `None`.
     #[must_use]
     pub fn restart_command(&self, name: &str) -> Option<Vec<String>> {
@@ -475,7 +499,7 @@ const RETENTION_KEYS: &[&str] = &[
     "after-backup",
     "prune",
 ];
-const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "on-read-error"];
+const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "health", "on-read-error"];
 const MONGODB_KEYS: &[&str] = &[
     "uri",
     "service",
@@ -531,6 +555,7 @@ impl Config {
                 path: PathBuf::from("/opt/altcraft"),
                 exclude: default_excludes(),
                 restart: None,
+                health: None,
                 on_read_error: OnReadError::Fail,
             },
         );

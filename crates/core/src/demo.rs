@@ -128,6 +128,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
             path: platform.clone(),
             exclude: vec!["*.pid".to_string(), "*.log".to_string()],
             restart: None,
+            health: None,
             on_read_error: OnReadError::Fail,
         },
     );

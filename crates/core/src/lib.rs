@@ -33,6 +33,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod monitoring;
 pub mod plan;
+pub mod platform;
 pub mod progress;
 pub mod repository;
 pub mod restore;

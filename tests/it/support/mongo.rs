@@ -210,6 +210,11 @@ impl MongoServer {
             .unwrap_or_default()
     }
 
+    /// The server process's pid, while it runs (a stand-in kills it mid-restore).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// SIGKILLs the server now and reaps it (the server-dies-mid-backup tests).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
-    StagedRestore, StoredIndex,
+    ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -184,10 +184,14 @@ impl Component for FilesComponent {
             RestoreTarget::Directory(dir) => {
                 (dir.join("files").join(&self.name.name), false, Vec::new())
             }
-            RestoreTarget::InPlace { no_restart, .. } => (
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                ..
+            } => (
                 self.config.path.clone(),
                 self.config.path.exists(),
-                if *no_restart {
+                if *no_restart || *services_managed {
                     Vec::new()
                 } else {
                     self.restart()
@@ -202,6 +206,7 @@ impl Component for FilesComponent {
             repo_path: self.config.path.clone(),
             destination,
             replaces_existing: replaces,
+            keeps_previous: true,
             stop: Vec::new(),
             start,
             files: record.files,
@@ -226,7 +231,12 @@ impl Component for FilesComponent {
                 set_id,
                 progress,
             ),
-            RestoreTarget::InPlace { no_restart, .. } => {
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                ..
+            } => {
+                let no_restart = *no_restart || *services_managed;
                 let live = &self.config.path;
                 let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
                 let previous = staged.swap(&self.name, live)?;
@@ -254,6 +264,20 @@ impl Component for FilesComponent {
                     details: serde_json::Value::Null,
                 })
             }
+        }
+    }
+
+    fn service_control(&self) -> Option<ServiceControl> {
+        let (stop, start) = self.config.stop_start_commands(&self.name.name)?;
+        Some(ServiceControl { stop, start })
+    }
+
+    fn health_check(&self) -> Result<String, String> {
+        match &self.config.health {
+            Some(argv) if !argv.is_empty() => service::run(argv)
+                .map(|()| format!("{} exited 0", shell_words::join(argv)))
+                .map_err(|e| e.to_string()),
+            _ => Ok("started (no health command configured)".to_string()),
         }
     }
 }

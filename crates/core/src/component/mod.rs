@@ -140,6 +140,9 @@ pub enum RestoreTarget {
     InPlace {
         /// Skip the restart command.
         no_restart: bool,
+        /// The caller (`restore --all`) has stopped the component's service and starts and
+        /// health-checks it afterwards: the component neither stops nor starts anything.
+        services_managed: bool,
         /// What database components load, and where.
         db: DbRestoreOptions,
     },
@@ -151,6 +154,7 @@ impl RestoreTarget {
     pub fn in_place() -> Self {
         Self::InPlace {
             no_restart: false,
+            services_managed: false,
             db: DbRestoreOptions::default(),
         }
     }
@@ -207,6 +211,9 @@ pub struct RestoreStep {
     pub destination: PathBuf,
     /// Whether existing data there is replaced (and kept aside).
     pub replaces_existing: bool,
+    /// Whether what it replaces is kept aside (a swapped directory) rather than dropped (a
+    /// database load).
+    pub keeps_previous: bool,
     /// Services stopped before, in order.
     pub stop: Vec<String>,
     /// Commands run after, in order.
@@ -215,6 +222,17 @@ pub struct RestoreStep {
     pub files: u64,
     /// Bytes in the set.
     pub bytes: u64,
+}
+
+/// How `restore --all` stops and starts a component's service around the restore.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceControl {
+    /// Run before any component is restored; `None` when the service must stay up (a
+    /// MongoDB instance is loaded through its own server).
+    pub stop: Option<Vec<String>>,
+    /// Run after every component is restored, in the reverse order of the stops; then the
+    /// component's [`Component::health_check`] runs.
+    pub start: Vec<String>,
 }
 
 /// The operations every kind of component provides.
@@ -257,6 +275,20 @@ pub trait Component: Send + Sync {
         target: &RestoreTarget,
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError>;
+    /// The service around this component's data, for `restore --all`; `None` when nothing
+    /// runs on it.
+    fn service_control(&self) -> Option<ServiceControl> {
+        None
+    }
+    /// Whether the component's service answers now: `Ok` with what was seen, or `Err` with
+    /// what failed. Called after `restore --all` starts it, and before anything is stopped
+    /// for services that stay up. Waits a bounded time for a service that is starting.
+    ///
+    /// # Errors
+    /// One line: what did not answer, and how it failed.
+    fn health_check(&self) -> Result<String, String> {
+        Ok("no health check for this kind".to_string())
+    }
 }
 
 /// The manifest record of a component stored from a private staged copy (SSDB checkpoint,

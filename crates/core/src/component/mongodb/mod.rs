@@ -24,7 +24,7 @@ use mongodb::bson::doc;
 
 use super::{
     Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, Prepared, RestoreStep,
-    RestoreTarget, StoredIndex,
+    RestoreTarget, ServiceControl, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -198,10 +198,14 @@ impl Component for MongodbComponent {
             RestoreTarget::Directory(dir) => {
                 (dir.join("mongodb").join(&self.name.name), false, vec![])
             }
-            RestoreTarget::InPlace { no_restart, db } => (
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                db,
+            } => (
                 PathBuf::from(redact_uri(db.to_uri.as_deref().unwrap_or(&self.config.uri))),
                 !db.no_drop,
-                if *no_restart {
+                if *no_restart || *services_managed {
                     vec![]
                 } else {
                     vec![format!("systemctl restart {unit}")]
@@ -213,6 +217,7 @@ impl Component for MongodbComponent {
             repo_path: self.repo_path.clone(),
             destination,
             replaces_existing: replaces,
+            keeps_previous: false,
             stop: Vec::new(),
             start,
             files: record.files,
@@ -238,7 +243,11 @@ impl Component for MongodbComponent {
                     progress,
                 );
             }
-            RestoreTarget::InPlace { no_restart, db } => (*no_restart, db),
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                db,
+            } => (*no_restart || *services_managed, db),
         };
         let options = self.load_options(db)?;
         let uri = db.to_uri.clone().unwrap_or_else(|| self.config.uri.clone());
@@ -313,6 +322,29 @@ impl Component for MongodbComponent {
                 "oplog_applied": summary.oplog_applied,
             }),
         })
+    }
+
+    fn service_control(&self) -> Option<ServiceControl> {
+        // Loaded through the server, so it stays up during the restore; restarted after, as
+        // a single-instance restore does.
+        Some(ServiceControl {
+            stop: None,
+            start: vec![
+                "systemctl".to_string(),
+                "restart".to_string(),
+                self.config.unit(&self.name.name),
+            ],
+        })
+    }
+
+    fn health_check(&self) -> Result<String, String> {
+        let rt = self.runtime().map_err(|e| e.to_string())?;
+        rt.block_on(Connection::open(
+            &self.config.uri,
+            &self.config,
+            self.timeout(),
+        ))
+        .map(|c| format!("{} answers ping", c.shown))
     }
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
-    StagedRestore, StoredIndex,
+    ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -65,6 +65,14 @@ impl Stopped {
             unit: unit.to_string(),
             guard: Some(cleanup::register(Action::StartUnit(unit.to_string()))),
         })
+    }
+
+    /// A unit someone else stopped and will start: nothing to undo here.
+    fn already() -> Self {
+        Self {
+            unit: String::new(),
+            guard: None,
+        }
     }
 
     fn start(mut self) -> Result<(), service::ServiceError> {
@@ -383,11 +391,19 @@ impl Component for SsdbComponent {
                 vec![],
                 vec![],
             ),
-            RestoreTarget::InPlace { no_restart, .. } => (
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                ..
+            } => (
                 self.config.path.clone(),
                 self.config.path.exists(),
-                vec![format!("systemctl stop {unit}")],
-                if *no_restart {
+                if *services_managed {
+                    vec![]
+                } else {
+                    vec![format!("systemctl stop {unit}")]
+                },
+                if *no_restart || *services_managed {
                     vec![]
                 } else {
                     vec![
@@ -402,6 +418,7 @@ impl Component for SsdbComponent {
             repo_path: self.config.path.clone(),
             destination,
             replaces_existing: replaces,
+            keeps_previous: true,
             stop,
             start,
             files: record.files,
@@ -417,7 +434,7 @@ impl Component for SsdbComponent {
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
         let label = self.name.to_string();
-        let no_restart = match target {
+        let (no_restart, managed) = match target {
             RestoreTarget::Directory(dir) => {
                 return super::restore_to_directory(
                     &self.name,
@@ -428,7 +445,11 @@ impl Component for SsdbComponent {
                     progress,
                 );
             }
-            RestoreTarget::InPlace { no_restart, .. } => *no_restart,
+            RestoreTarget::InPlace {
+                no_restart,
+                services_managed,
+                ..
+            } => (*no_restart, *services_managed),
         };
         let live = &self.config.path;
         // Written while the server still runs: downtime is only the swap.
@@ -436,12 +457,17 @@ impl Component for SsdbComponent {
         // Found now: ssdb.conf next to the store moves aside with the swap.
         let endpoint = self.endpoint();
         let unit = self.unit();
-        progress.note(&format!("{label}: stopping {unit}"));
-        let stopped = match Stopped::stop(&unit) {
-            Ok(s) => s,
-            Err(e) => {
-                staged.discard();
-                return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
+        let stopped = if managed {
+            // `restore --all` stopped the unit and starts it when everything is restored.
+            Stopped::already()
+        } else {
+            progress.note(&format!("{label}: stopping {unit}"));
+            match Stopped::stop(&unit) {
+                Ok(s) => s,
+                Err(e) => {
+                    staged.discard();
+                    return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
+                }
             }
         };
         // The set holds data/ and meta/ only; everything else in the store directory
@@ -463,14 +489,16 @@ impl Component for SsdbComponent {
         };
         let (written, stamp) = (staged.written, staged.stamp);
         let mut warnings = Vec::new();
-        if no_restart {
+        if no_restart || managed {
             let mut stopped = stopped;
             if let Some(g) = stopped.guard.take() {
                 g.disarm();
             }
-            warnings.push(format!(
-                "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
-            ));
+            if !managed {
+                warnings.push(format!(
+                    "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
+                ));
+            }
             return Ok(ComponentRestore {
                 name: label,
                 destination: live.clone(),
@@ -507,6 +535,35 @@ impl Component for SsdbComponent {
             Err(why) => Err(self.rollback(live, previous.as_deref(), &unit, &stamp, &why)),
         }
     }
+
+    fn service_control(&self) -> Option<ServiceControl> {
+        let unit = self.unit();
+        Some(ServiceControl {
+            stop: Some(systemctl_argv("stop", &unit)),
+            start: systemctl_argv("start", &unit),
+        })
+    }
+
+    fn health_check(&self) -> Result<String, String> {
+        match self.endpoint() {
+            Ok((host, port)) => self.wait_healthy(&host, port),
+            Err(_) => {
+                let unit = self.unit();
+                service::run(&systemctl_argv("is-active", &unit))
+                    .map(|()| {
+                        format!(
+                            "{unit} is active (no SSDB port known to ping: set host/port in [{}])",
+                            self.name
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn systemctl_argv(verb: &str, unit: &str) -> Vec<String> {
+    vec!["systemctl".to_string(), verb.to_string(), unit.to_string()]
 }
 
 /// Copies every entry of `live` except `data/`, `meta/` and `*.pid` into `staging`, with

@@ -320,3 +320,66 @@ fn restore_all_failure_midway_keeps_the_rest_and_says_what_next() {
         "the next step must name the command for what is missing:\n{text}"
     );
 }
+
+/// SIGTERM while `restore --all` waits on a stop (the `systemctl stop ssdb-hb` stand-in
+/// hangs): the process exits 130 after starting what it had stopped, newest first.
+#[test]
+fn restore_all_interrupted_starts_what_it_stopped() {
+    let p = platform();
+    support::write_file(
+        &p.sb.root().join("bin/systemctl.real"),
+        &fs::read(p.sb.root().join("bin/systemctl")).expect("read stand-in"),
+    );
+    let hang = format!(
+        "#!/bin/sh\nif [ \"$*\" = 'stop ssdb-hb' ]; then printf '%s\\n' 'systemctl stop ssdb-hb' >> '{root}/calls'; touch '{root}/hanging'; sleep 30; fi\nexec '{root}/bin/systemctl.real' \"$@\"\n",
+        root = p.sb.root().display()
+    );
+    support::write_file(&p.sb.root().join("bin/systemctl"), hang.as_bytes());
+    support::chmod(&p.sb.root().join("bin/systemctl.real"), 0o755);
+    support::chmod(&p.sb.root().join("bin/systemctl"), 0o755);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![p.sb.root().join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_akbackup"))
+        .args(["restore", "latest", "--all", "--yes"])
+        .env("AKBACKUP_CONFIG", p.sb.config_path())
+        .env_remove("AKBACKUP_PASSWORD")
+        .env("PATH", std::env::join_paths(dirs).expect("join PATH"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn akbackup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !p.sb.root().join("hanging").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop of ssdb-hb never started; calls: {:?}",
+            p.calls()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("send SIGTERM");
+    let out = child.wait_with_output().expect("wait for akbackup");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        p.calls(),
+        [
+            "akd stop",
+            "systemctl stop ssdb-actions",
+            "systemctl stop ssdb-hb",
+            "systemctl start ssdb-actions",
+            "akd start",
+        ],
+        "the stopped services must be started again, newest first"
+    );
+}

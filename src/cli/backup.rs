@@ -200,7 +200,7 @@ fn write_metrics(
         components: summary
             .components
             .iter()
-            .map(|c| (c.name.clone(), c.bytes, c.read_bytes))
+            .map(|c| (c.name.clone(), c.bytes, c.read_bytes, c.prepare_seconds))
             .collect(),
     };
     write_run_metrics(path, repo, &run);
@@ -215,7 +215,10 @@ fn write_run_metrics(
 ) {
     use akbackup_core::monitoring;
     let sets = repo.sets().unwrap_or_default();
-    if let Err(e) = monitoring::write_atomically(path, &monitoring::metrics(&sets, run)) {
+    // The verify families in the file stay until the next verify replaces them.
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let text = monitoring::merge(&existing, &monitoring::metrics(&sets, run));
+    if let Err(e) = monitoring::write_atomically(path, &text) {
         eprintln!(
             "akbackup: warning: cannot write metrics to {}: {e}",
             path.display()

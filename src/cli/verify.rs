@@ -109,5 +109,21 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         );
         s
     })?;
+    if let Some(path) = &config.monitoring.textfile {
+        use akbackup_core::monitoring;
+        let facts = monitoring::VerifyFacts {
+            finished: jiff::Timestamp::now(),
+            success: summary.ok,
+            read_data: summary.read_data || summary.read_data_subset.is_some(),
+        };
+        let existing = std::fs::read_to_string(path).unwrap_or_default();
+        let text = monitoring::merge(&existing, &monitoring::verify_metrics(&facts));
+        if let Err(e) = monitoring::write_atomically(path, &text) {
+            eprintln!(
+                "akbackup: warning: cannot write metrics to {}: {e}",
+                path.display()
+            );
+        }
+    }
     Ok(exit(summary.ok))
 }

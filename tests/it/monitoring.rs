@@ -112,3 +112,71 @@ fn status_exit_codes_follow_the_age() {
         .expect("spawn");
     assert_eq!(out.status.code(), Some(0), "thresholds are the operator's");
 }
+
+/// `verify` adds its own families to the file (result, time, whether data was read); a
+/// damaged pack turns the result to 0; a later backup keeps them; and every component has
+/// its prepare time.
+#[test]
+fn verify_result_is_in_the_metrics_and_survives_the_next_backup() {
+    let sb = Sandbox::new();
+    fs::write(sb.source().join("a.conf"), vec![b'y'; 20_000]).expect("source");
+    let path = with_textfile(&sb);
+    sb.init();
+    sb.backup(&[]);
+    let m = samples(&fs::read_to_string(&path).expect("metrics"));
+    assert!(
+        m.contains_key("akbackup_component_prepare_seconds{component=\"files.control\"}"),
+        "{m:?}"
+    );
+    assert!(!m.contains_key("akbackup_last_verify_success"), "{m:?}");
+
+    sb.ok(&["verify"]);
+    let text = fs::read_to_string(&path).expect("metrics");
+    let m = samples(&text);
+    assert_eq!(m["akbackup_last_verify_success"], 1.0, "{text}");
+    assert_eq!(m["akbackup_last_verify_read_data"], 0.0, "{text}");
+    assert_eq!(
+        m["akbackup_last_run_success"], 1.0,
+        "backup families kept: {text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE akbackup_last_verify_success gauge")
+            .count(),
+        1,
+        "{text}"
+    );
+
+    // Flip one byte in the middle of every data pack: verify --read-data fails, and says so.
+    for pack in crate::support::files_under(&sb.repo().join("data")) {
+        let mut bytes = fs::read(&pack).expect("read pack");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&pack, bytes).expect("write pack");
+    }
+    let out = sb.cmd(&["verify", "--read-data"]).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(1), "verify of a damaged repository");
+    let text = fs::read_to_string(&path).expect("metrics");
+    let m = samples(&text);
+    assert_eq!(m["akbackup_last_verify_success"], 0.0, "{text}");
+    assert_eq!(m["akbackup_last_verify_read_data"], 1.0, "{text}");
+    let verified_at = m["akbackup_last_verify_timestamp_seconds"];
+
+    fs::write(sb.source().join("b.conf"), b"new").expect("change");
+    let _ = sb.cmd(&["backup"]).output().expect("spawn");
+    let text = fs::read_to_string(&path).expect("metrics");
+    let m = samples(&text);
+    assert_eq!(
+        m["akbackup_last_verify_success"], 0.0,
+        "kept by the backup: {text}"
+    );
+    assert_eq!(
+        m["akbackup_last_verify_timestamp_seconds"], verified_at,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE akbackup_last_run_success gauge")
+            .count(),
+        1,
+        "{text}"
+    );
+}

@@ -118,10 +118,15 @@ pub fn run(
         })?;
 
     let mut prepared = Vec::new();
+    let mut prepare_seconds = Vec::new();
     for c in components {
         progress.note(&format!("{}: preparing {}", c.name(), c.source()));
+        let clock = Instant::now();
         match c.prepare(staging.path(), progress) {
-            Ok(p) => prepared.push(p),
+            Ok(p) => {
+                prepared.push(p);
+                prepare_seconds.push(clock.elapsed().as_secs_f64());
+            }
             Err(e) => {
                 // Nothing is stored: release what was staged, report the component failed.
                 drop(prepared);
@@ -178,8 +183,15 @@ pub fn run(
     )?;
 
     let mut records = Vec::new();
-    for ((c, prep), stat) in components.iter().zip(prepared).zip(stats) {
-        records.push(c.finish(prep, stat));
+    for (((c, prep), stat), seconds) in components
+        .iter()
+        .zip(prepared)
+        .zip(stats)
+        .zip(prepare_seconds)
+    {
+        let mut record = c.finish(prep, stat);
+        record.prepare_seconds = seconds;
+        records.push(record);
     }
     drop(staging);
 
@@ -240,6 +252,7 @@ fn not_stored(c: &dyn Component, error: String) -> ComponentRecord {
         warnings: Vec::new(),
         errors: vec![error],
         details: serde_json::Value::Null,
+        prepare_seconds: 0.0,
     }
 }
 

@@ -83,6 +83,10 @@ pub struct ComponentRecord {
     /// Kind-specific facts (key counts, digests, consistency notes).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// Seconds spent making the data readable before it was stored (the MongoDB dump, the
+    /// SSDB checkpoint or stop); storing is one step for the whole set.
+    #[serde(default)]
+    pub prepare_seconds: f64,
 }
 
 impl Manifest {
@@ -158,6 +162,7 @@ mod tests {
                 warnings: vec![],
                 errors: vec![],
                 details: serde_json::Value::Null,
+                prepare_seconds: 0.0,
             }],
         };
         let back = Manifest::from_description(&m.to_description()).unwrap();

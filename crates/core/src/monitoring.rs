@@ -42,20 +42,86 @@ pub struct RunFacts {
     pub duration_secs: f64,
     /// Bytes it added to the repository.
     pub added_bytes: u64,
-    /// Per component: (bytes, bytes read).
-    pub components: Vec<(String, u64, u64)>,
+    /// Per component: (bytes, bytes read, seconds to prepare).
+    pub components: Vec<(String, u64, u64, f64)>,
+}
+
+/// The result of a `verify` run, for the metrics file.
+#[derive(Debug, Clone)]
+pub struct VerifyFacts {
+    /// When it ended.
+    pub finished: jiff::Timestamp,
+    /// Whether it found no problem.
+    pub success: bool,
+    /// Whether it read the data (all of it or a subset), not only the structure.
+    pub read_data: bool,
+}
+
+/// The verify metrics; [`merge`] puts them into a file that also holds the backup's.
+#[must_use]
+pub fn verify_metrics(v: &VerifyFacts) -> String {
+    let mut s = String::new();
+    family(
+        &mut s,
+        "last_verify_timestamp_seconds",
+        "End of the last verify run.",
+        vec![(String::new(), v.finished.as_second().to_string())],
+    );
+    family(
+        &mut s,
+        "last_verify_success",
+        "1 when the last verify found no problem.",
+        vec![(String::new(), u8::from(v.success).to_string())],
+    );
+    family(
+        &mut s,
+        "last_verify_read_data",
+        "1 when the last verify read pack data, 0 when it checked the structure only.",
+        vec![(String::new(), u8::from(v.read_data).to_string())],
+    );
+    s
+}
+
+/// Appends one gauge family (HELP, TYPE, samples).
+fn family(s: &mut String, name: &str, help: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(s, "# HELP akbackup_{name} {help}");
+    let _ = writeln!(s, "# TYPE akbackup_{name} gauge");
+    for (labels, value) in rows {
+        let _ = writeln!(s, "akbackup_{name}{labels} {value}");
+    }
+}
+
+/// `existing` with every metric family that `update` defines replaced by `update`'s: backup
+/// and verify each write their own families into one file without erasing the other's.
+#[must_use]
+pub fn merge(existing: &str, update: &str) -> String {
+    let name_of = |line: &str| -> Option<String> {
+        let rest = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        (!name.is_empty()).then_some(name)
+    };
+    let replaced: std::collections::BTreeSet<String> = update.lines().filter_map(name_of).collect();
+    let mut out: String = existing
+        .lines()
+        .filter(|l| name_of(l).is_none_or(|n| !replaced.contains(&n)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(update);
+    out
 }
 
 /// The metrics text for `sets` (the repository after the run) and `run`.
 #[must_use]
 pub fn metrics(sets: &[BackupSet], run: &RunFacts) -> String {
     let mut s = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(s, "# HELP akbackup_{name} {help}");
-        let _ = writeln!(s, "# TYPE akbackup_{name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(s, "akbackup_{name}{labels} {value}");
-        }
+    let mut metric = |name: &str, help: &str, _kind: &str, rows: Vec<(String, String)>| {
+        family(&mut s, name, help, rows);
     };
     let label = |c: &str| format!("{{component=\"{}\"}}", c.replace(['"', '\\', '\n'], "_"));
     metric(
@@ -97,7 +163,7 @@ pub fn metrics(sets: &[BackupSet], run: &RunFacts) -> String {
         "gauge",
         run.components
             .iter()
-            .map(|(c, b, _)| (label(c), b.to_string()))
+            .map(|(c, b, _, _)| (label(c), b.to_string()))
             .collect(),
     );
     metric(
@@ -106,7 +172,16 @@ pub fn metrics(sets: &[BackupSet], run: &RunFacts) -> String {
         "gauge",
         run.components
             .iter()
-            .map(|(c, _, r)| (label(c), r.to_string()))
+            .map(|(c, _, r, _)| (label(c), r.to_string()))
+            .collect(),
+    );
+    metric(
+        "component_prepare_seconds",
+        "Seconds the component took to make its data readable in the last run (dump, checkpoint); storing is one step for the whole set.",
+        "gauge",
+        run.components
+            .iter()
+            .map(|(c, _, _, t)| (label(c), format!("{t:.3}")))
             .collect(),
     );
     metric(
@@ -181,4 +256,27 @@ pub fn ages(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    /// Families named in the update replace the old ones (HELP, TYPE and samples, labelled
+    /// or not); others stay; a name that is a prefix of another is not confused with it.
+    #[test]
+    fn merge_replaces_only_the_updated_families() {
+        let old = "# HELP akbackup_sets Sets.\n# TYPE akbackup_sets gauge\nakbackup_sets 3\n\
+                   # HELP akbackup_sets_total X.\nakbackup_sets_total 9\n\
+                   akbackup_last_verify_success 1\n";
+        let update = "# HELP akbackup_sets Sets.\n# TYPE akbackup_sets gauge\nakbackup_sets 4\n";
+        let merged = merge(old, update);
+        assert_eq!(
+            merged,
+            "# HELP akbackup_sets_total X.\nakbackup_sets_total 9\n\
+             akbackup_last_verify_success 1\n\
+             # HELP akbackup_sets Sets.\n# TYPE akbackup_sets gauge\nakbackup_sets 4\n"
+        );
+        assert_eq!(merge("", update), update);
+    }
 }

@@ -176,6 +176,7 @@ impl Component for FilesComponent {
             warnings,
             errors,
             details: prepared.details,
+            prepare_seconds: 0.0,
         }
     }
 

@@ -322,6 +322,7 @@ pub fn staged_record(
             .collect(),
         errors: stats.errors.clone(),
         details: prepared.details,
+        prepare_seconds: 0.0,
     }
 }
 

@@ -13,10 +13,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    render::init_logging(args.log_level());
+    render::init_logging(args.log_level(), args.log_format());
     if let Err(e) = akbackup_core::cleanup::install_signal_handler() {
-        eprintln!(
-            "akbackup: warning: cannot install signal handlers ({e}): Ctrl-C may leave staging directories behind"
+        render::log(
+            render::Level::Warn,
+            None,
+            &format!(
+                "cannot install signal handlers ({e}): Ctrl-C may leave staging directories behind"
+            ),
         );
     }
     match cli::run(args) {
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
                     line.push_str(&part);
                 }
             }
-            eprintln!("akbackup: {}", line.replace('\n', " "));
+            render::log(render::Level::Error, None, &line);
             ExitCode::from(2)
         }
     }

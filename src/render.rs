@@ -1,9 +1,17 @@
 //! Output: text or `--json` on stdout, progress bars or log lines on stderr.
+//!
+//! stderr has three shapes. On a terminal: progress bars and `akbackup: ...` lines for a
+//! person. Elsewhere (a pipe, the journal, cron mail): the same lines, the progress ones
+//! prefixed by an RFC 3339 UTC timestamp; warnings and errors keep the `akbackup: ` start
+//! scripts match on. With `--log-format json`: one JSON object per line (`timestamp`,
+//! `level`, `target`, `message`, and `component` where there is one), the storage engine's
+//! messages included, for log collectors. Messages never carry secrets: the core redacts
+//! passwords in URIs and webhook URLs before they get here.
 
 use std::{
     collections::HashMap,
     io::{IsTerminal, Write},
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::Instant,
 };
 
@@ -12,8 +20,25 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::Globals;
 
-/// Routes the engine's `log` messages through tracing to stderr.
-pub fn init_logging(level: &str) {
+/// How stderr lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (progress bars on a terminal, timestamps elsewhere).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+fn log_format() -> LogFormat {
+    LOG_FORMAT.get().copied().unwrap_or_default()
+}
+
+/// Routes the engine's `log` messages through tracing to stderr, in `format`.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_env("AKBACKUP_LOG").unwrap_or_else(|_| {
         // The storage layer logs every expected "not found" (probing for a repository
         // config) as a warning and every failure with a backtrace; its failures reach
@@ -24,12 +49,80 @@ pub fn init_logging(level: &str) {
             level
         })
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).without_time().try_init(),
+        // The same keys as our own lines (see `log`): flat, no span lists.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Severity of a line of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Progress and notes.
+    Info,
+    /// Something to look at; the run goes on.
+    Warn,
+    /// The run (or a part of it) failed.
+    Error,
+}
+
+/// One line on stderr in the `--log-format` in effect: `message` about `component` (when
+/// there is one). Text: `akbackup: message` (`akbackup: warning: message` for warnings),
+/// info lines timestamped unless stderr is a terminal.
+pub fn log(level: Level, component: Option<&str>, message: &str) {
+    let line = format_line(
+        log_format(),
+        std::io::stderr().is_terminal(),
+        jiff::Timestamp::now(),
+        level,
+        component,
+        message,
+    );
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The text of a [`log`] line (pure, for tests).
+fn format_line(
+    format: LogFormat,
+    tty: bool,
+    now: jiff::Timestamp,
+    level: Level,
+    component: Option<&str>,
+    message: &str,
+) -> String {
+    let message = message.replace('\n', " ");
+    match format {
+        LogFormat::Json => {
+            let mut v = serde_json::json!({
+                "timestamp": format!("{now:.3}"),
+                "level": match level {
+                    Level::Info => "INFO",
+                    Level::Warn => "WARN",
+                    Level::Error => "ERROR",
+                },
+                "target": "akbackup",
+                "message": message,
+            });
+            if let Some(c) = component {
+                v["component"] = serde_json::Value::from(c);
+            }
+            v.to_string()
+        }
+        LogFormat::Text => match level {
+            Level::Info if !tty => format!("{now:.3} akbackup: {message}"),
+            Level::Info | Level::Error => format!("akbackup: {message}"),
+            Level::Warn => format!("akbackup: warning: {message}"),
+        },
+    }
 }
 
 /// Prints `value` as JSON with `--json`, else the text from `text`.
@@ -64,7 +157,8 @@ impl Reporter {
     pub fn new(g: &Globals) -> Self {
         let tty = std::io::stderr().is_terminal();
         Self {
-            bars: tty.then(MultiProgress::new),
+            // JSON lines were asked for even on a terminal: no bars between them.
+            bars: (tty && log_format() == LogFormat::Text).then(MultiProgress::new),
             active: Mutex::new(HashMap::new()),
             quiet: g.json && !tty,
         }
@@ -90,11 +184,13 @@ impl Progress for Reporter {
             }
             None => {
                 if !self.quiet {
-                    eprintln!(
-                        "akbackup: {label}: started{}",
-                        total
-                            .map(|t| format!(" ({})", human_bytes(t)))
-                            .unwrap_or_default()
+                    let size = total
+                        .map(|t| format!(" ({})", human_bytes(t)))
+                        .unwrap_or_default();
+                    log(
+                        Level::Info,
+                        component_of(label),
+                        &format!("{label}: started{size}"),
                     );
                 }
                 ProgressBar::hidden()
@@ -119,12 +215,12 @@ impl Progress for Reporter {
             bar.finish_and_clear();
             if !self.quiet {
                 let secs = start.elapsed().as_secs_f64();
-                let line = format!("akbackup: {label}: done, {} in {secs:.1}s", human_bytes(n));
+                let line = format!("{label}: done, {} in {secs:.1}s", human_bytes(n));
                 match &self.bars {
                     Some(multi) => {
-                        let _ = multi.println(line);
+                        let _ = multi.println(format!("akbackup: {line}"));
                     }
-                    None => eprintln!("{line}"),
+                    None => log(Level::Info, component_of(label), &line),
                 }
             }
         }
@@ -138,12 +234,78 @@ impl Progress for Reporter {
             Some(multi) => {
                 let _ = multi.println(format!("akbackup: {message}"));
             }
-            None => eprintln!("akbackup: {message}"),
+            None => log(Level::Info, component_of(message), message),
         }
     }
+}
+
+/// The component a progress label is about (`files.control`, `ssdb.stat: detail`,
+/// `verify 1a2b3c4d mongodb.control`), if it names one.
+fn component_of(label: &str) -> Option<&str> {
+    let head = label.split(':').next().unwrap_or(label);
+    head.split_whitespace().last().filter(|w| {
+        ["files.", "mongodb.", "ssdb."]
+            .iter()
+            .any(|k| w.starts_with(k))
+    })
 }
 
 /// `2026-11-24 23:59:59` in UTC.
 pub fn time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> jiff::Timestamp {
+        "2026-11-25T09:10:19.5Z".parse().expect("timestamp")
+    }
+
+    #[test]
+    /// Info lines off a terminal start with an RFC 3339 timestamp; warnings and errors keep
+    /// the `akbackup: ` start scripts match; a terminal gets no timestamps.
+    fn text_lines() {
+        let line = |tty, level| format_line(LogFormat::Text, tty, at(), level, None, "m");
+        assert_eq!(
+            line(false, Level::Info),
+            "2026-11-25T09:10:19.500Z akbackup: m"
+        );
+        assert_eq!(line(true, Level::Info), "akbackup: m");
+        assert_eq!(line(false, Level::Warn), "akbackup: warning: m");
+        assert_eq!(line(false, Level::Error), "akbackup: m");
+    }
+
+    #[test]
+    /// A JSON line is one object with the documented keys, newlines folded.
+    fn json_lines() {
+        let line = format_line(
+            LogFormat::Json,
+            true,
+            at(),
+            Level::Warn,
+            Some("ssdb.stat"),
+            "a\nb",
+        );
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["timestamp"], "2026-11-25T09:10:19.500Z");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["message"], "a b");
+        assert_eq!(v["component"], "ssdb.stat");
+        assert_eq!(v["target"], "akbackup");
+    }
+
+    #[test]
+    /// Progress labels name their component before any colon.
+    fn component_of_label() {
+        assert_eq!(component_of("files.control"), Some("files.control"));
+        assert_eq!(component_of("ssdb.stat: verify"), Some("ssdb.stat"));
+        assert_eq!(
+            component_of("verify 1a2b3c4d mongodb.control"),
+            Some("mongodb.control")
+        );
+        assert_eq!(component_of("copy"), None);
+    }
 }

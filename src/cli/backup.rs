@@ -6,14 +6,14 @@ use akbackup_core::{
     backup::{self, human_bytes},
     backup_set::Status,
     component,
-    config::ComponentName,
-    hooks, plan,
-    repository::RepoError,
+    config::{ComponentName, Config, WebhookOn},
+    hooks, monitoring, plan,
+    repository::{RepoError, Repository},
 };
 use anyhow::Context;
 
 use super::{Globals, exit, open_repo};
-use crate::render::{self, Reporter};
+use crate::render::{self, Level, Reporter};
 
 /// Back up every enabled component into one backup set.
 ///
@@ -44,10 +44,16 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let started = jiff::Timestamp::now();
     // A run that fails before it stores anything still tells monitoring it failed.
     let failed_early = |e: anyhow::Error| {
-        if !args.dry_run
-            && let Some(path) = &config.monitoring.textfile
-        {
-            write_failure_metrics(path, &repo, started);
+        if !args.dry_run {
+            if let Some(path) = &config.monitoring.textfile {
+                write_failure_metrics(path, &repo, started);
+            }
+            notify(
+                &config,
+                "backup",
+                failure_body(&repo, started, &format!("{e:#}")),
+                2,
+            );
         }
         e
     };
@@ -65,13 +71,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             hooks::run_all(&config.hooks, when, &names, ctx, status)
                 .map_err(|failures| {
                     for f in &failures {
-                        eprintln!("akbackup: {f}");
+                        render::log(Level::Error, None, &f.to_string());
                     }
                 })
                 .is_ok()
         };
     if !hook(hooks::When::Before, &hooks::Context::default(), &|_| None) {
-        eprintln!("akbackup: backup cancelled by a before hook: nothing was backed up");
+        let message = "backup cancelled by a before hook: nothing was backed up";
+        render::log(Level::Error, None, message);
         let ctx = hooks::Context {
             status: Some("failed".to_string()),
             ..hooks::Context::default()
@@ -80,6 +87,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(path) = &config.monitoring.textfile {
             write_failure_metrics(path, &repo, started);
         }
+        notify(&config, "backup", failure_body(&repo, started, message), 1);
         return Ok(ExitCode::from(1));
     }
     let failed_ctx = hooks::Context {
@@ -91,11 +99,13 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         // The repository failed while data was being stored: the run happened and failed
         // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
         Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
-            eprintln!("akbackup: backup failed: {e}; no set was recorded");
+            let message = format!("backup failed: {e}; no set was recorded");
+            render::log(Level::Error, None, &message);
             hook(hooks::When::Failure, &failed_ctx, &|_| None);
             if let Some(path) = &config.monitoring.textfile {
                 write_failure_metrics(path, &repo, started);
             }
+            notify(&config, "backup", failure_body(&repo, started, &message), 1);
             return Ok(ExitCode::from(1));
         }
         Err(e) => {
@@ -164,17 +174,53 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &config.monitoring.textfile {
         write_metrics(path, &repo, &summary);
     }
+    let body = serde_json::to_value(&summary).unwrap_or_default();
+    notify(&config, "backup", body, if ok { 0 } else { 1 });
     Ok(exit(ok))
 }
 
+/// Calls `[monitoring] webhook` with `body` (plus `command` and `exit_code`) when the config
+/// asks for it after a run of `command` with this exit code. A failed call is a warning: the
+/// run itself is what the exit code reports, and the receiver can alert on a run it did not
+/// hear about.
+pub(super) fn notify(config: &Config, command: &str, mut body: serde_json::Value, exit_code: u8) {
+    let m = &config.monitoring;
+    let Some(url) = &m.webhook else {
+        return;
+    };
+    if exit_code == 0 && m.webhook_on == WebhookOn::Failure {
+        return;
+    }
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("command".to_string(), command.into());
+        fields.insert("exit_code".to_string(), exit_code.into());
+    }
+    if let Err(e) = monitoring::post_webhook(url, &body, m.webhook_timeout()) {
+        render::log(
+            Level::Warn,
+            None,
+            &format!("{e} (the backup result is not affected)"),
+        );
+    }
+}
+
+/// The webhook body of a run that failed before it had a summary: the summary's keys that
+/// are known, `status` failed and the error line.
+fn failure_body(repo: &Repository, started: jiff::Timestamp, error: &str) -> serde_json::Value {
+    serde_json::json!({
+        "set": null,
+        "status": "failed",
+        "repository": repo.location(),
+        "started": started,
+        "finished": jiff::Timestamp::now(),
+        "error": error,
+    })
+}
+
 /// The metrics of a run that failed before it had a summary.
-fn write_failure_metrics(
-    path: &std::path::Path,
-    repo: &akbackup_core::repository::Repository,
-    started: jiff::Timestamp,
-) {
+fn write_failure_metrics(path: &std::path::Path, repo: &Repository, started: jiff::Timestamp) {
     let finished = jiff::Timestamp::now();
-    let run = akbackup_core::monitoring::RunFacts {
+    let run = monitoring::RunFacts {
         finished,
         success: false,
         duration_secs: (finished - started)
@@ -189,10 +235,10 @@ fn write_failure_metrics(
 /// The metrics of a run that produced a summary (complete or failed).
 fn write_metrics(
     path: &std::path::Path,
-    repo: &akbackup_core::repository::Repository,
+    repo: &Repository,
     summary: &akbackup_core::backup::BackupSummary,
 ) {
-    let run = akbackup_core::monitoring::RunFacts {
+    let run = monitoring::RunFacts {
         finished: summary.finished,
         success: summary.set.is_some() && summary.status != Status::Failed,
         duration_secs: summary.duration_secs,
@@ -208,20 +254,16 @@ fn write_metrics(
 
 /// Writes the `[monitoring] textfile`; a failure is a warning on stderr (the backup itself
 /// is what the exit code reports, and the stale file's age shows the problem).
-fn write_run_metrics(
-    path: &std::path::Path,
-    repo: &akbackup_core::repository::Repository,
-    run: &akbackup_core::monitoring::RunFacts,
-) {
-    use akbackup_core::monitoring;
+fn write_run_metrics(path: &std::path::Path, repo: &Repository, run: &monitoring::RunFacts) {
     let sets = repo.sets().unwrap_or_default();
     // The verify families in the file stay until the next verify replaces them.
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let text = monitoring::merge(&existing, &monitoring::metrics(&sets, run));
     if let Err(e) = monitoring::write_atomically(path, &text) {
-        eprintln!(
-            "akbackup: warning: cannot write metrics to {}: {e}",
-            path.display()
+        render::log(
+            Level::Warn,
+            None,
+            &format!("cannot write metrics to {}: {e}", path.display()),
         );
     }
 }
@@ -229,12 +271,7 @@ fn write_run_metrics(
 /// The follow-ups of a successful backup the config asks for: copies to `copy-to`
 /// repositories, then `[retention]` with `after-backup = true`. Each failure is one line on
 /// stderr and makes the exit 1; the set itself stays recorded.
-fn after_backup(
-    g: &Globals,
-    config: &akbackup_core::config::Config,
-    repo: &akbackup_core::repository::Repository,
-    set: Option<&str>,
-) -> bool {
+fn after_backup(g: &Globals, config: &Config, repo: &Repository, set: Option<&str>) -> bool {
     let mut ok = true;
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
     if let Some(id) = set {
@@ -243,7 +280,7 @@ fn after_backup(
                 .repository_named(name)
                 .map_err(anyhow::Error::from)
                 .and_then(|section| {
-                    let dst = akbackup_core::repository::Repository::open_section(section)?;
+                    let dst = Repository::open_section(section)?;
                     let set = repo.find_set(id)?;
                     Ok(akbackup_core::copy::run(repo, &dst, &[set], &progress)?)
                 });
@@ -254,8 +291,12 @@ fn after_backup(
                     c.to
                 )),
                 Err(e) => {
-                    eprintln!(
-                        "akbackup: copy to {name} failed: {e:#}; the set is kept here, rerun `akbackup copy --to {name}`"
+                    render::log(
+                        Level::Error,
+                        None,
+                        &format!(
+                            "copy to {name} failed: {e:#}; the set is kept here, rerun `akbackup copy --to {name}`"
+                        ),
                     );
                     ok = false;
                 }
@@ -288,7 +329,11 @@ fn after_backup(
                 }
             )),
             Err(e) => {
-                eprintln!("akbackup: retention after the backup failed: {e:#}");
+                render::log(
+                    Level::Error,
+                    None,
+                    &format!("retention after the backup failed: {e:#}"),
+                );
                 ok = false;
             }
         }

@@ -10,6 +10,7 @@ mod forget;
 mod import;
 mod init;
 mod key;
+mod man;
 mod restore;
 mod schedule;
 mod snapshots;
@@ -56,6 +57,17 @@ pub struct Cli {
     /// Show debug messages of the storage engine
     #[arg(long, short, global = true)]
     verbose: bool,
+    /// stderr lines: text (progress bars on a terminal, timestamped lines elsewhere) or
+    /// json (one object per line, for log collectors)
+    #[arg(
+        long,
+        global = true,
+        env = "AKBACKUP_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: crate::render::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +76,11 @@ impl Cli {
     /// The log level for the engine's messages.
     pub const fn log_level(&self) -> &'static str {
         if self.verbose { "debug" } else { "warn" }
+    }
+
+    /// The `--log-format` in effect.
+    pub const fn log_format(&self) -> crate::render::LogFormat {
+        self.log_format
     }
 }
 
@@ -87,6 +104,8 @@ enum Command {
     Status(status::Args),
     Completions(Completions),
     Demo(demo::Args),
+    #[command(hide = true)]
+    Man(man::Args),
 }
 
 /// Print shell completions: `akbackup completions bash > /etc/bash_completion.d/akbackup`.
@@ -124,7 +143,7 @@ impl Globals {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
         if self.config.is_none() && !path.exists() {
             anyhow::bail!(
-                "no config at {DEFAULT_CONFIG_PATH}: create it (see README) or pass --config FILE"
+                "no config at {DEFAULT_CONFIG_PATH}: create it (the package has an example in /usr/share/doc/akbackup/examples/akbackup.toml; see README) or pass --config FILE"
             );
         }
         let mut config = Config::load(&path)?;
@@ -166,6 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(a) => demo::run(&globals, &a),
+        Command::Man(a) => man::run(&a),
     }
 }
 

@@ -49,7 +49,13 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         args.read_data_subset.as_deref(),
         args.deep,
         &progress,
-    )?;
+    )
+    .map_err(|e| {
+        let e = anyhow::Error::new(e);
+        let body = serde_json::json!({ "ok": false, "error": format!("{e:#}") });
+        super::backup::notify(&config, "verify", body, 2);
+        e
+    })?;
     render::out(g, &summary, || {
         let mut s = String::new();
         for set in &summary.sets {
@@ -119,11 +125,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         let existing = std::fs::read_to_string(path).unwrap_or_default();
         let text = monitoring::merge(&existing, &monitoring::verify_metrics(&facts));
         if let Err(e) = monitoring::write_atomically(path, &text) {
-            eprintln!(
-                "akbackup: warning: cannot write metrics to {}: {e}",
-                path.display()
+            render::log(
+                render::Level::Warn,
+                None,
+                &format!("cannot write metrics to {}: {e}", path.display()),
             );
         }
     }
+    let body = serde_json::to_value(&summary).unwrap_or_default();
+    super::backup::notify(&config, "verify", body, if summary.ok { 0 } else { 1 });
     Ok(exit(summary.ok))
 }

@@ -196,6 +196,42 @@ pub struct MonitoringConfig {
     /// collector, e.g. /var/lib/node_exporter/textfile/akbackup.prom).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub textfile: Option<PathBuf>,
+    /// URL the `--json` summary of a backup is POSTed to (`http://` or `https://`); it may
+    /// carry a token, so it is only ever shown redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// When the webhook is called: `failure` (default) or `always`.
+    #[serde(default, skip_serializing_if = "WebhookOn::is_default")]
+    pub webhook_on: WebhookOn,
+    /// Seconds the whole webhook call may take (default 10), so a dead receiver cannot hold
+    /// up a nightly run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_timeout: Option<u64>,
+}
+
+impl MonitoringConfig {
+    /// The webhook timeout after its default.
+    #[must_use]
+    pub fn webhook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.webhook_timeout.unwrap_or(10))
+    }
+}
+
+/// When `[monitoring] webhook` is called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookOn {
+    /// Only after a run that failed (exit code not 0): the quiet default for chat channels.
+    #[default]
+    Failure,
+    /// After every run, so the receiver can also notice a run that never came.
+    Always,
+}
+
+impl WebhookOn {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[retention]`: which sets `akbackup forget` keeps when no `--keep-*` option is given.
@@ -489,6 +525,7 @@ const REPOSITORY_KEYS: &[&str] = &[
     "password-file",
     "password-command",
 ];
+const MONITORING_KEYS: &[&str] = &["textfile", "webhook", "webhook-on", "webhook-timeout"];
 const RETENTION_KEYS: &[&str] = &[
     "keep-last",
     "keep-daily",
@@ -659,6 +696,19 @@ impl Config {
                 )));
             }
         }
+        if let Some(url) = &self.monitoring.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(format!(
+                "[monitoring] webhook \"{}\" must start with http:// or https://",
+                crate::monitoring::redact_url(url)
+            )));
+        }
+        if self.monitoring.webhook_timeout == Some(0) {
+            return Err(invalid(
+                "[monitoring] webhook-timeout must be at least 1 second".to_string(),
+            ));
+        }
         if let Some(w) = &self.retention.keep_within {
             parse_duration(w).map_err(|e| invalid(format!("[retention] keep-within: {e}")))?;
         }
@@ -796,6 +846,9 @@ impl Config {
                 r.secret_access_key = Some("***".to_string());
             }
         }
+        if let Some(url) = &mut shown.monitoring.webhook {
+            *url = crate::monitoring::redact_url(url);
+        }
         for s in shown.ssdb.values_mut() {
             if s.auth.is_some() {
                 s.auth = Some("***".to_string());
@@ -850,7 +903,7 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
                 let valid = match key.as_str() {
                     "repository" => REPOSITORY_KEYS,
                     "retention" => RETENTION_KEYS,
-                    _ => &["textfile"],
+                    _ => MONITORING_KEYS,
                 };
                 let t = value.as_table().ok_or_else(|| not_table(key))?;
                 for k in t.keys() {
@@ -994,6 +1047,28 @@ mod tests {
         assert!(err.contains("did you mean \"password-file\""), "{err}");
         let err = parse("[repo]\n").unwrap_err().to_string();
         assert!(err.contains("did you mean \"repository\""), "{err}");
+    }
+
+    #[test]
+    /// The webhook keys: a typo is named, a non-HTTP URL refused without showing its
+    /// token, and `config show` never prints the URL in full.
+    fn webhook_keys() {
+        let err = parse("[monitoring]\nwebhook-onn = \"always\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean \"webhook-on\""), "{err}");
+        let err = parse("[monitoring]\nwebhook = \"ftp://u:secret@h/x?token=t0k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://") && !err.contains("secret") && !err.contains("t0k"));
+        let c = parse(
+            "[monitoring]\nwebhook = \"https://h.example/hook/abc?token=t0k\"\nwebhook-on = \"always\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.monitoring.webhook_on, WebhookOn::Always);
+        assert_eq!(c.monitoring.webhook_timeout().as_secs(), 10);
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("t0k") && !shown.contains("abc"), "{shown}");
     }
 
     #[test]

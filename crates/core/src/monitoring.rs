@@ -4,6 +4,10 @@
 //! Everything is derived from the repository's complete sets plus the run that just ended,
 //! so a failed run cannot erase when the last good one was; the file is replaced atomically
 //! (written beside it, then renamed) because the collector may read it at any moment.
+//!
+//! The optional webhook is one HTTP POST of a JSON document with a timeout; whether a failed
+//! call matters is the caller's decision (the backup binary treats it as a warning, since
+//! the backup itself is what its exit code reports). Its URL is only ever shown redacted.
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
@@ -258,9 +262,67 @@ pub fn ages(
         .collect()
 }
 
+/// A webhook call that did not get a 2xx answer.
+#[derive(Debug, thiserror::Error)]
+#[error("webhook {url}: {message}")]
+pub struct WebhookError {
+    /// The URL, redacted.
+    pub url: String,
+    /// What went wrong (connection refused, timeout, `http status: 500`).
+    pub message: String,
+}
+
+/// POSTs `body` as JSON to `url`, waiting at most `timeout` for the whole exchange.
+/// Proxies come from the usual environment variables (`HTTPS_PROXY`, `NO_PROXY`, ...).
+///
+/// # Errors
+/// [`WebhookError`] with the redacted URL for a refused or timed-out connection, a bad URL
+/// or an answer outside 2xx.
+pub fn post_webhook(
+    url: &str,
+    body: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> Result<u16, WebhookError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(true)
+        .user_agent(concat!("akbackup/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let failed = |message: String| WebhookError {
+        url: redact_url(url),
+        // The library may quote the URL (a bad URI); never let the token through.
+        message: message.replace(url, &redact_url(url)),
+    };
+    let text = serde_json::to_string(body).map_err(|e| failed(e.to_string()))?;
+    let response = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(text)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(response.status().as_u16())
+}
+
+/// `scheme://host:port/...` of a URL: user info, path, query and fragment are dropped,
+/// because webhook URLs carry their token in any of them (chat webhooks in the path).
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let more = if rest.len() > authority.len() {
+        "/..."
+    } else {
+        ""
+    };
+    format!("{scheme}://{host}{more}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::merge;
+    use super::{merge, redact_url};
 
     /// Families named in the update replace the old ones (HELP, TYPE and samples, labelled
     /// or not); others stay; a name that is a prefix of another is not confused with it.
@@ -278,5 +340,17 @@ mod tests {
              # HELP akbackup_sets Sets.\n# TYPE akbackup_sets gauge\nakbackup_sets 4\n"
         );
         assert_eq!(merge("", update), update);
+    }
+
+    #[test]
+    /// No part of a URL that can hold a token survives redaction.
+    fn redact_url_keeps_only_scheme_and_host() {
+        assert_eq!(
+            redact_url("https://user:pw@hooks.example:8443/services/T0/B0/s3cr3t?token=x#f"),
+            "https://hooks.example:8443/..."
+        );
+        assert_eq!(redact_url("http://127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(redact_url("http://h?token=x"), "http://h/...");
+        assert_eq!(redact_url("not a url with secret"), "***");
     }
 }

@@ -88,8 +88,8 @@ fn with_webhook(sb: &Sandbox, url: &str, extra: &str) {
 }
 
 #[test]
-/// `webhook-on = "always"` POSTs the summary `--json` prints (plus `command` and `exit_code`); the
-/// default (failure) stays quiet after a good run and POSTs `status: failed` and the error
+/// `webhook-on = "always"` POSTs the summary `--json` prints (plus `command` and `exit_code`)
+/// after backup and verify; the default (failure) stays quiet after a good run and POSTs `status: failed` and the error
 /// after a failed one. The token in the URL appears in no output.
 fn webhook_posts_the_summary() {
     let sb = Sandbox::new();
@@ -107,22 +107,26 @@ fn webhook_posts_the_summary() {
     assert_eq!(posts[0], expected);
     assert_eq!(posts[0]["status"], "complete");
 
+    // verify reports the same way.
+    sb.ok(&["verify"]);
+    let posts = rx.posts();
+    assert_eq!(posts.len(), 2, "{posts:#?}");
+    assert_eq!(posts[1]["command"], "verify", "{:#}", posts[1]);
+    assert_eq!(posts[1]["ok"], true, "{:#}", posts[1]);
+
     with_webhook(&sb, &url, "");
     sb.backup(&[]);
-    assert_eq!(
-        rx.posts().len(),
-        1,
-        "a good run with webhook-on = failure posted"
-    );
+    let n = rx.posts().len();
+    assert_eq!(n, 2, "a good run with webhook-on = failure posted");
 
     fs::remove_dir_all(sb.source()).expect("remove source");
     let out = sb.cmd(&["backup"]).output().expect("spawn");
     assert_exit(&out, 2, "backup of a missing source");
     let posts = rx.posts();
-    assert_eq!(posts.len(), 2, "{posts:#?}");
-    assert_eq!(posts[1]["status"], "failed", "{:#}", posts[1]);
-    assert_eq!(posts[1]["exit_code"], 2, "{:#}", posts[1]);
-    assert!(posts[1]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(posts.len(), 3, "{posts:#?}");
+    assert_eq!(posts[2]["status"], "failed", "{:#}", posts[2]);
+    assert_eq!(posts[2]["exit_code"], 2, "{:#}", posts[2]);
+    assert!(posts[2]["error"].as_str().is_some_and(|e| !e.is_empty()));
     let text = all_output(&out);
     assert!(!text.contains("s3cr3t") && !text.contains("t0k"), "{text}");
 

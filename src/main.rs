@@ -23,7 +23,11 @@ fn main() -> ExitCode {
             ),
         );
     }
-    match cli::run(args) {
+    let result = cli::run(args);
+    // A signal's cleanup may have pulled the ground from under the command: let it finish
+    // and exit 130 rather than report what that caused.
+    akbackup_core::cleanup::park_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {

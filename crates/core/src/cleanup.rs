@@ -10,7 +10,7 @@ use std::{
     path::PathBuf,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -28,6 +28,24 @@ pub enum Action {
 }
 
 static REGISTRY: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
+/// Set by the signal thread before it starts undoing things.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a signal arrived and the signal thread is cleaning up (it exits the process with
+/// 130 when done).
+#[must_use]
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Blocks the calling thread for good once [`interrupted`]: the signal thread finishes the
+/// cleanup and exits with 130. Without this, the main thread could fail on the staging
+/// directory the cleanup just removed and exit 1 first, or print a confusing error.
+pub fn park_if_interrupted() {
+    while interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// Performs its action when dropped, unless [`Guard::disarm`]ed.
@@ -105,6 +123,7 @@ pub fn install_signal_handler() -> std::io::Result<()> {
         .name("akbackup-signals".to_string())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
                 let actions: Vec<Action> = REGISTRY
                     .lock()
                     .map(|mut r| r.drain(..).rev().map(|(_, a)| a).collect())

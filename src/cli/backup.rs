@@ -98,6 +98,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         // The repository failed while data was being stored: the run happened and failed
         // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
+        Err(e @ backup::BackupError::DiskFull { .. }) => {
+            eprintln!("akbackup: backup failed: {e}");
+            hook(hooks::When::Failure, &failed_ctx, &|_| None);
+            if let Some(path) = &config.monitoring.textfile {
+                write_failure_metrics(path, &repo, started);
+            }
+            return Ok(ExitCode::from(1));
+        }
         Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
             let message = format!("backup failed: {e}; no set was recorded");
             render::log(Level::Error, None, &message);
@@ -280,7 +288,7 @@ fn after_backup(g: &Globals, config: &Config, repo: &Repository, set: Option<&st
                 .repository_named(name)
                 .map_err(anyhow::Error::from)
                 .and_then(|section| {
-                    let dst = Repository::open_section(section)?;
+                    let dst = Repository::open_section(section).map(super::with_wait)?;
                     let set = repo.find_set(id)?;
                     Ok(akbackup_core::copy::run(repo, &dst, &[set], &progress)?)
                 });

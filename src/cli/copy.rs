@@ -35,9 +35,11 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         Some(name) => config.repository_named(name)?,
         None => &config.repository,
     };
-    let src =
-        Repository::open_section(from_section).context("cannot open the source repository")?;
+    let src = Repository::open_section(from_section)
+        .map(super::with_wait)
+        .context("cannot open the source repository")?;
     let dst = Repository::open_section(config.repository_named(&args.to)?)
+        .map(super::with_wait)
         .with_context(|| format!("cannot open repository {}", args.to))?;
     let sets = if args.sets.is_empty() {
         src.sets()?

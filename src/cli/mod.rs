@@ -17,9 +17,12 @@ mod snapshots;
 mod status;
 mod verify;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::OnceLock};
 
-use akbackup_core::config::{Config, DEFAULT_CONFIG_PATH};
+use akbackup_core::{
+    config::{Config, DEFAULT_CONFIG_PATH},
+    repository::LockWait,
+};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -28,6 +31,9 @@ Exit codes:
   0  ok
   1  the operation ran but something failed, or verify found problems
   2  usage, config or environment error (bad config, wrong password, missing repository, lock held)
+
+Locks: a command that writes (backup, forget, copy, restore, import) holds the repository lock;
+another one exits 2 naming the holder, or waits for it with --wait (--wait=SECONDS at most).
 
 Config: --config FILE, else $AKBACKUP_CONFIG, else /etc/akbackup/akbackup.toml.
 Password: $AKBACKUP_PASSWORD, else [repository] password-command, else password-file (mode 0600).
@@ -68,6 +74,18 @@ pub struct Cli {
         value_name = "FORMAT"
     )]
     log_format: crate::render::LogFormat,
+    /// When another run holds the repository lock, wait for it (at most SECONDS with
+    /// --wait=SECONDS) instead of exiting 2
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "forever",
+        value_parser = parse_wait
+    )]
+    wait: Option<LockWait>,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,8 +172,30 @@ impl Globals {
     }
 }
 
+/// `--wait` without a value waits forever; `--wait=N` N seconds.
+fn parse_wait(s: &str) -> Result<LockWait, String> {
+    if s == "forever" {
+        return Ok(LockWait::Forever);
+    }
+    s.parse::<u64>()
+        .map(|n| LockWait::Up(std::time::Duration::from_secs(n)))
+        .map_err(|_| format!("\"{s}\" is not a number of seconds"))
+}
+
+/// The `--wait` of this run, for every repository it opens.
+static LOCK_WAIT: OnceLock<LockWait> = OnceLock::new();
+
+/// Applies `--wait` to a repository opened by a command.
+pub fn with_wait(
+    mut repo: akbackup_core::repository::Repository,
+) -> akbackup_core::repository::Repository {
+    repo.set_lock_wait(LOCK_WAIT.get().copied().unwrap_or_default());
+    repo
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = LOCK_WAIT.set(cli.wait.unwrap_or_default());
     let globals = Globals {
         config: cli.config,
         repo: cli.repo,
@@ -191,7 +231,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Opens the repository with a context line.
 pub fn open_repo(config: &Config) -> anyhow::Result<akbackup_core::repository::Repository> {
-    akbackup_core::repository::Repository::open(config).context("cannot open repository")
+    akbackup_core::repository::Repository::open(config)
+        .map(with_wait)
+        .context("cannot open repository")
 }
 
 /// Exit code from a success flag.

@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod doctor;
+mod faults;
 mod hooks;
 mod interop;
 mod keys;

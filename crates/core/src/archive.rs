@@ -252,9 +252,7 @@ pub fn import(
         .pop()
         .ok_or_else(|| ArchiveError::UnknownName(path.to_path_buf()))?;
     let date = parsed.map(|(_, d)| d);
-    let staging = tempfile::Builder::new()
-        .prefix(".akbackup-import-")
-        .tempdir_in(repo.path())
+    let staging = crate::fsutil::private_tempdir(".akbackup-import-", repo.path())
         .map_err(io(repo.path()))?;
     progress.note(&format!("unpacking {}", path.display()));
     let (staged, details) = if name.kind == Kind::Mongodb {
@@ -454,9 +452,7 @@ pub fn export(
         if target.exists() {
             return Err(ArchiveError::Exists(target));
         }
-        let work = tempfile::Builder::new()
-            .prefix(".akbackup-export-")
-            .tempdir_in(dir)
+        let work = crate::fsutil::private_tempdir(".akbackup-export-", dir)
             .map_err(io(dir))?;
         let tree_dir = work.path().join("tree");
         let repo_path = Path::new(&rec.repo_path);

@@ -14,7 +14,7 @@ use crate::{
     component::Component,
     plan::BackupPlan,
     progress::ProgressRef,
-    repository::{RepoError, Repository},
+    repository::{EngineError, RepoError, Repository},
 };
 
 /// Errors that stop a backup before any component ran (a component that fails is reported in
@@ -37,6 +37,18 @@ pub enum BackupError {
         free: String,
         /// The headroom.
         margin: String,
+    },
+    /// The repository's filesystem filled up while the set was being stored.
+    #[error(
+        "no space left on the filesystem holding {repo} while storing the set: this backup needed up to {need} (before compression and deduplication), {free} were free when it started; free some space there or move the repository; no set was recorded"
+    )]
+    DiskFull {
+        /// Repository location.
+        repo: String,
+        /// The estimated growth, human readable.
+        need: String,
+        /// Free space before the run, human readable.
+        free: String,
     },
     /// The staging directory could not be created.
     #[error("cannot create a staging directory in {path}: {source}")]
@@ -109,9 +121,7 @@ pub fn run(
     repo.discard(&partial)?;
 
     // Private staging next to the repository (same filesystem as the data it feeds).
-    let staging = tempfile::Builder::new()
-        .prefix(".akbackup-staging-")
-        .tempdir_in(repo.path())
+    let staging = crate::fsutil::private_tempdir(".akbackup-staging-", repo.path())
         .map_err(|source| BackupError::Staging {
             path: repo.path().display().to_string(),
             source,
@@ -174,13 +184,22 @@ pub fn run(
             part
         })
         .collect();
-    let (partial_id, stats, added) = repo.store_set(
-        &parts,
-        &plan.tags,
-        plan.parent.as_deref(),
-        plan.time,
-        progress,
-    )?;
+    let (partial_id, stats, added) = repo
+        .store_set(
+            &parts,
+            &plan.tags,
+            plan.parent.as_deref(),
+            plan.time,
+            progress,
+        )
+        .map_err(|e| match e {
+            RepoError::Engine(EngineError::NoSpace { path, .. }) => BackupError::DiskFull {
+                repo: path,
+                need: human_bytes(plan.estimated_growth),
+                free: human_bytes(plan.free_bytes),
+            },
+            other => BackupError::Repo(other),
+        })?;
 
     let mut records = Vec::new();
     for (((c, prep), stat), seconds) in components

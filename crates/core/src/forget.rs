@@ -86,7 +86,7 @@ pub fn run(
     }
     let prune = if prune {
         progress.note("pruning unreferenced data");
-        Some(repo.engine().prune(dry_run)?)
+        Some(repo.engine().prune(dry_run).map_err(|e| repo.located(e))?)
     } else {
         None
     };

@@ -39,6 +39,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A temporary directory `<dir>/<prefix>XXXXXX` that only its owner can enter (0700): it
+/// holds copies of the platform's data (tempfile's default honours the umask, usually 0755).
+///
+/// # Errors
+/// I/O errors creating it.
+pub fn private_tempdir(prefix: &str, dir: &Path) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+}
+
 /// A sibling path of `path` with a suffix: `/opt/altcraft` + `restore-x` ->
 /// `/opt/.altcraft.akbackup-restore-x` (hidden) or `/opt/altcraft.akbackup-prev-x` (visible).
 #[must_use]
@@ -57,11 +70,17 @@ pub fn sibling(path: &Path, suffix: &str, hidden: bool) -> PathBuf {
 /// Puts `staged` in place of `live` and returns where the previous contents went.
 ///
 /// When `live` exists the two are exchanged atomically (`renameat2(RENAME_EXCHANGE)`), so at
-/// every instant `live` holds either the old or the new tree, then the old tree (now at
-/// `staged`) is renamed to `keep` (or `keep-2`, `keep-3`, ... when that name is taken). If
-/// that last rename fails, the old tree stays at `staged` and that path is returned: it is
-/// never deleted. Where the filesystem cannot exchange, two renames are used; between them
-/// `live` is briefly absent, and both trees still exist under printed names.
+/// every instant `live` holds either the old or the new tree, then the old tree is renamed to
+/// `keep` (or `keep-2`, `keep-3`, ... when that name is taken). If that last rename fails, the
+/// old tree stays where the exchange put it and that path is returned: it is never deleted.
+/// Where the filesystem cannot exchange, two renames are used; between them `live` is briefly
+/// absent, and both trees still exist under printed names.
+///
+/// Crash safety: before the exchange the staged tree is renamed to a hidden
+/// `.<keep name>.<inode of the staged tree>` next to `live`. A `kill -9` at any point leaves
+/// that name telling what it holds: the staged tree (same inode: not swapped in yet) or the
+/// previous tree (another inode: swapped out, not yet renamed to `keep`).
+/// [`recover_interrupted_restore`] finishes the job on the next run.
 ///
 /// # Errors
 /// I/O errors, only when nothing was changed: `live` still holds the old tree and `staged`
@@ -71,6 +90,7 @@ pub fn swap_into_place(
     live: &Path,
     keep: &Path,
 ) -> std::io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
     match std::fs::symlink_metadata(live) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::rename(staged, live)?;
@@ -86,33 +106,120 @@ pub fn swap_into_place(
         Ok(_) => {}
     }
     let keep = unused_name(keep);
+    let ino = std::fs::symlink_metadata(staged)?.ino();
+    let keep_name = keep
+        .file_name()
+        .map_or_else(|| "previous".into(), |n| n.to_string_lossy().into_owned());
+    let swapping = live.with_file_name(format!(".{keep_name}.{ino}"));
+    std::fs::rename(staged, &swapping)?;
+    let undo = || {
+        let _ = std::fs::rename(&swapping, staged);
+    };
     match nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,
-        staged,
+        &swapping,
         nix::fcntl::AT_FDCWD,
         live,
         nix::fcntl::RenameFlags::RENAME_EXCHANGE,
     ) {
-        Ok(()) => match std::fs::rename(staged, &keep) {
+        Ok(()) => match std::fs::rename(&swapping, &keep) {
             Ok(()) => Ok(Some(keep)),
             // The new tree is live; the old one stays where the exchange put it.
-            Err(_) => Ok(Some(staged.to_path_buf())),
+            Err(_) => Ok(Some(swapping)),
         },
         Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-            std::fs::rename(live, &keep)?;
-            if let Err(err) = std::fs::rename(staged, live) {
+            if let Err(err) = std::fs::rename(live, &keep) {
+                undo();
+                return Err(err);
+            }
+            if let Err(err) = std::fs::rename(&swapping, live) {
                 // Put the old tree back so the service keeps its data.
                 std::fs::rename(&keep, live)?;
+                undo();
                 return Err(err);
             }
             Ok(Some(keep))
         }
-        Err(errno) => Err(std::io::Error::from(errno)),
+        Err(errno) => {
+            undo();
+            Err(std::io::Error::from(errno))
+        }
     }
 }
 
+/// Cleans up after a restore of `live` that was killed (`kill -9`, power loss): removes
+/// staging directories `.<name>.akbackup-restore-*`, and settles every hidden
+/// `.<keep name>.<inode>` left by [`swap_into_place`]: still the staged tree (same inode) ->
+/// removed, or moved into `live` if `live` is gone; the previous tree (another inode) ->
+/// renamed to its keep name, so it is where the interrupted run said it would be. Returns one
+/// line per action, for the operator.
+#[must_use]
+pub fn recover_interrupted_restore(live: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut notes = Vec::new();
+    let (Some(parent), Some(name)) = (live.parent(), live.file_name()) else {
+        return notes;
+    };
+    let name = name.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return notes;
+    };
+    let hidden = format!(".{name}.akbackup-");
+    for entry in entries.filter_map(Result::ok) {
+        let fname = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = fname.strip_prefix(&hidden) else {
+            continue;
+        };
+        let path = entry.path();
+        if rest.starts_with("restore-") {
+            if std::fs::remove_dir_all(&path).is_ok() {
+                notes.push(format!(
+                    "removed {}, the staging directory of an interrupted restore",
+                    path.display()
+                ));
+            }
+            continue;
+        }
+        let Some((keep_name, ino)) = fname[1..].rsplit_once('.') else {
+            continue;
+        };
+        let Ok(ino) = ino.parse::<u64>() else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.ino() == ino {
+            // The restored tree, never swapped in.
+            if std::fs::symlink_metadata(live).is_err() {
+                if std::fs::rename(&path, live).is_ok() {
+                    notes.push(format!(
+                        "an interrupted restore had moved {} away: its restored tree is now in place",
+                        live.display()
+                    ));
+                }
+            } else if std::fs::remove_dir_all(&path).is_ok() {
+                notes.push(format!(
+                    "removed {}, restored data an interrupted restore never swapped in",
+                    path.display()
+                ));
+            }
+        } else {
+            let keep = unused_name(&parent.join(keep_name));
+            if std::fs::rename(&path, &keep).is_ok() {
+                notes.push(format!(
+                    "an interrupted restore swapped {} in place: the previous contents are at {}",
+                    live.display(),
+                    keep.display()
+                ));
+            }
+        }
+    }
+    notes
+}
+
 /// `path`, or `path-2`, `path-3`, ... : the first that does not exist.
-fn unused_name(path: &Path) -> PathBuf {
+pub fn unused_name(path: &Path) -> PathBuf {
     if std::fs::symlink_metadata(path).is_err() {
         return path.to_path_buf();
     }
@@ -197,6 +304,42 @@ mod tests {
         std::fs::create_dir(&staged).unwrap();
         assert!(swap_into_place(&staged, &link, &t.path().join("k")).is_err());
         assert!(staged.exists() && live.exists());
+    }
+
+    #[test]
+    /// A restore killed between the steps of the swap is settled by the next run: the
+    /// previous tree ends under its keep name, the never-swapped staged tree is removed, a
+    /// partial staging directory too, and live data is never touched.
+    fn interrupted_swaps_are_recovered() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join("f"), "new").unwrap();
+        // Killed after the exchange: the old tree sits at the hidden swapping name.
+        let old = t.path().join("elsewhere");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("f"), "old").unwrap();
+        let staged_ino = std::fs::metadata(&live).unwrap().ino();
+        let swapping = t.path().join(format!(".live.akbackup-prev-X.{staged_ino}"));
+        std::fs::rename(&old, &swapping).unwrap();
+        // Killed before the exchange of another run: staged tree under its own inode.
+        let unswapped = t.path().join("u");
+        std::fs::create_dir(&unswapped).unwrap();
+        let u_ino = std::fs::metadata(&unswapped).unwrap().ino();
+        let unswapped_named = t.path().join(format!(".live.akbackup-prev-Y.{u_ino}"));
+        std::fs::rename(&unswapped, &unswapped_named).unwrap();
+        // Killed while writing: partial staging.
+        let partial = t.path().join(".live.akbackup-restore-Z");
+        std::fs::create_dir(&partial).unwrap();
+
+        let notes = recover_interrupted_restore(&live);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let kept = t.path().join("live.akbackup-prev-X");
+        assert_eq!(std::fs::read_to_string(kept.join("f")).unwrap(), "old");
+        assert!(!swapping.exists() && !unswapped_named.exists() && !partial.exists());
+        assert_eq!(std::fs::read_to_string(live.join("f")).unwrap(), "new");
+        assert!(!t.path().join("live.akbackup-prev-Y").exists());
     }
 
     #[test]

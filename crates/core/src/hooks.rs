@@ -116,7 +116,10 @@ pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
         c.args(&hook.command[1..]);
         c
     };
-    cmd.env("AKBACKUP_HOOK", when.as_str())
+    // The repository password stays with akbackup: a hook gets what it needs in its own
+    // variables, never the secret it might log.
+    cmd.env_remove(crate::repository::password::PASSWORD_ENV)
+        .env("AKBACKUP_HOOK", when.as_str())
         .env("AKBACKUP_SET", ctx.set.as_deref().unwrap_or(""))
         .env("AKBACKUP_STATUS", ctx.status.as_deref().unwrap_or(""))
         .env("AKBACKUP_COMPONENT", ctx.component.as_deref().unwrap_or(""))

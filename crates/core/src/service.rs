@@ -40,8 +40,10 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
             source: std::io::Error::other("empty command"),
         });
     };
+    // Restart and service commands never see the repository password.
     let out = Command::new(program)
         .args(args)
+        .env_remove(crate::repository::password::PASSWORD_ENV)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|source| ServiceError::Spawn {

@@ -31,6 +31,10 @@ pub enum TreeError {
     /// The destination exists and is not empty.
     #[error("{0} already exists and is not empty: choose an empty --target")]
     NotEmpty(PathBuf),
+    /// The destination is a symlink (planted or left over): writing through it could land
+    /// anywhere.
+    #[error("{0} is a symlink: refusing to restore through it; remove it or choose another --target")]
+    Symlink(PathBuf),
     /// Writing failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -99,6 +103,9 @@ pub fn materialize(
         let path = path.to_path_buf();
         move |source| TreeError::Write { path, source }
     };
+    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(TreeError::Symlink(dest.to_path_buf()));
+    }
     if dest.exists() {
         let mut it = std::fs::read_dir(dest).map_err(write_err(dest))?;
         if it.next().is_some() {

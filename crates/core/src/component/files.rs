@@ -240,7 +240,7 @@ impl Component for FilesComponent {
                 let no_restart = *no_restart || *services_managed;
                 let live = &self.config.path;
                 let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
-                let previous = staged.swap(&self.name, live)?;
+                let previous = staged.swap(&self.name, live, progress)?;
                 let written = staged.written;
                 let mut warnings = Vec::new();
                 let mut status = Status::Complete;

@@ -399,6 +399,15 @@ pub fn restore_to_directory(
     progress: &ProgressRef,
 ) -> Result<ComponentRestore, ComponentError> {
     let dest = dir.join(name.kind.as_str()).join(&name.name);
+    // `--target DIR` is the operator's choice; below it nothing may redirect the writes.
+    for inside in [dir.join(name.kind.as_str()), dest.clone()] {
+        if std::fs::symlink_metadata(&inside).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ComponentError::Tree {
+                name: name.clone(),
+                source: Box::new(crate::tree::TreeError::Symlink(inside)),
+            });
+        }
+    }
     let written =
         crate::tree::materialize(repo, set_id, repo_path, &dest, &name.to_string(), progress)
             .map_err(|source| ComponentError::Tree {
@@ -428,9 +437,7 @@ pub fn restore_for_check(
     record: &ComponentRecord,
     progress: &ProgressRef,
 ) -> Result<(tempfile::TempDir, PathBuf), String> {
-    let tmp = tempfile::Builder::new()
-        .prefix("akbackup-verify-")
-        .tempdir()
+    let tmp = crate::fsutil::private_tempdir("akbackup-verify-", &std::env::temp_dir())
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let dest = tmp.path().join("data");
     crate::tree::materialize(
@@ -475,9 +482,15 @@ impl StagedRestore {
             name: name.clone(),
             message,
         };
+        // A restore of the same path that was killed may have left data behind: settle it
+        // first (the caller holds the repository lock, so no live restore owns it).
+        for note in crate::fsutil::recover_interrupted_restore(live) {
+            progress.note(&format!("{name}: {note}"));
+        }
         let stamp = stamp();
         let staging = crate::fsutil::sibling(live, &format!("restore-{stamp}"), true);
-        let keep = crate::fsutil::sibling(live, &format!("prev-{stamp}"), false);
+        let keep =
+            crate::fsutil::unused_name(&crate::fsutil::sibling(live, &format!("prev-{stamp}"), false));
         if let Some(parent) = live.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
@@ -508,7 +521,16 @@ impl StagedRestore {
         &self,
         name: &ComponentName,
         live: &Path,
+        progress: &ProgressRef,
     ) -> Result<Option<PathBuf>, ComponentError> {
+        if live.exists() {
+            // Said before the swap, so even a run killed right after it has named the place.
+            progress.note(&format!(
+                "{name}: swapping the restored data into {}; the current contents will be kept at {}",
+                live.display(),
+                self.keep.display()
+            ));
+        }
         crate::fsutil::swap_into_place(&self.staging, live, &self.keep).map_err(|e| {
             let _ = std::fs::remove_dir_all(&self.staging);
             ComponentError::Restore {

@@ -54,6 +54,14 @@ pub enum EngineError {
     /// A snapshot or path that does not exist.
     #[error("{0}")]
     NotInSnapshot(String),
+    /// The storage ran out of space (`ENOSPC`) during `what`.
+    #[error("{what}: no space left on the filesystem holding {path}")]
+    NoSpace {
+        /// The operation.
+        what: &'static str,
+        /// The repository (filled in by the layer that knows it; empty here).
+        path: String,
+    },
     /// Anything else the library reported; `what` says which operation.
     #[error("{what}: {message}")]
     Library {
@@ -75,12 +83,37 @@ impl EngineError {
     }
 
     fn library(what: &'static str, err: &RusticError) -> Self {
+        if is_no_space(err) {
+            return Self::NoSpace {
+                what,
+                path: String::new(),
+            };
+        }
         let mut message = first_line(err);
         if message.is_empty() {
             message = "unknown error".to_string();
         }
         Self::Library { what, message }
     }
+}
+
+/// True when the error chain holds an `ENOSPC` (the library reports it with a generic first
+/// line, which would hide the one fact the operator needs).
+fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.raw_os_error() == Some(nix::libc::ENOSPC))
+        {
+            return true;
+        }
+        if e.to_string().contains("No space left on device") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Result type of the engine.
@@ -316,6 +349,12 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// Storage errors.
     fn adopt_unindexed_packs(&self) -> EngineResult<()>;
+
+    /// Re-reads the index from storage (another process may have changed it since open).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn reload_index(&self) -> EngineResult<()>;
     /// For [`Engine::copy_to`]: the concrete engine behind the trait.
     fn as_any(&self) -> &dyn std::any::Any;
     /// The repository's keys (hex ids), and the one this process opened it with.
@@ -851,6 +890,10 @@ impl Engine for RusticEngine {
         self.repo()?
             .repair_index(&rustic_core::RepairIndexOptions::default(), false)
             .map_err(|e| EngineError::library("re-indexing packs of a crashed run", &e))?;
+        self.refresh()
+    }
+
+    fn reload_index(&self) -> EngineResult<()> {
         self.refresh()
     }
 

@@ -7,6 +7,10 @@
 //! warning and the new run proceeds. A lock from
 //! another host is never broken automatically (we cannot see its processes); the message says
 //! which host and how to remove it. The `restic` client ignores this file.
+//!
+//! A run may wait for the lock instead of failing ([`RepoLock::acquire_waiting`], the
+//! `--wait` flag): it polls, so a holder that dies (kernel lock released) or finishes lets the
+//! waiter in at once, and a stale file is judged again on every attempt.
 
 use std::{
     io::{Read, Seek, Write},
@@ -49,6 +53,19 @@ pub enum LockError {
         /// The holder.
         holder: LockHolder,
     },
+    /// Another live process still held it when the wait ran out.
+    #[error(
+        "repository {repo} is still locked by pid {} on {} running `{}` since {} (waited {waited}s): try again later or wait longer with --wait",
+        holder.pid, holder.host, holder.command, holder.time
+    )]
+    StillHeld {
+        /// Repository path.
+        repo: PathBuf,
+        /// The holder.
+        holder: LockHolder,
+        /// Seconds waited.
+        waited: u64,
+    },
     /// The lock file cannot be written or read.
     #[error("cannot lock repository {repo}: {source}")]
     Io {
@@ -84,7 +101,60 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// How long to wait for a lock that another run holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once, naming the holder.
+    #[default]
+    No,
+    /// Wait up to this long, then fail naming the holder.
+    Up(std::time::Duration),
+    /// Wait until the holder is done.
+    Forever,
+}
+
 impl RepoLock {
+    /// Takes the lock, waiting for a live holder as `wait` allows; `on_wait` is called once
+    /// with the holder when waiting starts (to tell the operator why nothing happens).
+    ///
+    /// # Errors
+    /// [`LockError::Held`] (no wait), [`LockError::StillHeld`] (the wait ran out), I/O errors.
+    pub fn acquire_waiting(
+        repo: &Path,
+        command: &str,
+        wait: LockWait,
+        on_wait: &dyn Fn(&LockHolder),
+    ) -> Result<Self, LockError> {
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match Self::acquire(repo, command) {
+                Err(LockError::Held { repo, holder }) => {
+                    let limit = match wait {
+                        LockWait::No => return Err(LockError::Held { repo, holder }),
+                        LockWait::Up(d) => Some(d),
+                        LockWait::Forever => None,
+                    };
+                    if let Some(limit) = limit
+                        && started.elapsed() >= limit
+                    {
+                        return Err(LockError::StillHeld {
+                            repo,
+                            holder,
+                            waited: limit.as_secs(),
+                        });
+                    }
+                    if !told {
+                        on_wait(&holder);
+                        told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Takes the lock.
     ///
     /// # Errors
@@ -198,5 +268,29 @@ mod tests {
         .unwrap();
         let lock = RepoLock::acquire(t.path(), "backup").unwrap();
         assert_eq!(lock.broke_stale.as_ref().map(|h| h.pid), Some(u32::MAX - 1));
+    }
+
+    #[test]
+    /// A waiter gets the lock once the holder releases it, and a limited wait gives up
+    /// naming the holder and how long it waited.
+    fn waiting_for_the_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let first = RepoLock::acquire(t.path(), "backup").unwrap();
+        let err = RepoLock::acquire_waiting(
+            t.path(),
+            "backup",
+            LockWait::Up(std::time::Duration::from_millis(300)),
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("still locked") && err.contains("waited 0s"), "{err}");
+        let path = t.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            RepoLock::acquire_waiting(&path, "forget", LockWait::Forever, &|_| {}).is_ok()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        drop(first);
+        assert!(waiter.join().unwrap());
     }
 }

@@ -17,8 +17,9 @@ use crate::{
     progress::ProgressRef,
 };
 pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
-use engine::{Engine, EngineError, SnapshotInfo};
-pub use lock::{LockError, RepoLock};
+pub use engine::EngineError;
+use engine::{Engine, SnapshotInfo};
+pub use lock::{LockError, LockWait, RepoLock};
 pub use password::PasswordError;
 
 /// Errors of repository operations.
@@ -64,6 +65,8 @@ pub struct Repository {
     /// Whether `path` is the repository itself.
     local: bool,
     engine: Box<dyn Engine>,
+    /// Whether [`Repository::lock`] waits for another run's lock (`--wait`).
+    lock_wait: LockWait,
 }
 
 impl std::fmt::Debug for Repository {
@@ -261,6 +264,7 @@ impl Repository {
             shown: loc.display(),
             local,
             engine: Box::new(engine),
+            lock_wait: LockWait::No,
         })
     }
 
@@ -376,12 +380,30 @@ impl Repository {
         Ok(lock)
     }
 
-    /// Takes the write lock for `command`.
+    /// Makes [`Repository::lock`] wait for another run's lock instead of failing at once.
+    pub const fn set_lock_wait(&mut self, wait: LockWait) {
+        self.lock_wait = wait;
+    }
+
+    /// Takes the write lock for `command` (waiting as [`Repository::set_lock_wait`] says),
+    /// then re-reads the index: it was loaded when the repository was opened, before the
+    /// lock, and a `forget --prune` that held the lock meanwhile may have removed packs it
+    /// lists. Deduplicating against such a stale index would make the new set reference
+    /// data that is gone.
     ///
     /// # Errors
-    /// [`LockError::Held`] naming the holder.
+    /// [`LockError::Held`] / [`LockError::StillHeld`] naming the holder; storage errors of
+    /// the index reload.
     pub fn lock(&self, command: &str) -> Result<RepoLock, RepoError> {
-        Ok(RepoLock::acquire(&self.path, command)?)
+        let shown = self.shown.clone();
+        let lock = RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &|h| {
+            eprintln!(
+                "akbackup: waiting for the lock of {shown}: held by pid {} on {} running `{}` since {}",
+                h.pid, h.host, h.command, h.time
+            );
+        })?;
+        self.engine.reload_index()?;
+        Ok(lock)
     }
 
     /// All complete sets, oldest first.
@@ -447,14 +469,17 @@ impl Repository {
     ) -> Result<(String, Vec<PartStats>, Option<u64>), RepoError> {
         let mut all_tags = vec![PARTIAL_TAG.to_string()];
         all_tags.extend(tags.iter().cloned());
-        let (info, stats) = self.engine.backup(
-            parts,
-            &all_tags,
-            "akbackup set in progress",
-            parent,
-            time,
-            progress,
-        )?;
+        let (info, stats) = self
+            .engine
+            .backup(
+                parts,
+                &all_tags,
+                "akbackup set in progress",
+                parent,
+                time,
+                progress,
+            )
+            .map_err(|e| self.located(e))?;
         Ok((info.id, stats, info.data_added_packed))
     }
 
@@ -471,7 +496,8 @@ impl Repository {
         tags.extend(manifest.tags.iter().cloned());
         let info = self
             .engine
-            .rewrite_snapshot(partial_id, &tags, &manifest.to_description())?;
+            .rewrite_snapshot(partial_id, &tags, &manifest.to_description())
+            .map_err(|e| self.located(e))?;
         set_of(&info)
             .ok_or_else(|| RepoError::Config("the completed set has no manifest".to_string()))
     }
@@ -484,7 +510,10 @@ impl Repository {
         if ids.is_empty() {
             return Ok(());
         }
-        Ok(self.engine.delete_snapshots(ids)?)
+        Ok(self
+            .engine
+            .delete_snapshots(ids)
+            .map_err(|e| self.located(e))?)
     }
 
     /// Lists the subtree `path` of set `set_id`.
@@ -501,6 +530,19 @@ impl Repository {
     /// [`EngineError::DamagedBlob`].
     pub fn read_blob(&self, blob: &BlobRef) -> Result<Vec<u8>, RepoError> {
         Ok(self.engine.read_blob(blob)?)
+    }
+
+    /// `e` with this repository's location filled in where the engine could not know it
+    /// (a full disk: the operator needs to know which one).
+    #[must_use]
+    pub fn located(&self, e: EngineError) -> EngineError {
+        match e {
+            EngineError::NoSpace { what, path } if path.is_empty() => EngineError::NoSpace {
+                what,
+                path: self.shown.clone(),
+            },
+            other => other,
+        }
     }
 
     /// The storage engine, for verify/forget.

@@ -314,7 +314,10 @@ impl Component for SsdbComponent {
             &format!("stage-{}", super::stamp()),
             true,
         );
-        std::fs::create_dir(&stage).map_err(|e| {
+        // 0700 from the start: the hard links in it are the store's live table files.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&stage)
+            .map_err(|e| {
             self.source_err(&stage, format!("cannot create staging directory: {e}"))
         })?;
         let guard = cleanup::register(Action::RemoveDir(stage.clone()));
@@ -480,7 +483,7 @@ impl Component for SsdbComponent {
                 live.display()
             )));
         }
-        let previous = match staged.swap(&self.name, live) {
+        let previous = match staged.swap(&self.name, live, progress) {
             Ok(p) => p,
             Err(e) => {
                 drop(stopped); // starts the unit on the untouched data

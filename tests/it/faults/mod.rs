@@ -1,0 +1,280 @@
+//! Fault-injection campaigns: crashes (`kill -9` at seeded random times), repository
+//! corruption, concurrent writers, a full disk, cheap security checks and bad input.
+//!
+//! Each campaign is one test that runs many seeded trials, records every trial's outcome
+//! (printed, and written to `<CARGO_TARGET_TMPDIR>/faults-<campaign>.log`), prints
+//! `campaign <name>: N passed, N failed` and fails when any trial failed. The random
+//! numbers come from a tiny xorshift generator seeded per trial, so a failing trial is
+//! reproduced by its seed (`FAULTS_SEED=<seed>` runs only that trial).
+
+mod bad_input;
+mod concurrency;
+mod corruption;
+mod crash;
+mod disk_full;
+mod security;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::Sandbox;
+
+/// xorshift64*: deterministic, good enough to pick kill times and byte offsets.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, 0 included).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let v = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        v
+    }
+}
+
+/// The trials of one campaign and their outcomes.
+pub struct Campaign {
+    name: String,
+    passed: usize,
+    failed: Vec<String>,
+    log: String,
+    started: Instant,
+}
+
+impl Campaign {
+    /// Starts a campaign.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            passed: 0,
+            failed: Vec::new(),
+            log: String::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The seeds to run: `0..n`, or only `$FAULTS_SEED` when set (to replay one trial).
+    pub fn seeds(n: u64) -> Vec<u64> {
+        match std::env::var("FAULTS_SEED").ok().and_then(|s| s.parse().ok()) {
+            Some(seed) => vec![seed],
+            None => (0..n).collect(),
+        }
+    }
+
+    /// Records one trial: `Ok(note)` passed, `Err(why)` failed.
+    pub fn record(&mut self, trial: &str, outcome: Result<String, String>) {
+        let line = match &outcome {
+            Ok(note) => {
+                self.passed += 1;
+                format!("pass {trial}: {note}")
+            }
+            Err(why) => {
+                self.failed.push(format!("{trial}: {why}"));
+                format!("FAIL {trial}: {why}")
+            }
+        };
+        println!("[{}] {line}", self.name);
+        let _ = writeln!(self.log, "{line}");
+    }
+
+    /// Prints the tally, writes the log and fails the test when any trial failed.
+    pub fn finish(self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let tally = format!(
+            "campaign {}: {} passed, {} failed ({secs:.1}s)",
+            self.name,
+            self.passed,
+            self.failed.len()
+        );
+        println!("{tally}");
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("faults-{}.log", self.name));
+        let _ = std::fs::write(&path, format!("{}{tally}\n", self.log));
+        assert!(
+            self.failed.is_empty(),
+            "{tally}\n{}",
+            self.failed.join("\n")
+        );
+    }
+}
+
+/// `akbackup ARGS` as a plain [`Command`] (so it can be spawned and killed), with the same
+/// environment as [`Sandbox::cmd`].
+pub fn command(sb: &Sandbox, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_akbackup"));
+    cmd.args(args)
+        .env("AKBACKUP_CONFIG", sb.config_path())
+        .env_remove("AKBACKUP_PASSWORD")
+        .env("XDG_CACHE_HOME", sb.root().join("cache"))
+        .env("NO_COLOR", "1")
+        .current_dir(sb.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `akbackup ARGS` to the end (at most 4 minutes, then killed).
+pub fn run(sb: &Sandbox, args: &[&str]) -> Output {
+    let child = command(sb, args).spawn().expect("spawn akbackup");
+    wait_or_kill(child, Duration::from_secs(240))
+}
+
+/// Waits for `child` up to `limit`, then kills it; returns what it printed.
+pub fn wait_or_kill(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send(());
+        out
+    });
+    if rx.recv_timeout(limit).is_err() {
+        kill9(pid);
+    }
+    waiter
+        .join()
+        .expect("waiter thread")
+        .expect("wait for akbackup")
+}
+
+/// `kill -9 pid`.
+pub fn kill9(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// What a killed run did.
+pub struct Killed {
+    /// Whether the process was still running when the signal was sent.
+    pub killed: bool,
+    /// Its output until then.
+    pub output: Output,
+}
+
+/// Spawns `akbackup ARGS`, sends `kill -9` after `after` and collects its output.
+pub fn run_killed(sb: &Sandbox, args: &[&str], after: Duration) -> Killed {
+    let mut child = command(sb, args).spawn().expect("spawn akbackup");
+    let pid = child.id();
+    let deadline = Instant::now() + after;
+    let mut killed = false;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill9(pid);
+            killed = true;
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+    }
+    let output = wait_or_kill(child, Duration::from_secs(60));
+    Killed { killed, output }
+}
+
+/// How long `akbackup ARGS` takes (it must succeed).
+pub fn measure(sb: &Sandbox, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = run(sb, args);
+    expect_exit(&out, 0, &args.join(" ")).expect("calibration run");
+    t.elapsed()
+}
+
+/// `Err` describing the run unless it exited with `code`.
+pub fn expect_exit(out: &Output, code: i32, what: &str) -> Result<(), String> {
+    if out.status.code() == Some(code) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: exit {:?} (want {code}); stderr: {}; stdout: {}",
+        out.status.code(),
+        one_line(&out.stderr),
+        one_line(&out.stdout)
+    ))
+}
+
+/// A stream's text on one line, shortened.
+pub fn one_line(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes).replace('\n', " | ");
+    if s.len() > 600 {
+        format!("{}...", &s[..s.floor_char_boundary(600)])
+    } else {
+        s
+    }
+}
+
+/// Replaces `dst` by a copy of `src` (`cp -a`).
+pub fn reset_dir(src: &Path, dst: &Path) {
+    if dst.exists() {
+        std::fs::remove_dir_all(dst).expect("remove dir");
+    }
+    crate::support::copy_tree(src, dst);
+}
+
+/// `Err` with the differences unless `a` and `b` hold the same names, types, contents and
+/// symlink targets (`diff -r`, not following links; `*.pid`/`*.log` ignored).
+pub fn same_tree(a: &Path, b: &Path) -> Result<(), String> {
+    let out = Command::new("diff")
+        .args(["-r", "--no-dereference", "-x", "*.pid", "-x", "*.log"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("spawn diff");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} and {} differ: {}",
+            a.display(),
+            b.display(),
+            one_line(&out.stdout)
+        ))
+    }
+}
+
+/// `snapshots --json` of the sandbox's repository (or `--repo NAME`), as a list.
+pub fn sets(sb: &Sandbox, repo: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+    let mut args = vec!["--json"];
+    if let Some(r) = repo {
+        args.extend(["--repo", r]);
+    }
+    args.push("snapshots");
+    let out = run(sb, &args);
+    expect_exit(&out, 0, "snapshots")?;
+    match serde_json::from_slice(&out.stdout) {
+        Ok(serde_json::Value::Array(a)) => Ok(a),
+        other => Err(format!("snapshots --json is not a list: {other:?}")),
+    }
+}
+
+/// A set's fields that never change for the life of the set (a copy gets a new id, so the
+/// id is left out): start time, host, components and their counts and digests.
+pub fn set_identity(set: &serde_json::Value) -> String {
+    let m = set.get("manifest").unwrap_or(set);
+    let mut v = m.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("id");
+        o.remove("added_bytes");
+    }
+    v.to_string()
+}

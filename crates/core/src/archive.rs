@@ -294,6 +294,11 @@ fn unpack_tar(
         reason: e.to_string(),
     };
     archive.unpack(staging).map_err(corrupt)?;
+    // tar stops reading at its end-of-archive blocks, before the gzip trailer: the CRC-32 of
+    // the whole stream (the only check a file's bytes have in a tar.gz) is verified only when
+    // the stream is read to its end. Without this, a flipped bit in a file's data was imported
+    // silently as a set with wrong content.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(corrupt)?;
     // `unpack` sets the times of files only, and every file written into a directory moves
     // the directory's time again: a second pass over the headers sets directory times,
     // deepest first, once everything is in.
@@ -452,8 +457,7 @@ pub fn export(
         if target.exists() {
             return Err(ArchiveError::Exists(target));
         }
-        let work = crate::fsutil::private_tempdir(".akbackup-export-", dir)
-            .map_err(io(dir))?;
+        let work = crate::fsutil::private_tempdir(".akbackup-export-", dir).map_err(io(dir))?;
         let tree_dir = work.path().join("tree");
         let repo_path = Path::new(&rec.repo_path);
         tree::materialize(

@@ -121,10 +121,12 @@ pub fn run(
     repo.discard(&partial)?;
 
     // Private staging next to the repository (same filesystem as the data it feeds).
-    let staging = crate::fsutil::private_tempdir(".akbackup-staging-", repo.path())
-        .map_err(|source| BackupError::Staging {
-            path: repo.path().display().to_string(),
-            source,
+    let staging =
+        crate::fsutil::private_tempdir(".akbackup-staging-", repo.path()).map_err(|source| {
+            BackupError::Staging {
+                path: repo.path().display().to_string(),
+                source,
+            }
         })?;
 
     let mut prepared = Vec::new();

@@ -33,7 +33,9 @@ pub enum TreeError {
     NotEmpty(PathBuf),
     /// The destination is a symlink (planted or left over): writing through it could land
     /// anywhere.
-    #[error("{0} is a symlink: refusing to restore through it; remove it or choose another --target")]
+    #[error(
+        "{0} is a symlink: refusing to restore through it; remove it or choose another --target"
+    )]
     Symlink(PathBuf),
     /// Writing failed.
     #[error("cannot write {path}: {source}")]

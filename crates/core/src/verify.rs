@@ -99,17 +99,38 @@ pub fn run(
         None if read_data => progress.note("checking repository structure and reading all packs"),
         None => progress.note("checking repository structure"),
     }
-    for f in repo.engine().check(read_data, subset)? {
+    for (id, reason) in repo.engine().damaged_snapshots()? {
         findings.push(Finding {
-            level: if f.error {
-                Level::Error
-            } else {
-                Level::Warning
-            },
+            level: Level::Error,
+            set: Some(id.clone()),
+            component: None,
+            message: format!(
+                "snapshot file snapshots/{id} is damaged ({reason}): the set stored in it cannot be listed or restored; the other sets are not affected"
+            ),
+        });
+    }
+    // A check that cannot run at all is a finding too, so the sets below are still read.
+    match repo.engine().check(read_data, subset) {
+        Ok(engine_findings) => {
+            for f in engine_findings {
+                findings.push(Finding {
+                    level: if f.error {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    },
+                    set: None,
+                    component: None,
+                    message: f.message,
+                });
+            }
+        }
+        Err(e) => findings.push(Finding {
+            level: Level::Error,
             set: None,
             component: None,
-            message: f.message,
-        });
+            message: format!("the repository structure check could not run: {e}"),
+        }),
     }
     let mut blob_results: HashMap<BlobRef, Option<String>> = HashMap::new();
     let mut checks = Vec::new();

@@ -3,30 +3,60 @@
 //! source path that does not exist (one line naming it, per `on-read-error`).
 
 use super::{Campaign, Rng, one_line, run};
-use crate::support::{self, Sandbox, build_rich_tree, files_under};
+use crate::support::{self, Sandbox, build_rich_tree};
 
 /// Seeded truncations and byte damage of a documented `altcraft-DATE.tar.gz`.
 #[test]
 fn damaged_import_archives_are_refused() {
     let sb = Sandbox::new();
-    sb.init();
-    let tree = sb.root().join("manual");
-    build_rich_tree(&tree.join("opt/altcraft"), 64 * 1024);
+    super::init(&sb, None);
+    // The documented `tar -czf ... /opt/altcraft`: entries under the configured path.
+    build_rich_tree(&sb.source(), 64 * 1024);
     let good = sb.root().join("good.tar.gz");
+    let inside = sb
+        .source()
+        .strip_prefix("/")
+        .expect("absolute")
+        .to_path_buf();
     let st = std::process::Command::new("tar")
         .arg("-czf")
         .arg(&good)
         .arg("-C")
-        .arg(&tree)
-        .arg("opt")
+        .arg("/")
+        .arg(&inside)
         .status()
         .expect("spawn tar");
     assert!(st.success());
     let bytes = std::fs::read(&good).expect("read archive");
     let archive = sb.root().join("altcraft-2019-06-01.tar.gz");
-    let original = tree.join("opt/altcraft");
+    let original = sb.root().join("original");
+    crate::support::copy_tree(&sb.source(), &original);
 
     let mut c = Campaign::new("bad-import-archives");
+    // Control: the undamaged archive imports to exactly the tree.
+    std::fs::write(&archive, &bytes).expect("write archive");
+    let out = run(&sb, &["import", archive.to_str().expect("utf-8")]);
+    c.record(
+        "control: the undamaged archive",
+        super::expect_exit(&out, 0, "import").and_then(|()| {
+            let target = sb.root().join("check");
+            let r = run(
+                &sb,
+                &[
+                    "restore",
+                    "latest",
+                    "--target",
+                    target.to_str().expect("utf-8"),
+                ],
+            );
+            super::expect_exit(&r, 0, "restore of the import")?;
+            super::same_tree(&original, &target.join("files/control"))?;
+            std::fs::remove_dir_all(&target).map_err(|e| e.to_string())?;
+            Ok("imported, identical".to_string())
+        }),
+    );
+    let mut count = super::sets(&sb, None).map(|s| s.len()).unwrap_or(0);
+
     for seed in Campaign::seeds(24) {
         let mut rng = Rng::new(9000 + seed);
         let mut damaged = bytes.clone();
@@ -51,19 +81,31 @@ fn damaged_import_archives_are_refused() {
             }
         };
         std::fs::write(&archive, &damaged).expect("write archive");
-        let before = super::sets(&sb, None).map(|s| s.len()).unwrap_or(0);
-        let out = run(&sb, &["import", archive.to_str().expect("utf-8")]);
+        let before = count;
+        let out = run(&sb, &["--json", "import", archive.to_str().expect("utf-8")]);
         let outcome = (|| {
             let after = super::sets(&sb, None)?.len();
+            count = after;
             match out.status.code() {
                 Some(0) => {
                     // Accepted: only when what it recorded is exactly the original tree.
                     let target = sb.root().join("check");
                     let _ = std::fs::remove_dir_all(&target);
-                    let r = run(&sb, &["restore", "latest", "--target", target.to_str().expect("utf-8")]);
+                    let text = String::from_utf8_lossy(&out.stdout).to_string();
+                    let id = text
+                        .split('"')
+                        .skip_while(|t| *t != "set")
+                        .nth(2)
+                        .ok_or_else(|| format!("no set id in {text}"))?
+                        .to_string();
+                    let r = run(
+                        &sb,
+                        &["restore", &id, "--target", target.to_str().expect("utf-8")],
+                    );
                     super::expect_exit(&r, 0, "restore of the import")?;
-                    super::same_tree(&original, &target.join("files/control"))
-                        .map_err(|e| format!("a damaged archive was imported with wrong content: {e}"))?;
+                    super::same_tree(&original, &target.join("files/control")).map_err(|e| {
+                        format!("a damaged archive was imported with wrong content: {e}")
+                    })?;
                     // Forget it again so the next trial starts from the same state.
                     Ok("accepted, content identical (damage outside the data)".to_string())
                 }
@@ -101,7 +143,6 @@ fn damaged_import_archives_are_refused() {
             Err(format!("{left:?}"))
         },
     );
-    let _ = files_under;
     c.finish();
 }
 
@@ -115,10 +156,12 @@ fn missing_source_path_is_named() {
         let missing = sb.root().join("opt/not-there");
         sb.write_config(&format!(
             "{}on-read-error = \"{mode}\"\n",
-            sb.default_config()
-                .replace(&support::toml_str(&sb.source()), &support::toml_str(&missing))
+            sb.default_config().replace(
+                &support::toml_str(&sb.source()),
+                &support::toml_str(&missing)
+            )
         ));
-        sb.init();
+        super::init(&sb, None);
         let out = run(&sb, &["backup"]);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         let outcome = (|| {

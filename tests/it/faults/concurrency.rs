@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{
-    Campaign, Rng, command, expect_exit, one_line, reset_dir, run, wait_or_kill,
-};
+use super::{Campaign, Rng, command, expect_exit, one_line, reset_dir, run, wait_or_kill};
 use crate::support::{Sandbox, build_random_tree, build_rich_tree, copy_tree};
 
 /// A sandbox with a source big enough that a backup holds the lock for a while.
@@ -16,7 +14,7 @@ fn busy_sandbox() -> Sandbox {
     let sb = Sandbox::new();
     build_rich_tree(&sb.source(), 64 * 1024);
     build_random_tree(&sb.source().join("big"), 24, 256 * 1024);
-    sb.init();
+    super::init(&sb, None);
     sb
 }
 
@@ -105,7 +103,9 @@ fn two_backups_at_once() {
         if overlapped * 2 >= Campaign::seeds(8).len() {
             Ok(format!("{overlapped} overlapped"))
         } else {
-            Err(format!("only {overlapped} overlapped: the campaign tested little"))
+            Err(format!(
+                "only {overlapped} overlapped: the campaign tested little"
+            ))
         },
     );
     c.finish();
@@ -163,7 +163,7 @@ fn backup_and_prune_at_once_lose_nothing() {
     let v2 = sb.root().join("v2");
     build_rich_tree(&v2, 32 * 1024);
     build_random_tree(&v2.join("other"), 4, 100 * 1024);
-    sb.init();
+    super::init(&sb, None);
     reset_dir(&v1, &sb.source());
     sb.backup(&[]);
     reset_dir(&v2, &sb.source());

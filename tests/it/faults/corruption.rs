@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Campaign, Rng, one_line, reset_dir, run, sets};
+use super::{Campaign, Rng, one_line, reset_dir, run};
 use crate::support::{self, Sandbox, build_random_tree, build_rich_tree, copy_tree, files_under};
 
 /// Trials.
@@ -106,7 +106,7 @@ fn corruption_is_reported_and_never_restored_silently() {
     copy_tree(&v1, &v2);
     build_random_tree(&v2.join("extra"), 4, 120 * 1024);
     reset_dir(&v1, &sb.source());
-    sb.init();
+    super::init(&sb, None);
     let a = Sandbox::set_id(&sb.backup(&[]));
     reset_dir(&v2, &sb.source());
     let b = Sandbox::set_id(&sb.backup(&[]));
@@ -114,7 +114,16 @@ fn corruption_is_reported_and_never_restored_silently() {
     copy_tree(&sb.repo(), &template);
     let originals = [(a.clone(), v1.clone()), (b.clone(), v2.clone())];
 
-    let kinds = ["data", "data", "data", "data", "index", "snapshots", "keys", "config"];
+    let kinds = [
+        "data",
+        "data",
+        "data",
+        "data",
+        "index",
+        "snapshots",
+        "keys",
+        "config",
+    ];
     let mutations = [
         Mutation::FlipBit,
         Mutation::Overwrite16,
@@ -136,6 +145,21 @@ fn corruption_is_reported_and_never_restored_silently() {
             .expect("in repo")
             .display()
             .to_string();
+        if kind == "snapshots" && matches!(m, Mutation::Delete) {
+            // A deleted snapshot file looks exactly like a set removed by `forget`: no
+            // content check can tell them apart (restic neither). The other set must still
+            // verify and restore.
+            let out = run(&sb, &["verify", "--read-data"]);
+            let still = super::expect_exit(&out, 0, "verify of the remaining set");
+            match still {
+                Ok(()) => c.known_limitation(
+                    &format!("seed {seed} {kind} {rel} {what}"),
+                    "not detected: indistinguishable from a forgotten set; the other set verifies",
+                ),
+                Err(e) => c.record(&format!("seed {seed} {kind} {rel} {what}"), Err(e)),
+            }
+            continue;
+        }
         let outcome = (|| {
             let out = run(&sb, &["verify", "--read-data"]);
             let text = format!(
@@ -166,9 +190,27 @@ fn corruption_is_reported_and_never_restored_silently() {
                         notes.push(format!("restore {} ok and equal", &id[..8]));
                     }
                     Some(code) => {
-                        let err = one_line(&out.stderr);
+                        // The failure line: "restore FAILED: ..." on stdout, or the error on
+                        // stderr.
+                        let all = format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        let err = all
+                            .lines()
+                            .filter(|l| {
+                                l.contains("FAILED")
+                                    || (l.starts_with("akbackup: ")
+                                        && !l.contains(": restoring to "))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" | ");
                         if err.trim().is_empty() {
-                            return Err(format!("restore {} exit {code} with no message", &id[..8]));
+                            return Err(format!(
+                                "restore {} exit {code} with no message",
+                                &id[..8]
+                            ));
                         }
                         // Damaged file data: verify must have named the set and component.
                         if err.contains("could not be restored because their data") {
@@ -183,7 +225,7 @@ fn corruption_is_reported_and_never_restored_silently() {
                         notes.push(format!(
                             "restore {} refused (exit {code}, {files} good files written): {}",
                             &id[..8],
-                            err.chars().take(160).collect::<String>()
+                            err.chars().take(220).collect::<String>()
                         ));
                     }
                     None => return Err("restore killed by a signal".to_string()),
@@ -194,6 +236,4 @@ fn corruption_is_reported_and_never_restored_silently() {
         c.record(&format!("seed {seed} {kind} {rel} {what}"), outcome);
     }
     c.finish();
-    // The sets listed before any damage are the ones compared against.
-    let _ = sets;
 }

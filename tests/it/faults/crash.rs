@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Campaign, Rng, expect_exit, measure, reset_dir, run, run_killed, same_tree, set_identity,
-    sets,
+    Campaign, Rng, expect_exit, measure, reset_dir, run, run_killed, same_tree, set_identity, sets,
 };
 use crate::support::{self, Sandbox, build_random_tree, build_rich_tree, copy_tree};
 
@@ -109,7 +108,7 @@ fn crash_during_backup() {
     let sb = Sandbox::new();
     let [v1, v2, _] = build_versions(&sb.root().join("versions"));
     use_source(&sb, &v1);
-    sb.init();
+    super::init(&sb, None);
     sb.backup(&[]);
     let template = sb.root().join("repo-template");
     copy_tree(&sb.repo(), &template);
@@ -159,7 +158,7 @@ fn crash_during_backup() {
 fn crash_during_forget_prune() {
     let sb = Sandbox::new();
     let [v1, v2, v3] = build_versions(&sb.root().join("versions"));
-    sb.init();
+    super::init(&sb, None);
     for v in [&v1, &v2, &v3] {
         use_source(&sb, v);
         sb.backup(&[]);
@@ -220,8 +219,8 @@ fn crash_during_copy() {
         support::toml_str(&dst),
         support::toml_str(&sb.password_file())
     ));
-    sb.init();
-    sb.ok(&["--repo", "dst", "init"]);
+    super::init(&sb, None);
+    super::init(&sb, Some(("dst", &dst)));
     use_source(&sb, &v1);
     let a = Sandbox::set_id(&sb.backup(&[]));
     sb.ok(&["copy", "--to", "dst", &a]);
@@ -311,7 +310,7 @@ fn crash_during_in_place_restore() {
     let sb = Sandbox::new();
     let [v1, v2, _] = build_versions(&sb.root().join("versions"));
     use_source(&sb, &v1);
-    sb.init();
+    super::init(&sb, None);
     let a = Sandbox::set_id(&sb.backup(&[]));
     let restore = ["restore", a.as_str(), "--yes", "--no-restart"];
     use_source(&sb, &v2);
@@ -358,10 +357,7 @@ fn crash_during_in_place_restore() {
                 } else {
                     // Killed between the exchange and the rename: the old tree is under
                     // the hidden swap name until the next run settles it.
-                    let prefix = format!(
-                        ".{}.",
-                        name.file_name().expect("name").to_string_lossy()
-                    );
+                    let prefix = format!(".{}.", name.file_name().expect("name").to_string_lossy());
                     let Some(swapped) = hidden.iter().find(|h| {
                         h.file_name()
                             .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))

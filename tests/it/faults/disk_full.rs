@@ -57,12 +57,13 @@ fn disk_full() {
     let mnt = sb.root().join("small");
     let _fs = Tmpfs::mount(&mnt, "20m");
     let repo = mnt.join("repo");
-    sb.write_config(&sb.default_config().replace(
-        &support::toml_str(&sb.repo()),
-        &support::toml_str(&repo),
-    ));
+    sb.write_config(
+        &sb.default_config()
+            .replace(&support::toml_str(&sb.repo()), &support::toml_str(&repo)),
+    );
     build_rich_tree(&sb.source(), 16 * 1024);
     sb.init();
+    super::cheap_key(&repo);
     // A first set that fits (~2 MB).
     build_random_tree(&sb.source().join("first"), 4, 512 * 1024);
     let out = run(&sb, &["backup", "--force"]);
@@ -76,7 +77,10 @@ fn disk_full() {
     c.record(
         "backup without --force",
         expect_exit(&out, 2, "backup").and_then(|()| {
-            if err.lines().count() == 1 && err.contains(&repo.display().to_string()) && err.contains("needed") {
+            if err.lines().count() == 1
+                && err.contains(&repo.display().to_string())
+                && err.contains("needed")
+            {
                 Ok(one_line(err.as_bytes()))
             } else {
                 Err(format!("message: {err}"))
@@ -89,10 +93,18 @@ fn disk_full() {
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         let outcome = (|| {
             expect_exit(&out, 1, "backup --force")?;
-            let errors: Vec<&str> = err.lines().filter(|l| !l.contains("akbackup: files.control: preparing")).collect();
-            let line = errors.iter().find(|l| l.contains("no space")).ok_or_else(|| format!("no 'no space' line: {err}"))?;
+            let errors: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("akbackup: files.control: preparing"))
+                .collect();
+            let line = errors
+                .iter()
+                .find(|l| l.contains("no space"))
+                .ok_or_else(|| format!("no 'no space' line: {err}"))?;
             if !(line.contains(&mnt.display().to_string()) && line.contains("needed")) {
-                return Err(format!("the line does not say which path is full and how much was needed: {line}"));
+                return Err(format!(
+                    "the line does not say which path is full and how much was needed: {line}"
+                ));
             }
             let left = staging_left(&repo);
             if !left.is_empty() {
@@ -113,9 +125,20 @@ fn disk_full() {
     let filler = mnt.join("filler");
     let free = nix::sys::statvfs::statvfs(&mnt).expect("statvfs");
     let avail = free.blocks_available() * free.fragment_size();
-    let _ = std::fs::write(&filler, vec![0u8; usize::try_from(avail.saturating_sub(256 * 1024)).expect("fits")]);
+    let _ = std::fs::write(
+        &filler,
+        vec![0u8; usize::try_from(avail.saturating_sub(256 * 1024)).expect("fits")],
+    );
     let target = mnt.join("target");
-    let out = run(&sb, &["restore", "latest", "--target", target.to_str().expect("utf-8")]);
+    let out = run(
+        &sb,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ],
+    );
     let err = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -55,6 +55,7 @@ impl Rng {
 pub struct Campaign {
     name: String,
     passed: usize,
+    known: usize,
     failed: Vec<String>,
     log: String,
     started: Instant,
@@ -66,6 +67,7 @@ impl Campaign {
         Self {
             name: name.to_string(),
             passed: 0,
+            known: 0,
             failed: Vec::new(),
             log: String::new(),
             started: Instant::now(),
@@ -74,7 +76,10 @@ impl Campaign {
 
     /// The seeds to run: `0..n`, or only `$FAULTS_SEED` when set (to replay one trial).
     pub fn seeds(n: u64) -> Vec<u64> {
-        match std::env::var("FAULTS_SEED").ok().and_then(|s| s.parse().ok()) {
+        match std::env::var("FAULTS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
             Some(seed) => vec![seed],
             None => (0..n).collect(),
         }
@@ -96,11 +101,25 @@ impl Campaign {
         let _ = writeln!(self.log, "{line}");
     }
 
+    /// Records a trial whose fault the tool cannot detect by design (documented in the
+    /// README); counted apart, never as passed.
+    pub fn known_limitation(&mut self, trial: &str, why: &str) {
+        self.known += 1;
+        let line = format!("KNOWN LIMITATION {trial}: {why}");
+        println!("[{}] {line}", self.name);
+        let _ = writeln!(self.log, "{line}");
+    }
+
     /// Prints the tally, writes the log and fails the test when any trial failed.
     pub fn finish(self) {
         let secs = self.started.elapsed().as_secs_f64();
+        let known = if self.known > 0 {
+            format!(", {} known limitation", self.known)
+        } else {
+            String::new()
+        };
         let tally = format!(
-            "campaign {}: {} passed, {} failed ({secs:.1}s)",
+            "campaign {}: {} passed, {} failed{known} ({secs:.1}s)",
             self.name,
             self.passed,
             self.failed.len()
@@ -277,4 +296,75 @@ pub fn set_identity(set: &serde_json::Value) -> String {
         o.remove("added_bytes");
     }
     v.to_string()
+}
+
+/// `akbackup init` for a campaign repository (the default one, or `--repo NAME` at `path`),
+/// then [`cheap_key`]: each campaign runs the binary a thousand times or more.
+pub fn init(sb: &Sandbox, repo: Option<(&str, &Path)>) {
+    match repo {
+        None => {
+            sb.init();
+            cheap_key(&sb.repo());
+        }
+        Some((name, path)) => {
+            sb.ok(&["--repo", name, "init"]);
+            cheap_key(path);
+        }
+    }
+}
+
+/// Re-encrypts the master key of every key file in `repo` under scrypt N=2^10 instead of the
+/// engine's 2^17: opening the repository then takes milliseconds instead of ~0.6 s. The key
+/// file format (restic's) is unchanged, so this only makes the tests cheaper, not different.
+pub fn cheap_key(repo: &Path) {
+    use aes256ctr_poly1305aes::{Aes256CtrPoly1305Aes, aead::Aead};
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let kdf = |salt: &[u8], log_n: u8, r: u32, p: u32| {
+        let params = scrypt::Params::new(log_n, r, p).expect("scrypt params");
+        let mut k = [0u8; 64];
+        scrypt::scrypt(crate::support::PASSWORD.as_bytes(), salt, &params, &mut k).expect("scrypt");
+        Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&k))
+    };
+    for (i, entry) in std::fs::read_dir(repo.join("keys"))
+        .expect("read keys")
+        .enumerate()
+    {
+        let path = entry.expect("key entry").path();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read key")).expect("key json");
+        let field = |name: &str| u32::try_from(v[name].as_u64().expect("number")).expect("u32");
+        let (n, r, p) = (field("N"), field("r"), field("p"));
+        let salt = b64.decode(v["salt"].as_str().expect("salt")).expect("b64");
+        let data = b64.decode(v["data"].as_str().expect("data")).expect("b64");
+        let log_n = u8::try_from(n.trailing_zeros()).expect("log n");
+        let nonce =
+            aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&data[..16]);
+        let master = kdf(&salt, log_n, r, p)
+            .decrypt(nonce, &data[16..])
+            .expect("the sandbox password opens the key");
+        let new_salt = crate::support::random_bytes(77 + i as u64, 64);
+        let new_nonce = crate::support::random_bytes(78 + i as u64, 16);
+        let sealed = kdf(&new_salt, 10, 8, 1)
+            .encrypt(
+                aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&new_nonce),
+                master.as_slice(),
+            )
+            .expect("encrypt");
+        let mut new_data = new_nonce;
+        new_data.extend(sealed);
+        v["N"] = 1024.into();
+        v["r"] = 8.into();
+        v["p"] = 1.into();
+        v["salt"] = b64.encode(&new_salt).into();
+        v["data"] = b64.encode(&new_data).into();
+        let bytes = serde_json::to_vec(&v).expect("json");
+        let id: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(repo.join("keys").join(id), &bytes).expect("write key");
+        std::fs::remove_file(&path).expect("remove old key");
+    }
 }

@@ -71,7 +71,7 @@ fn security_checks() {
             .replace(&support::toml_str(&sb.akd()), &support::toml_str(&spy)),
         support::toml_str(&spy)
     ));
-    sb.init();
+    super::init(&sb, None);
     sb.backup(&[]);
 
     // Staging directories: backup's in the repository, in-place restore's next to the source.
@@ -155,7 +155,15 @@ fn security_checks() {
         let _ = std::fs::remove_dir_all(&outside);
         std::fs::create_dir_all(&outside).expect("mkdir outside");
         support::symlink(&outside, &target.join(link_at));
-        let out = run(&sb, &["restore", "latest", "--target", target.to_str().expect("utf-8")]);
+        let out = run(
+            &sb,
+            &[
+                "restore",
+                "latest",
+                "--target",
+                target.to_str().expect("utf-8"),
+            ],
+        );
         let written = support::files_under(&outside).len();
         c.record(
             what,
@@ -189,8 +197,20 @@ fn security_checks() {
     std::fs::create_dir_all(&outside).expect("mkdir outside");
     let a = evil_src.join("a");
     let b = evil_src.join("b");
-    tar(&["-cf", archive.to_str().expect("utf-8"), "-C", a.to_str().expect("utf-8"), "opt"]);
-    tar(&["-rf", archive.to_str().expect("utf-8"), "-C", b.to_str().expect("utf-8"), "opt/altcraft/escape/pwned"]);
+    tar(&[
+        "-cf",
+        archive.to_str().expect("utf-8"),
+        "-C",
+        a.to_str().expect("utf-8"),
+        "opt",
+    ]);
+    tar(&[
+        "-rf",
+        archive.to_str().expect("utf-8"),
+        "-C",
+        b.to_str().expect("utf-8"),
+        "opt/altcraft/escape/pwned",
+    ]);
     let st = std::process::Command::new("gzip")
         .arg("-f")
         .arg(&archive)
@@ -205,11 +225,21 @@ fn security_checks() {
     c.record(
         "import of an archive with a file under a symlinked dir",
         if written > 0 {
-            Err(format!("{written} files written outside through the archive's link"))
+            Err(format!(
+                "{written} files written outside through the archive's link"
+            ))
         } else if out.status.code() == Some(0) {
             // Accepted: then a restore of it must not escape either.
             let target = sb.root().join("evil-target");
-            let out = run(&sb, &["restore", "latest", "--target", target.to_str().expect("utf-8")]);
+            let out = run(
+                &sb,
+                &[
+                    "restore",
+                    "latest",
+                    "--target",
+                    target.to_str().expect("utf-8"),
+                ],
+            );
             if support::files_under(&outside).is_empty() {
                 Ok(format!(
                     "imported ({before} -> {after} sets), restore exit {:?}, nothing outside",

@@ -489,8 +489,11 @@ impl StagedRestore {
         }
         let stamp = stamp();
         let staging = crate::fsutil::sibling(live, &format!("restore-{stamp}"), true);
-        let keep =
-            crate::fsutil::unused_name(&crate::fsutil::sibling(live, &format!("prev-{stamp}"), false));
+        let keep = crate::fsutil::unused_name(&crate::fsutil::sibling(
+            live,
+            &format!("prev-{stamp}"),
+            false,
+        ));
         if let Some(parent) = live.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;

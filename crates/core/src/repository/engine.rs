@@ -33,7 +33,9 @@ use crate::progress::ProgressRef;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The password does not open any key of the repository.
-    #[error("wrong password for repository {0}: check password-file / AKBACKUP_PASSWORD")]
+    #[error(
+        "wrong password for repository {0} (or its key file is damaged): check password-file / AKBACKUP_PASSWORD"
+    )]
     WrongPassword(String),
     /// No repository at the location.
     #[error(
@@ -92,6 +94,16 @@ impl EngineError {
         let mut message = first_line(err);
         if message.is_empty() {
             message = "unknown error".to_string();
+        }
+        if message.contains("related to `cryptographic operations`") {
+            message = format!(
+                "a repository file failed authentication: it is damaged ({message}){}",
+                if what == "loading index" {
+                    "; the packs are intact if `verify` can still read them: rebuild the index with the standard client, `restic -r REPO repair index` (restic 0.14: `rebuild-index`)"
+                } else {
+                    ""
+                }
+            );
         }
         Self::Library { what, message }
     }
@@ -304,6 +316,12 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// Storage errors.
     fn snapshots(&self) -> EngineResult<Vec<SnapshotInfo>>;
+    /// Snapshot files that cannot be read (damaged, truncated, not decryptable), with why.
+    /// [`Engine::snapshots`] leaves them out, so one damaged file does not hide every set.
+    ///
+    /// # Errors
+    /// Storage errors listing the snapshot files.
+    fn damaged_snapshots(&self) -> EngineResult<Vec<(String, String)>>;
     /// Writes a copy of snapshot `id` with new tags and description, deletes the old one,
     /// and returns the copy. The copy is written before the old one is deleted.
     ///
@@ -649,6 +667,34 @@ impl RusticEngine {
         Ok(())
     }
 
+    /// Every snapshot file, one by one: the library's "all snapshots" fails as a whole when
+    /// one file is damaged, which made every set unlistable and unrestorable.
+    fn read_snapshots(&self) -> EngineResult<(Vec<SnapshotFile>, Vec<(String, String)>)> {
+        let repo = self.repo()?;
+        let ids: Vec<SnapshotId> = repo
+            .list::<SnapshotId>()
+            .map_err(|e| EngineError::library("listing snapshots", &e))?
+            .collect();
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
+        for id in ids {
+            let read = repo
+                .stream_files_list::<SnapshotFile>(vec![id])
+                .map(|mut it| it.next());
+            match read {
+                Ok(Some(Ok((id, mut snap)))) => {
+                    snap.id = id;
+                    good.push(snap);
+                }
+                Ok(Some(Err(e))) | Err(e) => {
+                    damaged.push((id.to_hex().to_string(), first_line(&e)));
+                }
+                Ok(None) => damaged.push((id.to_hex().to_string(), "not readable".to_string())),
+            }
+        }
+        Ok((good, damaged))
+    }
+
     fn snapshot(&self, id: &str) -> EngineResult<SnapshotFile> {
         let mut snaps = self.repo()?.get_snapshots(&[id]).map_err(|e| {
             EngineError::NotInSnapshot(format!("snapshot {id}: {}", first_line(&e)))
@@ -784,12 +830,13 @@ impl Engine for RusticEngine {
     }
 
     fn snapshots(&self) -> EngineResult<Vec<SnapshotInfo>> {
-        let mut snaps = self
-            .repo()?
-            .get_all_snapshots()
-            .map_err(|e| EngineError::library("listing snapshots", &e))?;
+        let (mut snaps, _) = self.read_snapshots()?;
         snaps.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(snaps.iter().map(info_of).collect())
+    }
+
+    fn damaged_snapshots(&self) -> EngineResult<Vec<(String, String)>> {
+        Ok(self.read_snapshots()?.1)
     }
 
     fn rewrite_snapshot(

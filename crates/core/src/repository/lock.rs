@@ -284,7 +284,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("still locked") && err.contains("waited 0s"), "{err}");
+        assert!(
+            err.contains("still locked") && err.contains("waited 0s"),
+            "{err}"
+        );
         let path = t.path().to_path_buf();
         let waiter = std::thread::spawn(move || {
             RepoLock::acquire_waiting(&path, "forget", LockWait::Forever, &|_| {}).is_ok()

@@ -16,8 +16,8 @@ use crate::{
     config::{Config, RepositoryConfig},
     progress::ProgressRef,
 };
-pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
 pub use engine::EngineError;
+pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
 use engine::{Engine, SnapshotInfo};
 pub use lock::{LockError, LockWait, RepoLock};
 pub use password::PasswordError;

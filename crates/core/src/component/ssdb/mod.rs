@@ -318,8 +318,8 @@ impl Component for SsdbComponent {
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
             .create(&stage)
             .map_err(|e| {
-            self.source_err(&stage, format!("cannot create staging directory: {e}"))
-        })?;
+                self.source_err(&stage, format!("cannot create staging directory: {e}"))
+            })?;
         let guard = cleanup::register(Action::RemoveDir(stage.clone()));
         {
             use std::os::unix::fs::PermissionsExt;

@@ -291,7 +291,7 @@ fn unpack_tar(
     archive.set_overwrite(false);
     let corrupt = |e: std::io::Error| ArchiveError::Corrupt {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: archive_reason(&e),
     };
     archive.unpack(staging).map_err(corrupt)?;
     // tar stops reading at its end-of-archive blocks, before the gzip trailer: the CRC-32 of
@@ -349,6 +349,29 @@ fn unpack_tar(
         component::ssdb::merge_description(&mut details, &summary);
     }
     Ok((staged, details))
+}
+
+/// What is wrong with an archive, in the operator's terms: the tar reader's own message names
+/// the staging path it was writing, which says nothing about the archive.
+fn archive_reason(e: &std::io::Error) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut root = e.to_string();
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return "it ends in the middle of an entry: truncated (an interrupted copy?)"
+                .to_string();
+        }
+        root = err.to_string();
+        cur = err.source();
+    }
+    if root.contains("failed to unpack") || root.contains("failed to iterate") {
+        // The tar reader's outer message; the inner one (if any) was kept in `root`.
+        format!("{root}: damaged or truncated")
+    } else {
+        root
+    }
 }
 
 /// Unpacks a mongodump archive (gzipped or not) or `--out` directory into the plain layout

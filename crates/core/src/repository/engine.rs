@@ -95,7 +95,11 @@ impl EngineError {
         if message.is_empty() {
             message = "unknown error".to_string();
         }
-        if message.contains("related to `cryptographic operations`") {
+        if message.contains("related to `a key`") {
+            message = format!(
+                "a key file of the repository is damaged or unreadable ({message}); a key made with another password may still open it (`akbackup key list`)"
+            );
+        } else if message.contains("related to `cryptographic operations`") {
             message = format!(
                 "a repository file failed authentication: it is damaged ({message}){}",
                 if what == "loading index" {
@@ -534,6 +538,17 @@ pub fn open(location: &Location, password: &str) -> EngineResult<RusticEngine> {
     {
         return Err(EngineError::NotFound(path.display().to_string()));
     }
+    if let Location::Local(path) = location
+        && std::fs::read_dir(path.join("keys")).is_ok_and(|mut d| d.next().is_none())
+    {
+        return Err(EngineError::Library {
+            what: "opening repository",
+            message: format!(
+                "{} has no key file left (keys/ is empty): no password can open it; put keys/ back from a copy of the repository",
+                path.display()
+            ),
+        });
+    }
     let backends = backends(location)?;
     let repo = Repository::new(&repo_options(), &backends)
         .map_err(|e| EngineError::storage("opening repository", location, &e))?;
@@ -890,12 +905,19 @@ impl Engine for RusticEngine {
         let snap = self.snapshot(id)?;
         let root = repo
             .node_from_snapshot_and_path(&snap, &path.display().to_string())
-            .map_err(|_| {
-                EngineError::NotInSnapshot(format!(
-                    "{} is not in snapshot {}",
-                    path.display(),
-                    &id[..8.min(id.len())]
-                ))
+            .map_err(|e| {
+                // "Not there" and "cannot be read" are different answers: a damaged tree blob
+                // once showed as "not in snapshot".
+                let full = e.to_string();
+                if full.contains("not found in tree") || full.contains("is not a directory") {
+                    EngineError::NotInSnapshot(format!(
+                        "{} is not in snapshot {}",
+                        path.display(),
+                        &id[..8.min(id.len())]
+                    ))
+                } else {
+                    EngineError::library("reading the set's directory tree", &e)
+                }
             })?;
         let mut out = vec![entry_of(PathBuf::new(), &root)];
         if root.is_dir() {

@@ -213,14 +213,14 @@ fn corruption_is_reported_and_never_restored_silently() {
                             ));
                         }
                         // Damaged file data: verify must have named the set and component.
-                        if err.contains("could not be restored because their data") {
-                            if !(text.contains(&id[..8]) && text.contains("files.control")) {
-                                return Err(format!(
-                                    "restore {} names damaged files but verify does not name the set and component: {}",
-                                    &id[..8],
-                                    one_line(text.as_bytes())
-                                ));
-                            }
+                        if err.contains("could not be restored because their data")
+                            && !(text.contains(&id[..8]) && text.contains("files.control"))
+                        {
+                            return Err(format!(
+                                "restore {} names damaged files but verify does not name the set and component: {}",
+                                &id[..8],
+                                one_line(text.as_bytes())
+                            ));
                         }
                         notes.push(format!(
                             "restore {} refused (exit {code}, {files} good files written): {}",

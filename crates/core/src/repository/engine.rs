@@ -132,6 +132,9 @@ fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A repository file that cannot be read: `(id, why)`.
+pub type DamagedFile = (String, String);
+
 /// Result type of the engine.
 pub type EngineResult<T> = Result<T, EngineError>;
 
@@ -325,7 +328,7 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// Storage errors listing the snapshot files.
-    fn damaged_snapshots(&self) -> EngineResult<Vec<(String, String)>>;
+    fn damaged_snapshots(&self) -> EngineResult<Vec<DamagedFile>>;
     /// Writes a copy of snapshot `id` with new tags and description, deletes the old one,
     /// and returns the copy. The copy is written before the old one is deleted.
     ///
@@ -684,7 +687,7 @@ impl RusticEngine {
 
     /// Every snapshot file, one by one: the library's "all snapshots" fails as a whole when
     /// one file is damaged, which made every set unlistable and unrestorable.
-    fn read_snapshots(&self) -> EngineResult<(Vec<SnapshotFile>, Vec<(String, String)>)> {
+    fn read_snapshots(&self) -> EngineResult<(Vec<SnapshotFile>, Vec<DamagedFile>)> {
         let repo = self.repo()?;
         let ids: Vec<SnapshotId> = repo
             .list::<SnapshotId>()
@@ -850,7 +853,7 @@ impl Engine for RusticEngine {
         Ok(snaps.iter().map(info_of).collect())
     }
 
-    fn damaged_snapshots(&self) -> EngineResult<Vec<(String, String)>> {
+    fn damaged_snapshots(&self) -> EngineResult<Vec<DamagedFile>> {
         Ok(self.read_snapshots()?.1)
     }
 

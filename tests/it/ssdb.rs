@@ -426,6 +426,54 @@ fn second_backup_after_small_change_stores_little() {
     );
 }
 
+/// A store whose files did not change since the last set keeps that set's key counts and
+/// digest without reading its keys again (the manifest says so), and `verify --deep` still
+/// finds them equal to the stored data; after more writes every key is read again and the
+/// digest and counts follow the new data.
+#[test]
+fn unchanged_store_carries_its_digest_over_and_a_changed_one_is_read_again() {
+    let sb = ssdb_sandbox("");
+    let store = store_dir(&sb);
+    fill(&store, 2.0, 1, false);
+    let inspection = |summary: &Value| {
+        component(summary, NAME)["details"]["inspection"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let details = |summary: &Value| component(summary, NAME)["details"].clone();
+
+    let first = sb.backup(&["--only", NAME]);
+    assert_eq!(
+        inspection(&first),
+        "every key read",
+        "{:#}",
+        details(&first)
+    );
+    let second = sb.backup(&["--only", NAME]);
+    assert!(
+        inspection(&second).contains("carried over"),
+        "an unchanged store was read again: {:#}",
+        details(&second)
+    );
+    assert_eq!(details(&second)["digest"], details(&first)["digest"]);
+    assert_eq!(details(&second)["keys"], details(&first)["keys"]);
+    assert_eq!(details(&second)["keys"]["total"], count(&store)["total"]);
+    sb.ok(&["verify", "--deep"]);
+
+    fill(&store, 0.2, 2, true);
+    let third = sb.backup(&["--only", NAME]);
+    assert_eq!(
+        inspection(&third),
+        "every key read",
+        "{:#}",
+        details(&third)
+    );
+    assert_ne!(details(&third)["digest"], details(&first)["digest"]);
+    assert_eq!(details(&third)["keys"]["total"], count(&store)["total"]);
+    sb.ok(&["verify", "--deep"]);
+}
+
 /// A sandbox in stop mode for unit [`UNIT`], with a recording `systemctl` stand-in in
 /// `<root>/bin` and a ~1 MiB quiet store.
 fn stop_mode_sandbox(extra: &str) -> Sandbox {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     backup_set::{ComponentRecord, MANIFEST_FORMAT, Manifest, Status},
-    component::Component,
+    component::{Component, ParentSet},
     plan::BackupPlan,
     progress::ProgressRef,
     repository::{EngineError, RepoError, Repository},
@@ -129,12 +129,15 @@ pub fn run(
             }
         })?;
 
+    // The parent's manifest lets a component reuse what it recorded for unchanged data.
+    let parent_set = plan.parent.as_deref().and_then(|id| repo.find_set(id).ok());
+    let parent = parent_set.as_ref().map(|set| ParentSet { repo, set });
     let mut prepared = Vec::new();
     let mut prepare_seconds = Vec::new();
     for c in components {
         progress.note(&format!("{}: preparing {}", c.name(), c.source()));
         let clock = Instant::now();
-        match c.prepare(staging.path(), progress) {
+        match c.prepare_after(staging.path(), progress, parent.as_ref()) {
             Ok(p) => {
                 prepared.push(p);
                 prepare_seconds.push(clock.elapsed().as_secs_f64());

@@ -109,6 +109,15 @@ impl Estimate {
     }
 }
 
+/// The set a backup builds on (the plan's parent), with the repository to list its files.
+#[derive(Debug, Clone, Copy)]
+pub struct ParentSet<'a> {
+    /// Where the set is.
+    pub repo: &'a Repository,
+    /// The set, with its manifest.
+    pub set: &'a crate::backup_set::BackupSet,
+}
+
 /// Size and mtime (seconds) of each stored file, by path relative to the component root.
 pub type StoredIndex = std::collections::HashMap<PathBuf, (u64, i64)>;
 
@@ -258,6 +267,21 @@ pub trait Component: Send + Sync {
     /// # Errors
     /// When the source cannot be prepared; the set then fails.
     fn prepare(&self, staging: &Path, progress: &ProgressRef) -> Result<Prepared, ComponentError>;
+    /// [`Component::prepare`] knowing the set this backup builds on, for components whose
+    /// manifest facts are costly to compute and can be carried over when nothing changed
+    /// (the SSDB key digest). The default ignores the parent.
+    ///
+    /// # Errors
+    /// As [`Component::prepare`].
+    fn prepare_after(
+        &self,
+        staging: &Path,
+        progress: &ProgressRef,
+        parent: Option<&ParentSet<'_>>,
+    ) -> Result<Prepared, ComponentError> {
+        let _ = parent;
+        self.prepare(staging, progress)
+    }
     /// Judges what was stored and builds the manifest record. Called after the data was
     /// stored and before the set is completed; a `Failed` record fails the whole set.
     fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord;

@@ -3,8 +3,10 @@
 //! One binary, one module per area: `cli` (errors, config, locks), `roundtrip` (backup,
 //! target restore, dedup, verify, retention), `restore` (in-place restore and restart),
 //! `interop` (the standard `restic` client reads what `akbackup` wrote), `ssdb` (SSDB stores
-//! under a live LevelDB writer, stop mode and restore orchestration).
+//! under a live LevelDB writer, stop mode and restore orchestration), `bench` (the
+//! benchmark harness as a smoke run).
 
+mod bench;
 mod cli;
 mod demo;
 mod doctor;

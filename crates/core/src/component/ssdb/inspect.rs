@@ -55,7 +55,9 @@ pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
     let mut it = db.new_iter().map_err(|e| e.to_string())?;
     let mut keys = KeyCounts::default();
     let mut hasher = Sha256::new();
-    while let Some((k, v)) = it.next() {
+    // advance/current rather than next: next copies every key and value into two new Vecs.
+    while it.advance() {
+        let Some((k, v)) = it.current() else { break };
         match k.first() {
             Some(b'k') => keys.kv += 1,
             Some(b'h' | b'H') => keys.hash += 1,

@@ -41,11 +41,43 @@ pub struct DbSummary {
 }
 
 /// Opens the LevelDB database at `dir` (which recovery may modify: pass a scratch copy) and
-/// walks every key.
+/// walks every key. Every table file is checked block by block first ([`super::table`]):
+/// the LevelDB reader would skip a damaged block without a word, giving a wrong summary.
 ///
 /// # Errors
-/// The LevelDB error as text, e.g. a missing table file.
+/// The damaged table and block, or the LevelDB error as text, e.g. a missing table file.
 pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
+    check_tables(dir)?;
+    // Defence in depth: the LevelDB reader asserts on some damage the checks above cannot
+    // see (a table it expects but of another shape); a damaged store is a failed component,
+    // never a crash of the whole run.
+    std::panic::catch_unwind(|| walk(dir)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!("the LevelDB reader failed on it ({why}): damaged?"))
+    })
+}
+
+/// [`table::check`](super::table::check) of every table file in `dir`.
+fn check_tables(dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if path.extension().is_some_and(|x| x == "ldb" || x == "sst") {
+            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            super::table::check(&data).map_err(|e| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                format!("table {name}: {e}")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<DbSummary, String> {
     let opts = Options {
         create_if_missing: false,
         paranoid_checks: false,
@@ -135,5 +167,70 @@ mod tests {
         );
         assert_eq!(a.digest, b.digest);
         assert!(summarize(&t.path().join("missing")).is_err());
+    }
+
+    #[test]
+    /// Seeded damage (flipped bits, cuts) to the tables of a real database: every summary is
+    /// either an error naming the table or exactly the undamaged one. Before the table
+    /// checks, 257 of 300 such trials gave a different summary without an error and 43
+    /// panicked in the LevelDB reader.
+    fn damaged_tables_are_an_error_never_a_wrong_summary() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        {
+            let opts = Options {
+                write_buffer_size: 16 * 1024,
+                ..Options::default()
+            };
+            let mut db = DB::open(&src, opts).unwrap();
+            for i in 0..3000u32 {
+                db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
+            }
+            db.flush().unwrap();
+            db.close().unwrap();
+        }
+        let good = summarize(&src).unwrap();
+        let (mut ok_same, mut ok_diff, mut err, mut panics) = (0, 0, 0, 0);
+        for trial in 0..300u64 {
+            let d = t.path().join(format!("t{trial}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut tables = Vec::new();
+            for e in std::fs::read_dir(&src).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+                if e.file_name().to_string_lossy().ends_with(".ldb") {
+                    tables.push(e.file_name());
+                }
+            }
+            tables.sort();
+            let victim = d.join(&tables[(trial as usize) % tables.len()]);
+            let mut bytes = std::fs::read(&victim).unwrap();
+            let mut x = trial
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for _ in 0..(1 + trial % 4) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let at = (x >> 33) as usize % bytes.len();
+                bytes[at] ^= 1 << ((x >> 20) % 8);
+            }
+            if trial % 7 == 0 {
+                let n = bytes.len() * ((x >> 40) as usize % 100) / 100;
+                bytes.truncate(n);
+            }
+            std::fs::write(&victim, &bytes).unwrap();
+            match std::panic::catch_unwind(|| summarize(&d)) {
+                Ok(Ok(s)) if s == good => ok_same += 1,
+                Ok(Ok(_)) => ok_diff += 1,
+                Ok(Err(_)) => err += 1,
+                Err(_) => panics += 1,
+            }
+        }
+        eprintln!(
+            "damaged tables: {err} refused, {ok_same} read the same (damage in unchecked padding)"
+        );
+        assert_eq!((ok_diff, panics), (0, 0), "same {ok_same}, errors {err}");
+        assert!(err >= 250, "only {err} of 300 damaged copies were refused");
     }
 }

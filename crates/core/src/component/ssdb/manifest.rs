@@ -44,7 +44,8 @@ pub struct ManifestError {
     pub what: String,
 }
 
-fn unmask(masked: u32) -> u32 {
+/// LevelDB stores CRCs masked (rotated and offset) so a CRC of data holding CRCs stays strong.
+pub(crate) fn unmask(masked: u32) -> u32 {
     let rot = masked.wrapping_sub(MASK_DELTA);
     rot.rotate_left(15)
 }
@@ -108,13 +109,14 @@ fn records(data: &[u8]) -> (Vec<Vec<u8>>, usize) {
     (out, valid)
 }
 
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// Reads LevelDB's varints and length-prefixed slices; `None` past the end.
+pub(crate) struct Cursor<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
 }
 
-impl Cursor<'_> {
-    fn varint(&mut self) -> Option<u64> {
+impl<'a> Cursor<'a> {
+    pub(crate) fn varint(&mut self) -> Option<u64> {
         let mut result = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self.data.get(self.pos)?;
@@ -126,8 +128,11 @@ impl Cursor<'_> {
         }
         None
     }
-    fn slice(&mut self) -> Option<&[u8]> {
+    pub(crate) fn slice(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
+        self.take(len)
+    }
+    pub(crate) fn take(&mut self, len: usize) -> Option<&'a [u8]> {
         let s = self.data.get(self.pos..self.pos.checked_add(len)?)?;
         self.pos += len;
         Some(s)

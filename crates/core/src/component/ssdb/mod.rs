@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod inspect;
 pub mod manifest;
 pub mod protocol;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 

@@ -57,6 +57,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         }
         e
     };
+    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
+    // The lock comes first (a dry run writes nothing and takes none): the plan then reads
+    // the index as it is under the lock, and before hooks (which may stop services) never
+    // run while this run still waits for another one.
+    let lock = if args.dry_run {
+        None
+    } else {
+        Some(
+            repo.lock_recovering("backup", &progress)
+                .context("backup failed")
+                .map_err(failed_early)?,
+        )
+    };
     let plan = plan::backup_plan(&repo, &components, &args.tag)
         .context("cannot plan the backup")
         .map_err(failed_early)?;
@@ -64,7 +77,6 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         render::out(g, &plan, || plan_text(&plan))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
     let names: Vec<String> = components.iter().map(|c| c.name().to_string()).collect();
     let hook =
         |when: hooks::When, ctx: &hooks::Context, status: &dyn Fn(&str) -> Option<String>| {
@@ -94,19 +106,18 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         status: Some("failed".to_string()),
         ..hooks::Context::default()
     };
-    let summary = match backup::run(&repo, &components, &plan, args.force, &progress) {
+    let summary = match backup::run(&repo, &components, &plan, args.force, &progress, lock) {
         Ok(s) => s,
-        // The repository failed while data was being stored: the run happened and failed
-        // (exit 1); no set was recorded. Space, lock and config problems stay exit 2.
-        Err(e @ backup::BackupError::DiskFull { .. }) => {
-            eprintln!("akbackup: backup failed: {e}");
-            hook(hooks::When::Failure, &failed_ctx, &|_| None);
-            if let Some(path) = &config.monitoring.textfile {
-                write_failure_metrics(path, &repo, started);
-            }
-            return Ok(ExitCode::from(1));
-        }
-        Err(backup::BackupError::Repo(e @ RepoError::Engine(_))) => {
+        // The repository failed (or filled up) while data was being stored: the run happened
+        // and failed (exit 1); no set was recorded. Space, lock and config problems stay
+        // exit 2.
+        Err(e)
+            if matches!(
+                e,
+                backup::BackupError::DiskFull { .. }
+                    | backup::BackupError::Repo(RepoError::Engine(_))
+            ) =>
+        {
             let message = format!("backup failed: {e}; no set was recorded");
             render::log(Level::Error, None, &message);
             hook(hooks::When::Failure, &failed_ctx, &|_| None);

@@ -47,7 +47,7 @@ impl NewPassword {
         if let Some(f) = &self.new_password_file {
             return Ok(read_secret_file(f)?);
         }
-        match std::env::var("AKBACKUP_NEW_PASSWORD") {
+        match std::env::var(akbackup_core::repository::password::NEW_PASSWORD_ENV) {
             Ok(p) if !p.is_empty() => Ok(p),
             _ => anyhow::bail!(
                 "no new password: pass --new-password-file FILE (mode 0600) or set AKBACKUP_NEW_PASSWORD"

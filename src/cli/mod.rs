@@ -189,7 +189,19 @@ static LOCK_WAIT: OnceLock<LockWait> = OnceLock::new();
 pub fn with_wait(
     mut repo: akbackup_core::repository::Repository,
 ) -> akbackup_core::repository::Repository {
-    repo.set_lock_wait(LOCK_WAIT.get().copied().unwrap_or_default());
+    repo.set_lock_wait(
+        LOCK_WAIT.get().copied().unwrap_or_default(),
+        Box::new(|shown, h| {
+            crate::render::log(
+                crate::render::Level::Warn,
+                None,
+                &format!(
+                    "waiting for the lock of {shown}: held by pid {} on {} running `{}` since {}",
+                    h.pid, h.host, h.command, h.time
+                ),
+            );
+        }),
+    );
     repo
 }
 

@@ -6,8 +6,8 @@ use std::fs;
 use std::process::{Child, Stdio};
 
 use crate::support::{
-    self, PASSWORD, Sandbox, all_output, assert_exit, build_rich_tree, hostname, parse_json,
-    toml_str, usage_error,
+    self, PASSWORD, Sandbox, all_output, assert_exit, build_rich_tree, find_on_path, hostname,
+    parse_json, toml_str, usage_error,
 };
 
 /// A wrong password fails with exit 2 and one stderr line that mentions the password.
@@ -294,15 +294,19 @@ fn dead_pid() -> u32 {
     pid
 }
 
-/// A lock held by a live process on this host makes `backup` exit 2 naming the pid; the
-/// lock stays and no set is made.
+/// A lock held by a live akbackup on this host makes `backup` exit 2 naming the pid; the
+/// lock stays and no set is made. (The holder is `sleep` under a name with `akbackup` in it:
+/// a live process of another program holds a reused pid, see the next test.)
 #[test]
 fn lock_held_by_live_process_blocks_backup_naming_pid() {
     let sb = Sandbox::new();
     build_rich_tree(&sb.source(), 1024);
     sb.init();
+    let sleep = find_on_path("sleep").expect("sleep on PATH");
+    let named = sb.root().join("akbackup-holder");
+    std::os::unix::fs::symlink(&sleep, &named).expect("symlink sleep");
     let holder = Reaped(
-        std::process::Command::new("sleep")
+        std::process::Command::new(&named)
             .arg("300")
             .stdin(Stdio::null())
             .spawn()
@@ -324,6 +328,28 @@ fn lock_held_by_live_process_blocks_backup_naming_pid() {
     drop(holder);
     fs::remove_file(sb.lock_file()).expect("remove lock");
     assert!(sb.sets().is_empty(), "a set was made despite the lock");
+}
+
+/// A lock file naming a live process that is not akbackup (the crashed holder's pid was
+/// reused) is stale too: `backup` takes it over instead of waiting forever.
+#[test]
+fn lock_naming_a_reused_pid_is_stale() {
+    let sb = Sandbox::new();
+    build_rich_tree(&sb.source(), 1024);
+    sb.init();
+    let holder = Reaped(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    write_lock(&sb, holder.0.id(), &hostname());
+    // --wait=30: were the lock respected, this fails after 30 s instead of hanging.
+    let out = sb.cmd(&["backup", "--wait=30"]).output().expect("spawn");
+    assert_exit(&out, 0, "backup over a lock naming a reused pid");
+    assert_eq!(sb.sets().len(), 1, "no set was made");
+    drop(holder);
 }
 
 /// A lock left by a dead process on this host is stale: it is removed with a warning and

@@ -411,7 +411,10 @@ fn damaged_table_in_the_store_fails_the_backup_naming_it() {
     bytes[middle] ^= 0x04;
     fs::write(victim, &bytes).expect("write table");
 
-    let out = sb.cmd(&["backup", "--only", NAME]).output().expect("run akbackup");
+    let out = sb
+        .cmd(&["backup", "--only", NAME])
+        .output()
+        .expect("run akbackup");
     assert_exit(&out, 1, "backup of a store with a damaged table");
     let text = support::all_output(&out);
     let name = victim.file_name().unwrap_or_default().to_string_lossy();

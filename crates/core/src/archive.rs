@@ -271,7 +271,7 @@ pub fn import(
     plan.time = date
         .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
         .map(|z| z.timestamp());
-    let summary = backup::run(repo, &unpacked, &plan, false, progress).map_err(Box::new)?;
+    let summary = backup::run(repo, &unpacked, &plan, false, progress, None).map_err(Box::new)?;
     drop(staging);
     Ok(summary)
 }

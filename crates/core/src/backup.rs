@@ -14,7 +14,7 @@ use crate::{
     component::{Component, ParentSet},
     plan::BackupPlan,
     progress::ProgressRef,
-    repository::{EngineError, RepoError, Repository},
+    repository::{EngineError, RepoError, RepoLock, Repository},
 };
 
 /// Errors that stop a backup before any component ran (a component that fails is reported in
@@ -88,7 +88,8 @@ pub struct BackupSummary {
     pub stale_lock: Option<String>,
 }
 
-/// Runs a backup according to `plan`.
+/// Runs a backup according to `plan`, under `held` (the repository lock the caller took
+/// first, e.g. before running hooks that should not wait on another run) or a lock it takes.
 ///
 /// # Errors
 /// [`BackupError`] for problems before any component was judged; component failures are in
@@ -99,6 +100,7 @@ pub fn run(
     plan: &BackupPlan,
     force: bool,
     progress: &ProgressRef,
+    held: Option<RepoLock>,
 ) -> Result<BackupSummary, BackupError> {
     let started = plan.time.unwrap_or_else(jiff::Timestamp::now);
     let clock = Instant::now();
@@ -110,7 +112,10 @@ pub fn run(
             margin: human_bytes(crate::plan::FREE_SPACE_MARGIN),
         });
     }
-    let lock = repo.lock_recovering("backup", progress)?;
+    let lock = match held {
+        Some(lock) => lock,
+        None => repo.lock_recovering("backup", progress)?,
+    };
     let stale_lock = lock.broke_stale.as_ref().map(|h| {
         format!(
             "removed a stale lock of pid {} ({} since {})",

@@ -37,9 +37,16 @@ pub fn run(
     sets: &[BackupSet],
     progress: &ProgressRef,
 ) -> Result<CopySummary, RepoError> {
-    // The source is only read, but a prune there must not remove data being copied.
-    let _src_lock = src.lock("copy (source)")?;
-    let _dst_lock = dst.lock_recovering("copy", progress)?;
+    // The source is only read, but a prune there must not remove data being copied. The two
+    // locks are taken in one order (by location) whichever way the copy goes: `copy A B` and
+    // `copy B A` under `--wait` would otherwise each hold one and wait for the other forever.
+    let (_src_lock, _dst_lock) = if src.location() <= dst.location() {
+        let s = src.lock("copy (source)")?;
+        (s, dst.lock_recovering("copy", progress)?)
+    } else {
+        let d = dst.lock_recovering("copy", progress)?;
+        (src.lock("copy (source)")?, d)
+    };
     progress.note(&format!(
         "copying {} set(s) from {} to {}",
         sets.len(),

@@ -173,7 +173,8 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
     let components = component::build(&config, &[]).map_err(step_err("backup"))?;
     let backup_once = |name: &'static str| -> Result<backup::BackupSummary, DemoError> {
         let p = plan::backup_plan(&repo, &components, &[]).map_err(step_err(name))?;
-        let s = backup::run(&repo, &components, &p, false, progress).map_err(step_err(name))?;
+        let s =
+            backup::run(&repo, &components, &p, false, progress, None).map_err(step_err(name))?;
         if s.set.is_none() {
             return Err(DemoError {
                 step: name,
@@ -211,7 +212,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
                 false,
             ),
         ] {
-            let mut cmd = Command::new("tar");
+            let mut cmd = crate::repository::password::child_command("tar");
             if excludes {
                 cmd.arg("--exclude=*.pid").arg("--exclude=*.log");
             }

@@ -52,6 +52,34 @@ pub fn private_tempdir(prefix: &str, dir: &Path) -> std::io::Result<tempfile::Te
         .tempdir_in(dir)
 }
 
+/// The first existing directory from `path` up to `/` that a user other than this one (or
+/// root) could change: owned by another user, or group- or world-writable without the sticky
+/// bit. Such a user could swap a directory on the way to `path` for a symlink while a restore
+/// writes there, and send root's writes anywhere. Returns it and why.
+#[must_use]
+pub fn writable_by_others(path: &Path) -> Option<(PathBuf, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    for dir in path.ancestors() {
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let sticky = mode & 0o1000 != 0;
+        let why = if meta.uid() != 0 && meta.uid() != me {
+            format!("belongs to uid {}", meta.uid())
+        } else if mode & 0o002 != 0 && !sticky {
+            "anyone can write (mode o+w, no sticky bit)".to_string()
+        } else if mode & 0o020 != 0 && !sticky {
+            format!("group {} can write (mode g+w)", meta.gid())
+        } else {
+            continue;
+        };
+        return Some((dir.to_path_buf(), why));
+    }
+    None
+}
+
 /// A sibling path of `path` with a suffix: `/opt/altcraft` + `restore-x` ->
 /// `/opt/.altcraft.akbackup-restore-x` (hidden) or `/opt/altcraft.akbackup-prev-x` (visible).
 #[must_use]

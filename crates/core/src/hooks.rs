@@ -9,10 +9,11 @@
 
 use std::{
     io::Read,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
+use crate::repository::password::child_command;
 use serde::{Deserialize, Serialize};
 
 /// When a hook runs.
@@ -108,18 +109,17 @@ pub struct Context {
 /// One line: the command, and its exit status and last stderr line, or the timeout.
 pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
     let mut cmd = if hook.shell {
-        let mut c = Command::new("/bin/sh");
+        let mut c = child_command("/bin/sh");
         c.arg("-c").arg(hook.command.join(" "));
         c
     } else {
-        let mut c = Command::new(&hook.command[0]);
+        let mut c = child_command(&hook.command[0]);
         c.args(&hook.command[1..]);
         c
     };
     // The repository password stays with akbackup: a hook gets what it needs in its own
     // variables, never the secret it might log.
-    cmd.env_remove(crate::repository::password::PASSWORD_ENV)
-        .env("AKBACKUP_HOOK", when.as_str())
+    cmd.env("AKBACKUP_HOOK", when.as_str())
         .env("AKBACKUP_SET", ctx.set.as_deref().unwrap_or(""))
         .env("AKBACKUP_STATUS", ctx.status.as_deref().unwrap_or(""))
         .env("AKBACKUP_COMPONENT", ctx.component.as_deref().unwrap_or(""))

@@ -1,8 +1,6 @@
 //! Running operator commands (restart commands, later systemd units), always as argv lists,
 //! never through a shell, so config values cannot be interpreted as shell syntax.
 
-use std::process::Command;
-
 /// Errors running a command.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -41,9 +39,8 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
         });
     };
     // Restart and service commands never see the repository password.
-    let out = Command::new(program)
+    let out = crate::repository::password::child_command(program)
         .args(args)
-        .env_remove(crate::repository::password::PASSWORD_ENV)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|source| ServiceError::Spawn {

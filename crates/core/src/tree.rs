@@ -9,7 +9,7 @@
 
 use std::{
     io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{
         Mutex,
@@ -37,6 +37,19 @@ pub enum TreeError {
         "{0} is a symlink: refusing to restore through it; remove it or choose another --target"
     )]
     Symlink(PathBuf),
+    /// The destination, or a directory above it, can be changed by another user, who could
+    /// redirect the restore's writes through a symlink swapped in meanwhile.
+    #[error(
+        "{path} is not safe to restore into: {dir} {why}, so another user could redirect the writes through a symlink; restore under a directory only you (or root) can write, e.g. /root/restore"
+    )]
+    Exposed {
+        /// The destination.
+        path: PathBuf,
+        /// The directory at fault.
+        dir: PathBuf,
+        /// Why (owner or mode).
+        why: String,
+    },
     /// Writing failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -87,6 +100,56 @@ pub struct MaterializeSummary {
     pub skipped: Vec<String>,
 }
 
+/// Makes `dest` an empty directory that only this user can enter (0700), created if missing:
+/// nobody else can then plant anything in the tree while it is written. Opened without
+/// following a symlink, owner checked and mode set through that one descriptor, so a path
+/// swapped after the check is never the one changed.
+fn private_destination(dest: &Path) -> Result<(), TreeError> {
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let write_err = |source: std::io::Error| TreeError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_symlink() => return Err(TreeError::Symlink(dest.to_path_buf())),
+        Ok(_) => {
+            let mut it = std::fs::read_dir(dest).map_err(write_err)?;
+            if it.next().is_some() {
+                return Err(TreeError::NotEmpty(dest.to_path_buf()));
+            }
+        }
+        Err(_) => {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(write_err)?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dest)
+                .map_err(write_err)?;
+        }
+    }
+    let fd = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => TreeError::Symlink(dest.to_path_buf()),
+        other => write_err(other.into()),
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| write_err(e.into()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(TreeError::Exposed {
+            path: dest.to_path_buf(),
+            dir: dest.to_path_buf(),
+            why: format!("belongs to uid {}", st.st_uid),
+        });
+    }
+    nix::sys::stat::fchmod(&fd, Mode::S_IRWXU).map_err(|e| write_err(e.into()))?;
+    Ok(())
+}
+
 /// Writes the stored subtree `repo_path` of `set_id` to `dest` (created; must be absent or
 /// empty), with modes, owners (when running as root) and times.
 ///
@@ -105,19 +168,7 @@ pub fn materialize(
         let path = path.to_path_buf();
         move |source| TreeError::Write { path, source }
     };
-    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(TreeError::Symlink(dest.to_path_buf()));
-    }
-    if dest.exists() {
-        let mut it = std::fs::read_dir(dest).map_err(write_err(dest))?;
-        if it.next().is_some() {
-            return Err(TreeError::NotEmpty(dest.to_path_buf()));
-        }
-    } else {
-        std::fs::create_dir_all(dest).map_err(write_err(dest))?;
-    }
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
-        .map_err(write_err(dest))?;
+    private_destination(dest)?;
 
     let mut summary = MaterializeSummary::default();
     let mut files: Vec<&Entry> = Vec::new();

@@ -99,15 +99,26 @@ pub fn run(
         None if read_data => progress.note("checking repository structure and reading all packs"),
         None => progress.note("checking repository structure"),
     }
-    for (id, reason) in repo.engine().damaged_snapshots()? {
-        findings.push(Finding {
+    // Not being able to list the snapshots is a finding too: the checks below still run.
+    match repo.engine().damaged_snapshots() {
+        Ok(damaged) => {
+            for (id, reason) in damaged {
+                findings.push(Finding {
+                    level: Level::Error,
+                    set: Some(id.clone()),
+                    component: None,
+                    message: format!(
+                        "snapshot file snapshots/{id} is damaged ({reason}): the set stored in it cannot be listed or restored; the other sets are not affected"
+                    ),
+                });
+            }
+        }
+        Err(e) => findings.push(Finding {
             level: Level::Error,
-            set: Some(id.clone()),
+            set: None,
             component: None,
-            message: format!(
-                "snapshot file snapshots/{id} is damaged ({reason}): the set stored in it cannot be listed or restored; the other sets are not affected"
-            ),
-        });
+            message: format!("the snapshot files could not be listed: {e}"),
+        }),
     }
     // A check that cannot run at all is a finding too, so the sets below are still read.
     match repo.engine().check(read_data, subset) {

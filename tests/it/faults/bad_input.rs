@@ -106,7 +106,6 @@ fn damaged_import_archives_are_refused() {
                     super::same_tree(&original, &target.join("files/control")).map_err(|e| {
                         format!("a damaged archive was imported with wrong content: {e}")
                     })?;
-                    // Forget it again so the next trial starts from the same state.
                     Ok("accepted, content identical (damage outside the data)".to_string())
                 }
                 Some(1 | 2) => {

@@ -122,6 +122,7 @@ fn crash_during_backup() {
         let at = kill_time(&mut rng, d);
         reset_dir(&template, &sb.repo());
         let k = run_killed(&sb, &["backup"], at);
+        c.kill(k.killed);
         let outcome = (|| {
             let out = run(&sb, &["verify"]);
             expect_exit(&out, 0, "verify after the kill")?;
@@ -176,6 +177,7 @@ fn crash_during_forget_prune() {
         let at = kill_time(&mut rng, d);
         reset_dir(&template, &sb.repo());
         let k = run_killed(&sb, &forget, at);
+        c.kill(k.killed);
         let outcome = (|| {
             // Every set still listed must read back whole.
             let out = run(&sb, &["verify", "--read-data"]);
@@ -238,6 +240,7 @@ fn crash_during_copy() {
         let at = kill_time(&mut rng, d);
         reset_dir(&template, &dst);
         let k = run_killed(&sb, &["copy", "--to", "dst"], at);
+        c.kill(k.killed);
         let outcome = (|| {
             // The source is only read (and locked): the destination is what can break.
             let out = run(&sb, &["--repo", "dst", "verify"]);
@@ -328,6 +331,7 @@ fn crash_during_in_place_restore() {
         }
         use_source(&sb, &v2);
         let k = run_killed(&sb, &restore, at);
+        c.kill(k.killed);
         let outcome = (|| {
             let printed = format!(
                 "{}{}",

@@ -59,6 +59,8 @@ pub struct Campaign {
     failed: Vec<String>,
     log: String,
     started: Instant,
+    /// Kills sent, and how many of them hit a run still going (see [`Campaign::kill`]).
+    kills: (usize, usize),
 }
 
 impl Campaign {
@@ -71,6 +73,7 @@ impl Campaign {
             failed: Vec::new(),
             log: String::new(),
             started: Instant::now(),
+            kills: (0, 0),
         }
     }
 
@@ -110,6 +113,14 @@ impl Campaign {
         let _ = writeln!(self.log, "{line}");
     }
 
+    /// Counts a `kill -9` and whether it hit the run while it was still going. A crash
+    /// campaign whose kills all came after the run had finished would test nothing, so
+    /// [`Campaign::finish`] fails unless at least half of them landed mid-run.
+    pub fn kill(&mut self, landed: bool) {
+        self.kills.0 += 1;
+        self.kills.1 += usize::from(landed);
+    }
+
     /// Prints the tally, writes the log and fails the test when any trial failed.
     pub fn finish(self) {
         let secs = self.started.elapsed().as_secs_f64();
@@ -124,6 +135,12 @@ impl Campaign {
             self.passed,
             self.failed.len()
         );
+        let (sent, landed) = self.kills;
+        let tally = if sent > 0 {
+            format!("{tally}; {landed} of {sent} kills landed mid-run")
+        } else {
+            tally
+        };
         println!("{tally}");
         let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("faults-{}.log", self.name));
         let _ = std::fs::write(&path, format!("{}{tally}\n", self.log));
@@ -131,6 +148,10 @@ impl Campaign {
             self.failed.is_empty(),
             "{tally}\n{}",
             self.failed.join("\n")
+        );
+        assert!(
+            landed * 2 >= sent,
+            "{tally}: too few kills hit a running command to show anything"
         );
     }
 }

@@ -174,10 +174,61 @@ fn security_checks() {
                 ))
             } else if out.status.code() == Some(0) {
                 Err("exit 0 although the target holds a symlink out".to_string())
+            } else if !one_line(&out.stderr).contains("symlink") {
+                Err(format!(
+                    "refused, but the message does not say why: {}",
+                    one_line(&out.stderr)
+                ))
             } else {
                 Ok(one_line(&out.stderr))
             },
         );
+    }
+
+    // A target another user can change: they could swap a directory in it for a symlink
+    // while root writes. Refused, naming the directory and why (as root only: a non-root test
+    // run cannot make a directory owned by someone else).
+    if nix::unistd::geteuid().is_root() {
+        let shared = sb.root().join("shared");
+        let _ = std::fs::remove_dir_all(&shared);
+        std::fs::create_dir_all(&shared).expect("mkdir shared");
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        for (what, setup, expect) in [
+            ("target owned by another user", 0, "belongs to uid 65534"),
+            ("target under a world-writable dir", 1, "anyone can write"),
+        ] {
+            let target = shared.join(format!("t{setup}"));
+            if setup == 0 {
+                std::fs::create_dir_all(&target).expect("mkdir target");
+                nix::unistd::chown(&target, Some(nobody), None).expect("chown target");
+                support::chmod(&shared, 0o755);
+            } else {
+                support::chmod(&shared, 0o777);
+            }
+            let out = run(
+                &sb,
+                &[
+                    "restore",
+                    "latest",
+                    "--target",
+                    target.to_str().expect("utf-8"),
+                ],
+            );
+            let line = one_line(&out.stderr);
+            c.record(
+                what,
+                if out.status.code() == Some(0) {
+                    Err("restored into it".to_string())
+                } else if !line.contains(expect) || !line.contains("not safe") {
+                    Err(format!("refused without naming why ({expect}): {line}"))
+                } else if support::files_under(&target).iter().any(|f| f.is_file()) {
+                    Err("refused, but files were written".to_string())
+                } else {
+                    Ok(line)
+                },
+            );
+        }
+        support::chmod(&shared, 0o755);
     }
 
     // An archive with a symlinked directory and a file "under" it.

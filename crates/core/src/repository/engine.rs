@@ -57,7 +57,7 @@ pub enum EngineError {
     #[error("{0}")]
     NotInSnapshot(String),
     /// The storage ran out of space (`ENOSPC`) during `what`.
-    #[error("{what}: no space left on the filesystem holding {path}")]
+    #[error("{what}: no space left on {}", holding(path))]
     NoSpace {
         /// The operation.
         what: &'static str,
@@ -72,6 +72,16 @@ pub enum EngineError {
         /// The library's message, first line only.
         message: String,
     },
+}
+
+/// Where a full disk is, for [`EngineError::NoSpace`]: the path once a layer that knows it
+/// filled it in (see `Repository::located`), else the repository in general.
+fn holding(path: &str) -> String {
+    if path.is_empty() {
+        "the filesystem holding the repository".to_string()
+    } else {
+        format!("the filesystem holding {path}")
+    }
 }
 
 impl EngineError {
@@ -670,11 +680,17 @@ impl RusticEngine {
         let Some(arc) = guard.take() else {
             return Err(poisoned());
         };
+        // Only this process's own calls share it, and none is under way when a command takes
+        // its lock; should one be, keeping the old index would defeat the re-read: say so.
         let repo = match Arc::try_unwrap(arc) {
             Ok(repo) => repo,
             Err(arc) => {
                 *guard = Some(arc);
-                return Ok(());
+                return Err(EngineError::Library {
+                    what: "reloading index",
+                    message: "the index is still in use by another operation of this run"
+                        .to_string(),
+                });
             }
         };
         let fresh = repo

@@ -101,6 +101,18 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Whether process `pid` runs an akbackup binary (its command line names one), or cannot be
+/// examined (then assume it does: never break a lock on a guess).
+fn is_akbackup(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(argv0).contains("akbackup")
+        }
+        Err(_) => true,
+    }
+}
+
 /// How long to wait for a lock that another run holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LockWait {
@@ -210,9 +222,13 @@ impl RepoLock {
             let _ = locked.read_to_string(&mut text);
             let mut broke_stale = None;
             if let Ok(holder) = serde_json::from_str::<LockHolder>(&text) {
-                // A lock file naming a live process, or one on another host, without the
-                // kernel lock: written by hand or by an older version; respect it.
-                if holder.host != me.host || (alive(holder.pid) && holder.pid != me.pid) {
+                // A lock file naming a live akbackup, or one on another host, without the
+                // kernel lock: written by hand or by an older version; respect it. A live
+                // process that is not akbackup got the pid of one that crashed (pids are
+                // reused): waiting for it would never end.
+                if holder.host != me.host
+                    || (holder.pid != me.pid && alive(holder.pid) && is_akbackup(holder.pid))
+                {
                     return Err(LockError::Held {
                         repo: repo.to_path_buf(),
                         holder,

@@ -19,7 +19,7 @@ use crate::{
 pub use engine::EngineError;
 pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
 use engine::{Engine, SnapshotInfo};
-pub use lock::{LockError, LockWait, RepoLock};
+pub use lock::{LockError, LockHolder, LockWait, RepoLock};
 pub use password::PasswordError;
 
 /// Errors of repository operations.
@@ -67,7 +67,12 @@ pub struct Repository {
     engine: Box<dyn Engine>,
     /// Whether [`Repository::lock`] waits for another run's lock (`--wait`).
     lock_wait: LockWait,
+    /// Told once when a wait for the lock begins (the front end says why nothing happens).
+    on_wait: Option<WaitNotice>,
 }
+
+/// Called with the repository (as shown) and the holder when a wait for its lock begins.
+pub type WaitNotice = Box<dyn Fn(&str, &LockHolder) + Send + Sync>;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -265,6 +270,7 @@ impl Repository {
             local,
             engine: Box::new(engine),
             lock_wait: LockWait::No,
+            on_wait: None,
         })
     }
 
@@ -381,8 +387,9 @@ impl Repository {
     }
 
     /// Makes [`Repository::lock`] wait for another run's lock instead of failing at once.
-    pub const fn set_lock_wait(&mut self, wait: LockWait) {
+    pub fn set_lock_wait(&mut self, wait: LockWait, on_wait: WaitNotice) {
         self.lock_wait = wait;
+        self.on_wait = Some(on_wait);
     }
 
     /// Takes the write lock for `command` (waiting as [`Repository::set_lock_wait`] says),
@@ -395,12 +402,10 @@ impl Repository {
     /// [`LockError::Held`] / [`LockError::StillHeld`] naming the holder; storage errors of
     /// the index reload.
     pub fn lock(&self, command: &str) -> Result<RepoLock, RepoError> {
-        let shown = self.shown.clone();
         let lock = RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &|h| {
-            eprintln!(
-                "akbackup: waiting for the lock of {shown}: held by pid {} on {} running `{}` since {}",
-                h.pid, h.host, h.command, h.time
-            );
+            if let Some(tell) = &self.on_wait {
+                tell(&self.shown, h);
+            }
         })?;
         self.engine.reload_index()?;
         Ok(lock)

@@ -8,6 +8,18 @@ use crate::config::RepositoryConfig;
 
 /// Environment variable that overrides the configured password source.
 pub const PASSWORD_ENV: &str = "AKBACKUP_PASSWORD";
+/// The new password of `key add` / `key passwd`, in the environment.
+pub const NEW_PASSWORD_ENV: &str = "AKBACKUP_NEW_PASSWORD";
+
+/// A command for a child process (hook, service command, password command, `systemctl`,
+/// `tar`) that does not inherit the repository passwords from akbackup's environment: the
+/// child gets what it needs in its own arguments and variables, never a secret it might log.
+#[must_use]
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove(PASSWORD_ENV).env_remove(NEW_PASSWORD_ENV);
+    cmd
+}
 
 /// Errors resolving the password. None of them contains the password.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +71,7 @@ pub fn resolve(config: &RepositoryConfig) -> Result<String, PasswordError> {
     }
     if let Some(argv) = &config.password_command {
         let program = argv.first().cloned().unwrap_or_default();
-        let out = Command::new(&program)
+        let out = child_command(&program)
             .args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .output()

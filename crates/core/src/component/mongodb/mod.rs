@@ -255,9 +255,7 @@ impl Component for MongodbComponent {
 
         // The dump comes out of the repository first (authenticated blob by blob), so a
         // damaged set is found before the server is touched.
-        let scratch = tempfile::Builder::new()
-            .prefix(".akbackup-mongodb-restore-")
-            .tempdir_in(repo.path())
+        let scratch = crate::fsutil::private_tempdir(".akbackup-mongodb-restore-", repo.path())
             .map_err(|e| {
                 self.err(format!(
                     "cannot create a scratch directory in {}: {e}",

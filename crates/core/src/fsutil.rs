@@ -64,6 +64,19 @@ pub fn writable_by_others(path: &Path) -> Option<(PathBuf, String)> {
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
             continue;
         };
+        if meta.file_type().is_symlink() {
+            // A link's own mode bits mean nothing (always rwxrwxrwx): its owner counts, and
+            // where it leads (resolved, so no links are left there).
+            if meta.uid() != 0 && meta.uid() != me {
+                return Some((dir.to_path_buf(), format!("belongs to uid {}", meta.uid())));
+            }
+            if let Ok(real) = std::fs::canonicalize(dir)
+                && let Some(found) = writable_by_others(&real)
+            {
+                return Some(found);
+            }
+            continue;
+        }
         let mode = meta.mode();
         let sticky = mode & 0o1000 != 0;
         let why = if meta.uid() != 0 && meta.uid() != me {

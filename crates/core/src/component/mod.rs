@@ -423,7 +423,16 @@ pub fn restore_to_directory(
     progress: &ProgressRef,
 ) -> Result<ComponentRestore, ComponentError> {
     let dest = dir.join(name.kind.as_str()).join(&name.name);
-    // `--target DIR` is the operator's choice, but not one another user can redirect: a
+    // Below `--target DIR` akbackup makes every directory: a link there was planted.
+    for inside in [dir.join(name.kind.as_str()), dest.clone()] {
+        if std::fs::symlink_metadata(&inside).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ComponentError::Tree {
+                name: name.clone(),
+                source: Box::new(crate::tree::TreeError::Symlink(inside)),
+            });
+        }
+    }
+    // `--target DIR` itself is the operator's choice, but not one another user can redirect: a
     // directory on the way that they can change lets them swap in a symlink mid-restore.
     if let Some((at, why)) = crate::fsutil::writable_by_others(&dest) {
         return Err(ComponentError::Tree {
@@ -434,15 +443,6 @@ pub fn restore_to_directory(
                 why,
             }),
         });
-    }
-    // Below it nothing may redirect the writes.
-    for inside in [dir.join(name.kind.as_str()), dest.clone()] {
-        if std::fs::symlink_metadata(&inside).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(ComponentError::Tree {
-                name: name.clone(),
-                source: Box::new(crate::tree::TreeError::Symlink(inside)),
-            });
-        }
     }
     let written =
         crate::tree::materialize(repo, set_id, repo_path, &dest, &name.to_string(), progress)

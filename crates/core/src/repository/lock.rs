@@ -113,6 +113,25 @@ fn is_akbackup(pid: u32) -> bool {
     }
 }
 
+/// Who holds the lock at `path`, for the message. The holder empties the file and writes
+/// itself in just after taking the kernel lock: reading in between gives nothing, so read
+/// again for up to a second before settling for "unknown".
+fn read_holder(path: &Path) -> LockHolder {
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Ok(holder) = serde_json::from_str::<LockHolder>(&text) {
+            return holder;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    LockHolder {
+        pid: 0,
+        host: "unknown".to_string(),
+        command: "unknown".to_string(),
+        time: "just now".to_string(),
+    }
+}
+
 /// How long to wait for a lock that another run holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LockWait {
@@ -195,16 +214,9 @@ impl RepoLock {
             let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let holder = serde_json::from_str::<LockHolder>(&text).unwrap_or(LockHolder {
-                        pid: 0,
-                        host: "unknown".to_string(),
-                        command: "unknown".to_string(),
-                        time: "just now".to_string(),
-                    });
                     return Err(LockError::Held {
                         repo: repo.to_path_buf(),
-                        holder,
+                        holder: read_holder(&path),
                     });
                 }
                 Err((_, errno)) => return Err(io(std::io::Error::from(errno))),

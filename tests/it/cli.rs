@@ -6,8 +6,8 @@ use std::fs;
 use std::process::{Child, Stdio};
 
 use crate::support::{
-    self, PASSWORD, Sandbox, all_output, assert_exit, build_rich_tree, find_on_path, hostname,
-    parse_json, toml_str, usage_error,
+    self, PASSWORD, Sandbox, all_output, assert_exit, build_rich_tree, hostname, parse_json,
+    spawn_lock_holder, toml_str, usage_error,
 };
 
 /// A wrong password fails with exit 2 and one stderr line that mentions the password.
@@ -302,16 +302,7 @@ fn lock_held_by_live_process_blocks_backup_naming_pid() {
     let sb = Sandbox::new();
     build_rich_tree(&sb.source(), 1024);
     sb.init();
-    let sleep = find_on_path("sleep").expect("sleep on PATH");
-    let named = sb.root().join("akbackup-holder");
-    std::os::unix::fs::symlink(&sleep, &named).expect("symlink sleep");
-    let holder = Reaped(
-        std::process::Command::new(&named)
-            .arg("300")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn sleep"),
-    );
+    let holder = Reaped(spawn_lock_holder(&sb.root(), 300));
     let pid = holder.0.id();
     write_lock(&sb, pid, &hostname());
 

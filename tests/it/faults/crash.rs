@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Campaign, Rng, expect_exit, measure, reset_dir, run, run_killed, same_tree, set_identity, sets,
+    Campaign, Rng, expect_exit, measure, measure_from, reset_dir, run, run_killed, same_tree,
+    set_identity, sets,
 };
 use crate::support::{self, Sandbox, build_random_tree, build_rich_tree, copy_tree};
 
@@ -114,7 +115,7 @@ fn crash_during_backup() {
     copy_tree(&sb.repo(), &template);
     let before = listed(&sb, None).expect("list sets");
     use_source(&sb, &v2);
-    let d = measure(&sb, &["backup"]);
+    let d = measure_from(&sb, &template, &["backup"]);
 
     let mut c = Campaign::new("crash-backup");
     for seed in Campaign::seeds(TRIALS) {
@@ -168,7 +169,7 @@ fn crash_during_forget_prune() {
     copy_tree(&sb.repo(), &template);
     let before = listed(&sb, None).expect("list sets");
     let forget = ["forget", "--keep-last", "1", "--prune"];
-    let d = measure(&sb, &forget);
+    let d = measure_from(&sb, &template, &forget);
     let may_go: Vec<String> = before[..2].iter().map(|(_, i)| i.clone()).collect();
 
     let mut c = Campaign::new("crash-forget-prune");

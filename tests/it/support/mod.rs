@@ -278,6 +278,22 @@ pub fn all_output(out: &Output) -> String {
     )
 }
 
+/// Starts `sleep SECONDS` under a name with `akbackup` in it (a symlink in `dir`), to stand in
+/// for a live akbackup holding the lock: a lock naming a live process of another program is
+/// stale (its pid was reused).
+pub fn spawn_lock_holder(dir: &Path, seconds: u32) -> std::process::Child {
+    let sleep = find_on_path("sleep").expect("sleep on PATH");
+    let named = dir.join("akbackup-holder");
+    if !named.exists() {
+        std::os::unix::fs::symlink(&sleep, &named).expect("symlink sleep");
+    }
+    std::process::Command::new(&named)
+        .arg(seconds.to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the lock holder")
+}
+
 /// The first executable named `name` on PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Campaign, Rng, expect_exit, measure, measure_from, reset_dir, run, run_killed, same_tree,
-    set_identity, sets,
+    Campaign, Rng, expect_exit, measure_from, reset_dir, run, run_killed, same_tree, set_identity,
+    sets,
 };
 use crate::support::{self, Sandbox, build_random_tree, build_rich_tree, copy_tree};
 
@@ -115,7 +115,7 @@ fn crash_during_backup() {
     copy_tree(&sb.repo(), &template);
     let before = listed(&sb, None).expect("list sets");
     use_source(&sb, &v2);
-    let d = measure_from(&sb, &template, &["backup"]);
+    let d = measure_from(&sb, || reset_dir(&template, &sb.repo()), &["backup"]);
 
     let mut c = Campaign::new("crash-backup");
     for seed in Campaign::seeds(TRIALS) {
@@ -169,7 +169,7 @@ fn crash_during_forget_prune() {
     copy_tree(&sb.repo(), &template);
     let before = listed(&sb, None).expect("list sets");
     let forget = ["forget", "--keep-last", "1", "--prune"];
-    let d = measure_from(&sb, &template, &forget);
+    let d = measure_from(&sb, || reset_dir(&template, &sb.repo()), &forget);
     let may_go: Vec<String> = before[..2].iter().map(|(_, i)| i.clone()).collect();
 
     let mut c = Campaign::new("crash-forget-prune");
@@ -233,7 +233,7 @@ fn crash_during_copy() {
     let template = sb.root().join("dst-template");
     copy_tree(&dst, &template);
     let before = listed(&sb, Some("dst")).expect("list dst");
-    let d = measure(&sb, &["copy", "--to", "dst"]);
+    let d = measure_from(&sb, || reset_dir(&template, &dst), &["copy", "--to", "dst"]);
 
     let mut c = Campaign::new("crash-copy");
     for seed in Campaign::seeds(TRIALS) {
@@ -317,20 +317,22 @@ fn crash_during_in_place_restore() {
     super::init(&sb, None);
     let a = Sandbox::set_id(&sb.backup(&[]));
     let restore = ["restore", a.as_str(), "--yes", "--no-restart"];
-    use_source(&sb, &v2);
-    let d = measure(&sb, &restore);
     let parent = sb.source().parent().expect("parent").to_path_buf();
-
-    let mut c = Campaign::new("crash-restore");
-    for seed in Campaign::seeds(TRIALS) {
-        let mut rng = Rng::new(3000 + seed);
-        let at = kill_time(&mut rng, d);
-        // Fresh live tree (v2), no leftovers of the previous trial.
+    // Fresh live tree (v2), no leftovers of an earlier run.
+    let fresh_live = || {
         for e in std::fs::read_dir(&parent).expect("read parent") {
             let p = e.expect("entry").path();
             std::fs::remove_dir_all(&p).expect("clean parent");
         }
         use_source(&sb, &v2);
+    };
+    let d = measure_from(&sb, &fresh_live, &restore);
+
+    let mut c = Campaign::new("crash-restore");
+    for seed in Campaign::seeds(TRIALS) {
+        let mut rng = Rng::new(3000 + seed);
+        let at = kill_time(&mut rng, d);
+        fresh_live();
         let k = run_killed(&sb, &restore, at);
         c.kill(k.killed);
         let outcome = (|| {

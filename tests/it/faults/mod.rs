@@ -232,13 +232,13 @@ pub fn run_killed(sb: &Sandbox, args: &[&str], after: Duration) -> Killed {
     Killed { killed, output }
 }
 
-/// The shortest of three runs of `akbackup ARGS`, each on a fresh copy of `template` as the
-/// repository. Why not one run: on a busy machine one slow calibration run put most kill
-/// times after the end of the command (12 of 30 landed mid-run once).
-pub fn measure_from(sb: &Sandbox, template: &Path, args: &[&str]) -> Duration {
+/// The shortest of three runs of `akbackup ARGS`, each after `reset` put the state back. Why
+/// not one run: on a busy machine one slow calibration run put most kill times after the end
+/// of the command (12 of 30 landed mid-run once).
+pub fn measure_from(sb: &Sandbox, reset: impl Fn(), args: &[&str]) -> Duration {
     (0..3)
         .map(|_| {
-            reset_dir(template, &sb.repo());
+            reset();
             measure(sb, args)
         })
         .min()

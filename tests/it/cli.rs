@@ -302,7 +302,7 @@ fn lock_held_by_live_process_blocks_backup_naming_pid() {
     let sb = Sandbox::new();
     build_rich_tree(&sb.source(), 1024);
     sb.init();
-    let holder = Reaped(spawn_lock_holder(&sb.root(), 300));
+    let holder = Reaped(spawn_lock_holder(sb.root(), 300));
     let pid = holder.0.id();
     write_lock(&sb, pid, &hostname());
 

@@ -117,7 +117,7 @@ fn two_backups_at_once() {
 #[test]
 fn wait_with_a_limit_gives_up_naming_the_holder() {
     let sb = busy_sandbox();
-    let holder = crate::support::spawn_lock_holder(&sb.root(), 30);
+    let holder = crate::support::spawn_lock_holder(sb.root(), 30);
     let lock = serde_json::json!({
         "pid": holder.id(),
         "host": crate::support::hostname(),

@@ -326,7 +326,7 @@ fn crash_during_in_place_restore() {
         }
         use_source(&sb, &v2);
     };
-    let d = measure_from(&sb, &fresh_live, &restore);
+    let d = measure_from(&sb, fresh_live, &restore);
 
     let mut c = Campaign::new("crash-restore");
     for seed in Campaign::seeds(TRIALS) {

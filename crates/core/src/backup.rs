@@ -1,9 +1,10 @@
 //! `backup`: one run, one set, every selected component.
 //!
 //! Order of work: lock, clean up partial snapshots of crashed runs, prepare every component
-//! (as many at once as there are cores; nothing is stored when one cannot be prepared), store all parts in one snapshot tagged
-//! partial, let each component judge what was stored, and only when all succeeded rewrite the
-//! snapshot as a complete set with its manifest. A failed run leaves no set and exits 1.
+//! (as many at once as there are cores; nothing is stored when one cannot be prepared), store
+//! all parts in one snapshot tagged partial, let each component judge what was stored, and only
+//! when all succeeded rewrite the snapshot as a complete set with its manifest. A failed run
+//! leaves no set and exits 1.
 
 use std::time::Instant;
 
@@ -279,10 +280,10 @@ pub fn run(
 type PrepareOutcome = Result<(Prepared, f64), ComponentError>;
 
 /// Prepares every component, as many at once as the machine has cores, and returns the
-/// outcomes in the order of `components` (`None`: not started). Why in parallel: preparing is mostly reading (an
-/// SSDB store's every key for its digest, a MongoDB dump), one core each, and one component
-/// after the other left the second core idle for most of a backup. Once one component has
-/// failed, those not yet started are not started: nothing will be stored.
+/// outcomes in the order of `components` (`None`: not started). Why in parallel: preparing is
+/// mostly reading (an SSDB store's every key for its digest, a MongoDB dump), one core each,
+/// and one component after the other left the second core idle for most of a backup. Once one
+/// component has failed, those not yet started are not started: nothing will be stored.
 fn prepare_all(
     components: &[Box<dyn Component>],
     staging: &std::path::Path,

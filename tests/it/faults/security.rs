@@ -4,9 +4,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
-use super::{Campaign, Rng, command, one_line, run, run_killed, wait_or_kill};
+use super::{Campaign, command, kill9, one_line, run, wait_or_kill};
 use crate::support::{self, PASSWORD, Sandbox, build_random_tree, build_rich_tree};
 
 /// Entries of `dir` whose names start with `prefix`.
@@ -27,21 +28,31 @@ fn mode(p: &Path) -> u32 {
         .unwrap_or(0)
 }
 
-/// Kills `args` at seeded times until a staging directory matching `prefix` in `dir` is
-/// left behind, then returns the modes of the ones found.
+/// Runs `args` while watching `dir` for a staging directory matching `prefix`; when one
+/// appears, reads its mode, kills the run and returns the modes of the ones found. Up to 20
+/// runs. Watching, not killing at seeded times: a staging directory lives a few milliseconds
+/// in a small restore, and 40 blind kills once missed it every time.
 fn staging_modes(sb: &Sandbox, args: &[&str], dir: &Path, prefix: &str) -> Vec<(PathBuf, u32)> {
-    let d = super::measure(sb, args);
-    let mut rng = Rng::new(99);
-    for _ in 0..40 {
-        let at = d.mul_f64(0.1 + 0.8 * rng.unit());
-        let _ = run_killed(sb, args, at);
-        let found = named(dir, prefix);
-        if !found.is_empty() {
-            let out: Vec<_> = found.iter().map(|p| (p.clone(), mode(p))).collect();
-            for p in found {
-                let _ = std::fs::remove_dir_all(p);
+    for _ in 0..20 {
+        let mut child = command(sb, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn akbackup");
+        loop {
+            let found = named(dir, prefix);
+            if !found.is_empty() {
+                let out: Vec<_> = found.iter().map(|p| (p.clone(), mode(p))).collect();
+                kill9(child.id());
+                let _ = child.wait();
+                for p in named(dir, prefix) {
+                    let _ = std::fs::remove_dir_all(p);
+                }
+                return out;
             }
-            return out;
+            if child.try_wait().expect("wait akbackup").is_some() {
+                break;
+            }
         }
     }
     Vec::new()
@@ -311,5 +322,5 @@ fn security_checks() {
 /// What a refused restore told the operator: its report (stdout, where the failed component
 /// and its error are listed) and its log (stderr), on one line.
 fn said(out: &std::process::Output) -> String {
-    one_line(&[out.stdout.as_slice(), out.stderr.as_slice()].concat())
+    one_line(support::all_output(out).as_bytes())
 }

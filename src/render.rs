@@ -250,6 +250,18 @@ fn component_of(label: &str) -> Option<&str> {
     })
 }
 
+/// A duration for messages: whole days or hours as the config writes them (`2d`, `23h`),
+/// else minutes, else seconds.
+pub fn age(seconds: u64) -> String {
+    match seconds {
+        0 => "0h".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// `2026-11-24 23:59:59` in UTC.
 pub fn time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()

@@ -38,6 +38,11 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
+    if super::explicit_host_scope() == Some(&akbackup_core::repository::HostScope::All) {
+        anyhow::bail!(
+            "a backup records one host: drop --all-hosts (--host NAME records NAME instead of this host's name)"
+        );
+    }
     let config = g.load_config()?;
     let components = component::build(&config, &args.only)?;
     let repo = open_repo(&config)?;
@@ -274,7 +279,8 @@ fn write_metrics(
 /// Writes the `[monitoring] textfile`; a failure is a warning on stderr (the backup itself
 /// is what the exit code reports, and the stale file's age shows the problem).
 fn write_run_metrics(path: &std::path::Path, repo: &Repository, run: &monitoring::RunFacts) {
-    let sets = repo.sets().unwrap_or_default();
+    // This host's sets: the metrics are this server's.
+    let sets = repo.scoped_sets().unwrap_or_default();
     // The verify families in the file stay until the next verify replaces them.
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let text = monitoring::merge(&existing, &monitoring::metrics(&sets, run));
@@ -329,12 +335,15 @@ fn after_backup(g: &Globals, config: &Config, repo: &Repository, set: Option<&st
                 if !akbackup_core::forget::has_rules(&rules) {
                     anyhow::bail!("[retention] after-backup = true but no keep-* rule is set");
                 }
+                let prune = if config.retention.prune {
+                    Some(akbackup_core::forget::delete_after_from_config(
+                        &config.retention,
+                    )?)
+                } else {
+                    None
+                };
                 Ok(akbackup_core::forget::run(
-                    repo,
-                    &rules,
-                    config.retention.prune,
-                    false,
-                    &progress,
+                    repo, &rules, prune, false, &progress,
                 )?)
             });
         match result {

@@ -14,6 +14,15 @@ use crate::render::{self, Reporter};
 ///
 /// Without --keep-* options the [retention] section of the config applies (keep-last,
 /// keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within = "30d").
+///
+/// Several servers may share one repository: forget acts on this host's sets (--host NAME
+/// for another's, --all-hosts for everyone's, each host's sets kept by the rules on their
+/// own). It takes the repository's exclusive lock: it waits for (--wait) or refuses while a
+/// backup, restore or copy of any host, or a restic client, holds a lock.
+///
+/// Prune deletes in two phases: data that became unused is marked, and deleted by a later
+/// prune once it has been marked for --delete-after (23h by default, [retention]
+/// delete-after), so a backup that started elsewhere before the prune keeps its data.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -42,6 +51,10 @@ pub struct Args {
     /// Also remove data no remaining set needs
     #[arg(long)]
     prune: bool,
+    /// With --prune: how long data found unused stays before a prune deletes it (12h, 1d;
+    /// 0h deletes at once, safe only when every writer takes the repository's locks)
+    #[arg(long, value_name = "AGE", requires = "prune")]
+    delete_after: Option<String>,
     /// Show what would go and why, change nothing
     #[arg(long)]
     dry_run: bool,
@@ -73,9 +86,18 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             "give at least one --keep-* rule, e.g. --keep-daily 7, or set them in [retention]"
         );
     }
+    let prune = if args.prune {
+        Some(match &args.delete_after {
+            Some(age) => akbackup_core::config::parse_duration(age)
+                .map_err(|e| anyhow::anyhow!("--delete-after: {e}"))?,
+            None => forget::delete_after_from_config(&config.retention)?,
+        })
+    } else {
+        None
+    };
     let repo = open_repo(&config)?;
     let progress: akbackup_core::progress::ProgressRef = Arc::new(Reporter::new(g));
-    let summary = forget::run(&repo, &rules, args.prune, args.dry_run, &progress)?;
+    let summary = forget::run(&repo, &rules, prune, args.dry_run, &progress)?;
     render::out(g, &summary, || {
         let mut s = String::new();
         for d in &summary.sets {
@@ -92,13 +114,26 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(p) = &summary.prune {
-            let _ = writeln!(
-                s,
-                "prune: {} pack(s) removed, {} repacked, {} freed",
-                p.packs_removed,
-                p.packs_repacked,
-                human_bytes(p.bytes_freed)
-            );
+            if summary.dry_run {
+                let _ = writeln!(
+                    s,
+                    "prune would mark {} pack(s) unused, delete {} marked earlier, repack {}",
+                    p.packs_marked, p.packs_deleted, p.packs_repacked
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "prune: {} pack(s) removed from the storage ({} freed), {} repacked; \
+                     {} newly unused and {} waiting pack(s) are deleted by a prune {} after \
+                     they were marked",
+                    p.packs_removed,
+                    human_bytes(p.bytes_freed),
+                    p.packs_repacked,
+                    p.packs_marked,
+                    p.packs_kept_marked,
+                    render::age(p.delete_after_seconds)
+                );
+            }
         }
         let _ = writeln!(
             s,

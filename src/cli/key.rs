@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode};
 
-use akbackup_core::repository::password::read_secret_file;
+use akbackup_core::repository::{LockMode, password::read_secret_file};
 
 use super::{Globals, open_repo};
 use crate::render;
@@ -75,21 +75,21 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
             })?;
         }
         Action::Add(p) => {
-            let _lock = repo.lock("key add")?;
+            let _lock = repo.lock("key add", LockMode::Shared)?;
             let id = repo.add_key(&p.resolve()?)?;
             render::out(g, &serde_json::json!({ "added": id }), || {
                 format!("added key {id}")
             })?;
         }
         Action::Remove { id } => {
-            let _lock = repo.lock("key remove")?;
+            let _lock = repo.lock("key remove", LockMode::Exclusive)?;
             let removed = repo.remove_key(id)?;
             render::out(g, &serde_json::json!({ "removed": removed }), || {
                 format!("removed key {removed}")
             })?;
         }
         Action::Passwd(p) => {
-            let _lock = repo.lock("key passwd")?;
+            let _lock = repo.lock("key passwd", LockMode::Exclusive)?;
             let (old, new) = repo.change_password(&config.repository, &p.resolve()?)?;
             render::out(
                 g,

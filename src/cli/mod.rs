@@ -21,7 +21,7 @@ use std::{path::PathBuf, process::ExitCode, sync::OnceLock};
 
 use akbackup_core::{
     config::{Config, DEFAULT_CONFIG_PATH},
-    repository::LockWait,
+    repository::{HostScope, LockWait},
 };
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -34,6 +34,12 @@ Exit codes:
 
 Locks: a command that writes (backup, forget, copy, restore, import) holds the repository lock;
 another one exits 2 naming the holder, or waits for it with --wait (--wait=SECONDS at most).
+The lock lives in the repository, in restic's format: akbackup on other hosts and the restic
+client honour it (backup, restore and copy share it; forget, prune and key changes need it alone).
+
+Hosts: several servers may share one repository. `latest`, retention and the cleanup of
+unfinished runs act on this host's sets; --host NAME acts on another host's (e.g. restore a dead
+server's sets on its replacement), --all-hosts on everyone's. `snapshots` lists every host's.
 
 Config: --config FILE, else $AKBACKUP_CONFIG, else /etc/akbackup/akbackup.toml.
 Password: $AKBACKUP_PASSWORD, else [repository] password-command, else password-file (mode 0600).
@@ -86,6 +92,14 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     wait: Option<LockWait>,
+    /// Act on the sets of host NAME instead of this host's (`latest`, retention, cleanup);
+    /// a backup records NAME as its host
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "all_hosts")]
+    host: Option<String>,
+    /// Act on the sets of every host: `latest` is the newest of all, retention applies to
+    /// each host's sets on their own
+    #[arg(long, global = true)]
+    all_hosts: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -184,11 +198,21 @@ fn parse_wait(s: &str) -> Result<LockWait, String> {
 
 /// The `--wait` of this run, for every repository it opens.
 static LOCK_WAIT: OnceLock<LockWait> = OnceLock::new();
+/// The `--host` / `--all-hosts` of this run, when given.
+static HOST_SCOPE: OnceLock<Option<HostScope>> = OnceLock::new();
 
-/// Applies `--wait` to a repository opened by a command.
+/// The host scope asked for on the command line (`None`: this host, by default).
+pub fn explicit_host_scope() -> Option<&'static HostScope> {
+    HOST_SCOPE.get().and_then(Option::as_ref)
+}
+
+/// Applies `--wait`, `--host` and `--all-hosts` to a repository opened by a command.
 pub fn with_wait(
     mut repo: akbackup_core::repository::Repository,
 ) -> akbackup_core::repository::Repository {
+    if let Some(scope) = explicit_host_scope() {
+        repo.set_host_scope(scope.clone());
+    }
     repo.set_lock_wait(
         LOCK_WAIT.get().copied().unwrap_or_default(),
         Box::new(|shown, h| {
@@ -208,6 +232,15 @@ pub fn with_wait(
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = LOCK_WAIT.set(cli.wait.unwrap_or_default());
+    let scope = match (cli.host, cli.all_hosts) {
+        (_, true) => Some(HostScope::All),
+        (Some(name), false) if name.trim().is_empty() || name.chars().any(char::is_control) => {
+            anyhow::bail!("--host \"{name}\" is not a host name")
+        }
+        (Some(name), false) => Some(HostScope::Host(name)),
+        (None, false) => None,
+    };
+    let _ = HOST_SCOPE.set(scope);
     let globals = Globals {
         config: cli.config,
         repo: cli.repo,

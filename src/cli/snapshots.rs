@@ -86,8 +86,14 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Row> = repo
-        .sets()?
+    // Every host's sets unless --host / --all-hosts narrows them: the listing is where an
+    // administrator finds out which hosts write here.
+    let sets = if super::explicit_host_scope().is_some() {
+        repo.scoped_sets()?
+    } else {
+        repo.sets()?
+    };
+    let rows: Vec<Row> = sets
         .into_iter()
         .map(|s| Row {
             time: s.manifest.started,
@@ -112,15 +118,16 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<8}  {:<23}  {:>10}  {:>10}  {:>7}  {:<8}  components",
-            "id", "time", "size", "added", "took", "status"
+            "{:<8}  {:<23}  {:<16}  {:>10}  {:>10}  {:>7}  {:<8}  components",
+            "id", "time", "host", "size", "added", "took", "status"
         );
         for r in &rows {
             let _ = writeln!(
                 s,
-                "{:<8}  {:<23}  {:>10}  {:>10}  {:>6.1}s  {:<8}  {}",
+                "{:<8}  {:<23}  {:<16}  {:>10}  {:>10}  {:>6.1}s  {:<8}  {}",
                 &r.id[..8],
                 render::time(r.time),
+                r.host,
                 human_bytes(r.bytes),
                 r.added_bytes.map_or_else(|| "-".to_string(), human_bytes),
                 r.duration_secs,

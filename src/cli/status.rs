@@ -28,7 +28,8 @@ pub struct Args {
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let config = g.load_config()?;
     let repo = open_repo(&config)?;
-    let sets = repo.sets()?;
+    // This host's sets: another server's fresh backup says nothing about this one.
+    let sets = repo.scoped_sets()?;
     let names: Vec<String> = config
         .component_names()
         .iter()

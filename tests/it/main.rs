@@ -12,6 +12,7 @@ mod demo;
 mod doctor;
 mod faults;
 mod hooks;
+mod hosts;
 mod interop;
 mod keys;
 mod logs;

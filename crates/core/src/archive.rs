@@ -459,6 +459,10 @@ pub fn export(
     mongo: MongoExport,
     progress: &ProgressRef,
 ) -> Result<Vec<Exported>, ArchiveError> {
+    // Shared: a prune (of any host) must not delete packs while they are read.
+    let _lock = repo
+        .read_lock("export", progress)
+        .map_err(|e| Box::new(tree::TreeError::Repo(e)))?;
     fs::create_dir_all(dir).map_err(io(dir))?;
     let date = set
         .manifest

@@ -247,7 +247,7 @@ pub fn run(
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         akbackup_version: crate::VERSION.to_string(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        host: repo.backup_host(),
         started,
         finished,
         status,

@@ -25,6 +25,18 @@ pub enum Action {
     StartUnit(String),
     /// Run a command (argv, no shell) that starts what we stopped.
     Run(Vec<String>),
+    /// Call a function (remove the repository's lock file in the storage).
+    Call(Callback),
+}
+
+/// A cleanup function; its `Debug` says only that it is one.
+#[derive(Clone)]
+pub struct Callback(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callback")
+    }
 }
 
 static REGISTRY: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
@@ -92,6 +104,7 @@ fn perform(action: &Action) {
                 eprintln!("akbackup: {e}; run it by hand");
             }
         }
+        Action::Call(f) => (f.0)(),
     }
 }
 

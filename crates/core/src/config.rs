@@ -263,6 +263,12 @@ pub struct RetentionConfig {
     /// Reclaim space when forgetting after a backup.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune: bool,
+    /// How long prune keeps data it found unused before deleting it ("23h" by default):
+    /// a backup of another host that started before the prune and uses that data gets it
+    /// back meanwhile. "0h" deletes at once (safe only when every writer takes the
+    /// repository's locks, as akbackup and restic do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_after: Option<String>,
 }
 
 /// What to do when a file cannot be read during a backup.
@@ -535,6 +541,7 @@ const RETENTION_KEYS: &[&str] = &[
     "keep-within",
     "after-backup",
     "prune",
+    "delete-after",
 ];
 const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "health", "on-read-error"];
 const MONGODB_KEYS: &[&str] = &[
@@ -711,6 +718,9 @@ impl Config {
         }
         if let Some(w) = &self.retention.keep_within {
             parse_duration(w).map_err(|e| invalid(format!("[retention] keep-within: {e}")))?;
+        }
+        if let Some(d) = &self.retention.delete_after {
+            parse_duration(d).map_err(|e| invalid(format!("[retention] delete-after: {e}")))?;
         }
         for (name, m) in &self.mongodb {
             if m.uri.starts_with("mongodb+srv://") {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     backup_set::BackupSet,
     progress::ProgressRef,
-    repository::{RepoError, Repository},
+    repository::{LockMode, RepoError, Repository},
 };
 
 /// What a copy did.
@@ -41,11 +41,11 @@ pub fn run(
     // locks are taken in one order (by location) whichever way the copy goes: `copy A B` and
     // `copy B A` under `--wait` would otherwise each hold one and wait for the other forever.
     let (_src_lock, _dst_lock) = if src.location() <= dst.location() {
-        let s = src.lock("copy (source)")?;
+        let s = src.lock("copy (source)", LockMode::Shared)?;
         (s, dst.lock_recovering("copy", progress)?)
     } else {
         let d = dst.lock_recovering("copy", progress)?;
-        (src.lock("copy (source)")?, d)
+        (src.lock("copy (source)", LockMode::Shared)?, d)
     };
     progress.note(&format!(
         "copying {} set(s) from {} to {}",

@@ -1,14 +1,24 @@
 //! `forget`: retention over whole sets, then optionally `prune` to reclaim space.
 //!
 //! A set is one snapshot, so keeping or dropping it keeps or drops every component together.
-//! Snapshots of runs that never completed are always dropped.
+//! Snapshots of runs that never completed are always dropped, but only this host's: another
+//! host's may belong to a run still under way there. Retention acts on the sets of the hosts
+//! in scope ([`crate::repository::HostScope`]: this host by default), each host's sets on their
+//! own, so one server's schedule never thins out another's.
+//!
+//! Forget takes the repository's exclusive lock, so no backup, restore or copy of any host
+//! (nor a restic client) runs meanwhile. Prune deletes in two phases: data that became unused
+//! is marked, and deleted by a later prune once it has been marked for `delete-after`
+//! (23 hours by default), so a backup that used it meanwhile gets it back.
+
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
 use crate::{
     progress::ProgressRef,
     repository::{
-        RepoError, Repository,
+        LockMode, RepoError, Repository,
         engine::{PruneSummary, Retention},
     },
 };
@@ -31,8 +41,10 @@ pub struct SetDecision {
 pub struct ForgetSummary {
     /// Whether anything was changed.
     pub dry_run: bool,
-    /// Every set with its decision.
+    /// Every set in scope with its decision.
     pub sets: Vec<SetDecision>,
+    /// The hosts whose sets were considered (all of them with `--all-hosts`).
+    pub hosts: Vec<String>,
     /// Partial snapshots removed.
     pub partial_removed: usize,
     /// Prune result, when asked for.
@@ -43,26 +55,33 @@ pub struct ForgetSummary {
     pub size_after: Option<u64>,
 }
 
-/// Applies retention and optionally prunes.
+/// Prune's default delay between marking data unused and deleting it.
+pub const DEFAULT_DELETE_AFTER: std::time::Duration = std::time::Duration::from_secs(23 * 3600);
+
+/// Applies retention and, with `prune` (how long marked data survives), prunes.
 ///
 /// # Errors
 /// Lock, storage errors, or no rule given.
 pub fn run(
     repo: &Repository,
     rules: &Retention,
-    prune: bool,
+    prune: Option<std::time::Duration>,
     dry_run: bool,
     progress: &ProgressRef,
 ) -> Result<ForgetSummary, RepoError> {
-    let lock = repo.lock("forget")?;
+    let lock = repo.lock("forget", LockMode::Exclusive)?;
     let size_before = repo.local_size();
-    let sets = repo.sets()?;
-    let ids: Vec<String> = sets.iter().map(|s| s.id.clone()).collect();
-    let decisions = if ids.is_empty() {
-        Vec::new()
-    } else {
-        repo.engine().retention(&ids, rules)?
-    };
+    let sets = repo.scoped_sets()?;
+    let hosts: BTreeSet<String> = sets.iter().map(|s| s.manifest.host.clone()).collect();
+    let mut decisions = Vec::new();
+    for host in &hosts {
+        let ids: Vec<String> = sets
+            .iter()
+            .filter(|s| &s.manifest.host == host)
+            .map(|s| s.id.clone())
+            .collect();
+        decisions.extend(repo.engine().retention(&ids, rules)?);
+    }
     let mut out = Vec::new();
     for set in &sets {
         let d = decisions.iter().find(|d| d.id == set.id);
@@ -84,16 +103,18 @@ pub fn run(
         progress.note(&format!("removing {} set(s)", remove.len()));
         repo.discard(&remove)?;
     }
-    let prune = if prune {
-        progress.note("pruning unreferenced data");
-        Some(repo.engine().prune(dry_run).map_err(|e| repo.located(e))?)
-    } else {
-        None
+    let prune = match prune {
+        Some(delete_after) => {
+            progress.note("pruning unreferenced data");
+            Some(repo.prune(dry_run, delete_after)?)
+        }
+        None => None,
     };
     drop(lock);
     Ok(ForgetSummary {
         dry_run,
         sets: out,
+        hosts: hosts.into_iter().collect(),
         partial_removed: partial.len(),
         prune,
         size_before,
@@ -136,4 +157,21 @@ pub fn rules_from_config(
             })?,
         now: None,
     })
+}
+
+/// How long prune keeps unused data before deleting it: `[retention] delete-after`, else
+/// [`DEFAULT_DELETE_AFTER`].
+///
+/// # Errors
+/// A `delete-after` that is not an age.
+pub fn delete_after_from_config(
+    config: &crate::config::RetentionConfig,
+) -> Result<std::time::Duration, RepoError> {
+    config
+        .delete_after
+        .as_deref()
+        .map_or(Ok(DEFAULT_DELETE_AFTER), |d| {
+            crate::config::parse_duration(d)
+                .map_err(|e| RepoError::Config(format!("[retention] delete-after: {e}")))
+        })
 }

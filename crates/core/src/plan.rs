@@ -66,7 +66,13 @@ pub fn backup_plan(
     components: &[Box<dyn Component>],
     tags: &[String],
 ) -> Result<BackupPlan, ComponentError> {
-    let parent = repo.sets().ok().and_then(|mut s| s.pop());
+    // This host's newest set: another host's holds other data (and may be pruned by its
+    // own retention at any time).
+    let host = repo.backup_host();
+    let parent = repo
+        .sets()
+        .ok()
+        .and_then(|s| s.into_iter().rfind(|s| s.manifest.host == host));
     let mut planned = Vec::new();
     for c in components {
         let stored = parent

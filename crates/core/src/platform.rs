@@ -34,7 +34,7 @@ use crate::{
     config::Kind,
     plan::RestorePlan,
     progress::ProgressRef,
-    repository::Repository,
+    repository::{LockMode, Repository},
     restore::RestoreError,
     service,
 };
@@ -201,7 +201,7 @@ pub fn run(
     plan: &PlatformPlan,
     progress: &ProgressRef,
 ) -> Result<PlatformSummary, RestoreError> {
-    let lock = repo.lock("restore --all")?;
+    let lock = repo.lock("restore --all", LockMode::Shared)?;
     let started = Instant::now();
     let find = |name: &str| {
         components

@@ -11,7 +11,7 @@ use crate::{
     component::{Component, ComponentError, ComponentRestore, RestoreTarget},
     plan::RestorePlan,
     progress::ProgressRef,
-    repository::{RepoError, Repository},
+    repository::{LockMode, RepoError, Repository},
 };
 
 /// What a restore did.
@@ -49,7 +49,7 @@ pub fn run(
     progress: &ProgressRef,
 ) -> Result<RestoreSummary, RestoreError> {
     // Reading only, but an in-place restore must not race a forget --prune removing its data.
-    let lock = repo.lock("restore")?;
+    let lock = repo.lock("restore", LockMode::Shared)?;
     let mut done = Vec::new();
     let mut error = None;
     let mut not_attempted = Vec::new();

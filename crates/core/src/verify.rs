@@ -91,6 +91,8 @@ pub fn run(
     deep: bool,
     progress: &ProgressRef,
 ) -> Result<VerifySummary, RepoError> {
+    // Shared: a prune (of any host) must not delete packs while they are read.
+    let _lock = repo.read_lock("verify", progress)?;
     let mut findings = Vec::new();
     match subset {
         Some(s) => progress.note(&format!(

@@ -12,6 +12,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod disk_full;
+mod hosts;
 mod security;
 
 use std::fmt::Write as _;

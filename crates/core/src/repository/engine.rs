@@ -16,6 +16,7 @@ use std::{
     time::SystemTime,
 };
 
+use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, DataId, ErrorKind, Excludes, Id,
@@ -241,6 +242,19 @@ pub struct SourcePart {
     pub ctime_from_mtime: bool,
 }
 
+/// What a new snapshot says about itself besides its tree.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot<'a> {
+    /// Tags.
+    pub tags: &'a [String],
+    /// Free text (the set manifest, or a placeholder while the set is partial).
+    pub description: &'a str,
+    /// The host it belongs to (scopes `latest`, retention and cleanup).
+    pub host: &'a str,
+    /// Its time; now when `None` (tests fix it).
+    pub time: Option<jiff::Timestamp>,
+}
+
 /// What happened to one part while it was read.
 #[derive(Debug, Clone, Default)]
 pub struct PartStats {
@@ -293,12 +307,20 @@ pub struct RetentionDecision {
 /// What a prune did or would do.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PruneSummary {
-    /// Pack files removed.
-    pub packs_removed: u64,
-    /// Pack files rewritten.
+    /// Pack files that became unused and were marked for deletion by this run.
+    pub packs_marked: u64,
+    /// Pack files marked by an earlier run long enough ago, deleted by this one.
+    pub packs_deleted: u64,
+    /// Pack files rewritten (their used part into new packs).
     pub packs_repacked: u64,
-    /// Bytes that became free (approximate, before deleting).
+    /// Pack files still marked, deleted by a later prune once they are old enough.
+    pub packs_kept_marked: u64,
+    /// Pack files that left the storage, counted by listing it before and after.
+    pub packs_removed: u64,
+    /// Bytes of those pack files.
     pub bytes_freed: u64,
+    /// How long a marked pack survives before a prune deletes it.
+    pub delete_after_seconds: u64,
 }
 
 /// A problem found by a repository check.
@@ -322,10 +344,8 @@ pub trait Engine: Send + Sync {
     fn backup(
         &self,
         parts: &[SourcePart],
-        tags: &[String],
-        description: &str,
+        meta: &NewSnapshot<'_>,
         parent: Option<&str>,
-        time: Option<jiff::Timestamp>,
         progress: &ProgressRef,
     ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)>;
     /// All snapshots, oldest first.
@@ -412,11 +432,26 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// When no rule is given.
     fn retention(&self, ids: &[String], rules: &Retention) -> EngineResult<Vec<RetentionDecision>>;
-    /// Removes data no snapshot references.
+    /// Removes data no snapshot references, in two phases: data that became unused is
+    /// marked, and deleted by a later prune once it has been marked for `delete_after`
+    /// (a backup that still used it meanwhile brings it back). The counts in the result are
+    /// the plan's; the caller measures what really left the storage.
     ///
     /// # Errors
     /// Storage errors.
-    fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary>;
+    fn prune(&self, dry_run: bool, delete_after: std::time::Duration)
+    -> EngineResult<PruneSummary>;
+    /// Encrypts and authenticates `data` with the repository's master key, in restic's
+    /// format for unpacked files (IV, ciphertext, MAC).
+    ///
+    /// # Errors
+    /// When the key is unavailable or encryption fails.
+    fn seal(&self, data: &[u8]) -> EngineResult<Vec<u8>>;
+    /// Decrypts and authenticates a file sealed with the master key (by us or by restic).
+    ///
+    /// # Errors
+    /// [`EngineError::Library`] when the MAC does not match or the data is too short.
+    fn unseal(&self, data: &[u8]) -> EngineResult<Vec<u8>>;
 }
 
 /// Parses a `--read-data-subset` value (`5%`, `n/m`, a size).
@@ -477,7 +512,9 @@ pub struct S3Options {
 }
 
 impl S3Options {
-    fn backend_options(&self) -> BackendOptions {
+    /// The options of OpenDAL's S3 service (and rustic_backend's own keys, which OpenDAL
+    /// ignores), shared by the engine's backend and [`super::store::Store`].
+    pub(crate) fn opendal_options(&self) -> std::collections::BTreeMap<String, String> {
         let mut o = std::collections::BTreeMap::new();
         let mut put = |k: &str, v: String| {
             o.insert(k.to_string(), v);
@@ -510,9 +547,13 @@ impl S3Options {
             // more), or every pack write fails; the rate is what limits.
             put("throttle", format!("{b},64MiB"));
         }
+        o
+    }
+
+    fn backend_options(&self) -> BackendOptions {
         BackendOptions::default()
             .repository("opendal:s3")
-            .options(o)
+            .options(self.opendal_options())
     }
 }
 
@@ -729,6 +770,23 @@ impl RusticEngine {
         Ok((good, damaged))
     }
 
+    /// The master key as restic's AEAD: AES-256 key, then Poly1305 k and r.
+    fn cipher(&self) -> EngineResult<Aes256CtrPoly1305Aes> {
+        let master = self.repo()?.key();
+        let (k, r) = (&master.mac.k, &master.mac.r);
+        if master.encrypt.len() != 32 || k.len() != 16 || r.len() != 16 {
+            return Err(EngineError::Library {
+                what: "reading the master key",
+                message: "unexpected key length".to_string(),
+            });
+        }
+        let mut key = aes256ctr_poly1305aes::Key::default();
+        key[..32].copy_from_slice(&master.encrypt);
+        key[32..48].copy_from_slice(k);
+        key[48..].copy_from_slice(r);
+        Ok(Aes256CtrPoly1305Aes::new(&key))
+    }
+
     fn snapshot(&self, id: &str) -> EngineResult<SnapshotFile> {
         let mut snaps = self.repo()?.get_snapshots(&[id]).map_err(|e| {
             EngineError::NotInSnapshot(format!("snapshot {id}: {}", first_line(&e)))
@@ -829,18 +887,18 @@ impl Engine for RusticEngine {
     fn backup(
         &self,
         parts: &[SourcePart],
-        tags: &[String],
-        description: &str,
+        meta: &NewSnapshot<'_>,
         parent: Option<&str>,
-        time: Option<jiff::Timestamp>,
         progress: &ProgressRef,
     ) -> EngineResult<(SnapshotInfo, Vec<PartStats>)> {
         let source = SetSource::new(parts, progress.clone())?;
-        let mut snap_opts = SnapshotOptions::default().description(description.to_string());
-        if let Some(t) = time {
+        let mut snap_opts = SnapshotOptions::default()
+            .description(meta.description.to_string())
+            .host(meta.host.to_string());
+        if let Some(t) = meta.time {
             snap_opts = snap_opts.time(t.to_zoned(jiff::tz::TimeZone::UTC));
         }
-        for tag in tags {
+        for tag in meta.tags {
             snap_opts = snap_opts
                 .add_tags(tag)
                 .map_err(|e| EngineError::library("tagging snapshot", &e))?;
@@ -972,6 +1030,40 @@ impl Engine for RusticEngine {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn seal(&self, data: &[u8]) -> EngineResult<Vec<u8>> {
+        use aes256ctr_poly1305aes::aead::AeadInPlace;
+        let cipher = self.cipher()?;
+        let mut nonce = aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::default();
+        rand::Rng::fill(&mut rand::rng(), nonce.as_mut_slice());
+        let mut out = Vec::with_capacity(data.len() + 32);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(data);
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, &[], &mut out[16..])
+            .map_err(|_| EngineError::Library {
+                what: "encrypting",
+                message: "encryption failed".to_string(),
+            })?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn unseal(&self, data: &[u8]) -> EngineResult<Vec<u8>> {
+        use aes256ctr_poly1305aes::aead::Aead;
+        let bad = |message: &str| EngineError::Library {
+            what: "decrypting",
+            message: message.to_string(),
+        };
+        if data.len() < 32 {
+            return Err(bad("too short to be an encrypted file"));
+        }
+        let nonce =
+            aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&data[..16]);
+        self.cipher()?
+            .decrypt(nonce, &data[16..])
+            .map_err(|_| bad("the MAC does not match: damaged, or not of this repository"))
     }
 
     fn adopt_unindexed_packs(&self) -> EngineResult<()> {
@@ -1108,17 +1200,30 @@ impl Engine for RusticEngine {
             .collect())
     }
 
-    fn prune(&self, dry_run: bool) -> EngineResult<PruneSummary> {
-        let opts = PruneOptions::default().instant_delete(true);
+    fn prune(
+        &self,
+        dry_run: bool,
+        delete_after: std::time::Duration,
+    ) -> EngineResult<PruneSummary> {
+        let keep_delete = jiff::Span::try_from(delete_after).map_err(|e| EngineError::Library {
+            what: "prune",
+            message: format!("delete-after is out of range: {e}"),
+        })?;
+        // Never instant: a pack no index lists yet may belong to a backup still running
+        // somewhere (its lock stale after a suspend, say); marked, it survives until that
+        // backup's index brings it back.
+        let opts = PruneOptions::default().keep_delete(keep_delete);
         let repo = self.repo()?;
         let plan = repo
             .prune_plan(&opts)
             .map_err(|e| EngineError::library("planning prune", &e))?;
         let stats = &plan.stats;
         let summary = PruneSummary {
-            packs_removed: stats.packs_to_delete.remove + stats.packs_to_delete.recover,
+            packs_marked: stats.packs.unused + stats.packs_unref,
+            packs_deleted: stats.packs_to_delete.remove,
             packs_repacked: stats.packs.repack,
-            bytes_freed: stats.size_to_delete.remove,
+            packs_kept_marked: stats.packs_to_delete.keep,
+            ..PruneSummary::default()
         };
         if !dry_run {
             repo.prune(&opts, plan)

@@ -6,7 +6,9 @@
 //! A file naming a process that is gone on this host is stale: it is taken over with a
 //! warning and the new run proceeds. A lock from
 //! another host is never broken automatically (we cannot see its processes); the message says
-//! which host and how to remove it. The `restic` client ignores this file.
+//! which host and how to remove it. The `restic` client ignores this file; the lock that
+//! hosts and restic share lives in the repository ([`super::locks`]) and is held inside
+//! this one.
 //!
 //! A run may wait for the lock instead of failing ([`RepoLock::acquire_waiting`], the
 //! `--wait` flag): it polls, so a holder that dies (kernel lock released) or finishes lets the
@@ -66,6 +68,23 @@ pub enum LockError {
         /// Seconds waited.
         waited: u64,
     },
+    /// Another live process holds a conflicting lock in the repository (akbackup on any
+    /// host, or the restic client).
+    #[error(
+        "repository {repo} is locked by {} lock of pid {} on {} running `{}` since {}: wait for it to finish (--wait); a lock whose host is gone is ignored from {stale_at}, 30 minutes after its last refresh",
+        if *exclusive { "an exclusive" } else { "a" },
+        holder.pid, holder.host, holder.command, holder.time
+    )]
+    RepoHeld {
+        /// Repository location.
+        repo: String,
+        /// The holder (boxed: this error travels in every repository result).
+        holder: Box<LockHolder>,
+        /// Whether the holder's lock is exclusive.
+        exclusive: bool,
+        /// When the holder's lock goes stale unless refreshed.
+        stale_at: String,
+    },
     /// The lock file cannot be written or read.
     #[error("cannot lock repository {repo}: {source}")]
     Io {
@@ -80,7 +99,9 @@ pub enum LockError {
 /// A held lock; released on drop, and on SIGINT/SIGTERM through [`crate::cleanup`].
 #[derive(Debug)]
 pub struct RepoLock {
-    // Field order matters: the file is removed (guard) before the kernel lock is released.
+    // Field order matters: the repository's lock goes first, then the local file is removed
+    // (guard), then the kernel lock is released.
+    remote: Option<super::locks::RemoteLock>,
     _release: crate::cleanup::Guard,
     _kernel_lock: Flock<std::fs::File>,
     /// A stale lock that was broken to take this one.
@@ -145,6 +166,11 @@ pub enum LockWait {
 }
 
 impl RepoLock {
+    /// Adds the lock held in the repository itself, released before the local one.
+    pub(crate) fn attach(&mut self, remote: super::locks::RemoteLock) {
+        self.remote = Some(remote);
+    }
+
     /// Takes the lock, waiting for a live holder as `wait` allows; `on_wait` is called once
     /// with the holder when waiting starts (to tell the operator why nothing happens).
     ///
@@ -255,6 +281,7 @@ impl RepoLock {
             locked.sync_all().map_err(io)?;
             let release = crate::cleanup::register(crate::cleanup::Action::RemoveFile(path));
             return Ok(Self {
+                remote: None,
                 _release: release,
                 _kernel_lock: locked,
                 broke_stale,

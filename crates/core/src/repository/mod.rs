@@ -7,9 +7,14 @@
 
 pub mod engine;
 pub mod lock;
+pub mod locks;
 pub mod password;
+pub mod store;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
     backup_set::{BackupSet, Manifest, PARTIAL_TAG, SET_TAG},
@@ -20,6 +25,7 @@ pub use engine::EngineError;
 pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
 use engine::{Engine, SnapshotInfo};
 pub use lock::{LockError, LockHolder, LockWait, RepoLock};
+pub use locks::LockMode;
 pub use password::PasswordError;
 
 /// Errors of repository operations.
@@ -43,6 +49,16 @@ pub enum RepoError {
     /// `latest` with no sets.
     #[error("the repository has no complete backup set yet: run `akbackup backup`")]
     NoSets,
+    /// `latest` with no set of this host, while other hosts have some.
+    #[error(
+        "the repository has no complete backup set of host {host} (it has sets of {others}): pass --host NAME for another host's sets, or --all-hosts"
+    )]
+    NoSetsOfHost {
+        /// The host in scope.
+        host: String,
+        /// The hosts that have sets.
+        others: String,
+    },
     /// A set id prefix matching several sets.
     #[error("\"{0}\" matches several backup sets: give more digits")]
     Ambiguous(String),
@@ -64,11 +80,49 @@ pub struct Repository {
     shown: String,
     /// Whether `path` is the repository itself.
     local: bool,
-    engine: Box<dyn Engine>,
+    engine: Arc<dyn Engine>,
+    /// The repository's files outside the engine's reach (lock files, the pack listing).
+    store: store::Store,
+    /// Whose sets `latest`, retention and cleanup act on.
+    scope: HostScope,
     /// Whether [`Repository::lock`] waits for another run's lock (`--wait`).
     lock_wait: LockWait,
     /// Told once when a wait for the lock begins (the front end says why nothing happens).
     on_wait: Option<WaitNotice>,
+}
+
+/// Whose sets `latest`, retention and the cleanup of unfinished runs act on. Several servers
+/// may share one repository; like restic, each acts on its own sets unless told otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostScope {
+    /// The sets of one host (this one by default; `--host NAME` for another, e.g. to restore
+    /// a dead server's sets on its replacement). A backup records this host name.
+    Host(String),
+    /// The sets of every host (`--all-hosts`): retention applies per host.
+    All,
+}
+
+impl Default for HostScope {
+    fn default() -> Self {
+        Self::Host(this_host())
+    }
+}
+
+impl HostScope {
+    /// Whether a set or snapshot of `host` is in scope.
+    #[must_use]
+    pub fn includes(&self, host: &str) -> bool {
+        match self {
+            Self::Host(h) => h == host,
+            Self::All => true,
+        }
+    }
+}
+
+/// This machine's host name, as backups record it.
+#[must_use]
+pub fn this_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// Called with the repository (as shown) and the holder when a wait for its lock begins.
@@ -264,11 +318,19 @@ impl Repository {
         if !local {
             ensure_work_dir(&work)?;
         }
+        let store = store::Store::open(&loc).map_err(|e| {
+            RepoError::Config(format!(
+                "cannot reach the storage of {}: {e}",
+                loc.display()
+            ))
+        })?;
         Ok(Self {
             path: work,
             shown: loc.display(),
             local,
-            engine: Box::new(engine),
+            engine: Arc::new(engine),
+            store,
+            scope: HostScope::default(),
             lock_wait: LockWait::No,
             on_wait: None,
         })
@@ -375,7 +437,7 @@ impl Repository {
         command: &str,
         progress: &ProgressRef,
     ) -> Result<RepoLock, RepoError> {
-        let lock = self.lock(command)?;
+        let lock = self.lock(command, LockMode::Shared)?;
         if let Some(h) = &lock.broke_stale {
             progress.note(&format!(
                 "removed a stale lock of pid {} ({} since {}); re-indexing what it uploaded",
@@ -392,23 +454,147 @@ impl Repository {
         self.on_wait = Some(on_wait);
     }
 
-    /// Takes the write lock for `command` (waiting as [`Repository::set_lock_wait`] says),
-    /// then re-reads the index: it was loaded when the repository was opened, before the
-    /// lock, and a `forget --prune` that held the lock meanwhile may have removed packs it
-    /// lists. Deduplicating against such a stale index would make the new set reference
-    /// data that is gone.
+    /// Takes the lock for `command` (waiting as [`Repository::set_lock_wait`] says): the
+    /// local one, which orders the runs of this host, then a `mode` lock in the repository
+    /// itself, which akbackup on other hosts and the restic client honour (shared for
+    /// backup, restore and copy; exclusive for forget, prune and key changes). Then it
+    /// re-reads the index: it was loaded when the repository was opened, before the lock,
+    /// and a `forget --prune` that held the lock meanwhile may have removed packs it lists.
+    /// Deduplicating against such a stale index would make the new set reference data that
+    /// is gone.
     ///
     /// # Errors
-    /// [`LockError::Held`] / [`LockError::StillHeld`] naming the holder; storage errors of
-    /// the index reload.
-    pub fn lock(&self, command: &str) -> Result<RepoLock, RepoError> {
-        let lock = RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &|h| {
+    /// [`LockError::Held`] / [`LockError::RepoHeld`] / [`LockError::StillHeld`] naming the
+    /// holder; storage errors of the lock or the index reload.
+    pub fn lock(&self, command: &str, mode: LockMode) -> Result<RepoLock, RepoError> {
+        let tell = |h: &LockHolder| {
             if let Some(tell) = &self.on_wait {
                 tell(&self.shown, h);
             }
-        })?;
+        };
+        let mut lock = RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &tell)?;
+        let remote = locks::RemoteLock::acquire(
+            &self.store,
+            Arc::clone(&self.engine),
+            mode,
+            command,
+            self.lock_wait,
+            &tell,
+        )?;
+        lock.attach(remote);
         self.engine.reload_index()?;
         Ok(lock)
+    }
+
+    /// Takes only the repository's shared lock, for commands that read sets and write
+    /// nothing (verify, export): no prune of any host deletes data under them, and they do
+    /// not wait for this host's other runs. A lock that cannot be written (a read-only or
+    /// full repository) does not stop a read: it goes on without one, saying so.
+    ///
+    /// # Errors
+    /// [`LockError::RepoHeld`] / [`LockError::StillHeld`] when a prune or another exclusive
+    /// command holds the repository.
+    pub fn read_lock(
+        &self,
+        command: &str,
+        progress: &ProgressRef,
+    ) -> Result<Option<locks::RemoteLock>, RepoError> {
+        let tell = |h: &LockHolder| {
+            if let Some(tell) = &self.on_wait {
+                tell(&self.shown, h);
+            }
+        };
+        match locks::RemoteLock::acquire(
+            &self.store,
+            Arc::clone(&self.engine),
+            LockMode::Shared,
+            command,
+            self.lock_wait,
+            &tell,
+        ) {
+            Ok(lock) => {
+                self.engine.reload_index()?;
+                Ok(Some(lock))
+            }
+            Err(LockError::Io { source, .. }) => {
+                progress.note(&format!(
+                    "cannot write a lock into {} ({source}): reading without one",
+                    self.shown
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Acts on the sets of `scope` from now on (`--host`, `--all-hosts`).
+    pub fn set_host_scope(&mut self, scope: HostScope) {
+        self.scope = scope;
+    }
+
+    /// Whose sets this repository handle acts on.
+    #[must_use]
+    pub const fn host_scope(&self) -> &HostScope {
+        &self.scope
+    }
+
+    /// The complete sets in scope ([`Repository::set_host_scope`]), oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn scoped_sets(&self) -> Result<Vec<BackupSet>, RepoError> {
+        Ok(self
+            .sets()?
+            .into_iter()
+            .filter(|s| self.scope.includes(&s.manifest.host))
+            .collect())
+    }
+
+    /// Removes what a prune marked long enough ago and marks what became unused, under the
+    /// caller's exclusive lock; the packs removed and bytes freed are measured by listing
+    /// the storage before and after, not taken from the plan.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn prune(
+        &self,
+        dry_run: bool,
+        delete_after: std::time::Duration,
+    ) -> Result<engine::PruneSummary, RepoError> {
+        let listing = |what: &str| {
+            self.store.list("data").map_err(|e| {
+                RepoError::Config(format!(
+                    "cannot list the packs of {} {what}: {e}",
+                    self.shown
+                ))
+            })
+        };
+        let before = listing("before pruning")?;
+        let mut summary = self
+            .engine
+            .prune(dry_run, delete_after)
+            .map_err(|e| self.located(e))?;
+        if delete_after.is_zero() && !dry_run {
+            // No delay asked for: the second pass deletes what the first one marked.
+            let second = self
+                .engine
+                .prune(false, delete_after)
+                .map_err(|e| self.located(e))?;
+            summary.packs_deleted += second.packs_deleted;
+            summary.packs_kept_marked = second.packs_kept_marked;
+        }
+        summary.delete_after_seconds = delete_after.as_secs();
+        if !dry_run {
+            let after: std::collections::HashSet<String> = listing("after pruning")?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            let gone: Vec<&(String, u64)> =
+                before.iter().filter(|(p, _)| !after.contains(p)).collect();
+            summary.packs_removed = gone.len() as u64;
+            summary.bytes_freed = gone.iter().map(|(_, size)| size).sum();
+        }
+        Ok(summary)
     }
 
     /// All complete sets, oldest first.
@@ -425,7 +611,8 @@ impl Repository {
             .collect())
     }
 
-    /// Ids of snapshots left by runs that did not complete.
+    /// Ids of snapshots left by runs of the hosts in scope that did not complete. Another
+    /// host's partial snapshot may belong to a run still under way there: never ours to drop.
     ///
     /// # Errors
     /// Storage errors.
@@ -435,18 +622,33 @@ impl Repository {
             .snapshots()?
             .into_iter()
             .filter(|s| s.tags.iter().any(|t| t == PARTIAL_TAG))
+            .filter(|s| self.scope.includes(&s.hostname))
             .map(|s| s.id)
             .collect())
     }
 
-    /// Finds a set by `latest`, a full id or a unique prefix.
+    /// Finds a set by `latest` (the newest of the hosts in scope), a full id or a unique
+    /// prefix (of any host: an id is explicit).
     ///
     /// # Errors
-    /// [`RepoError::NoSuchSet`], [`RepoError::Ambiguous`], [`RepoError::NoSets`].
+    /// [`RepoError::NoSuchSet`], [`RepoError::Ambiguous`], [`RepoError::NoSets`],
+    /// [`RepoError::NoSetsOfHost`].
     pub fn find_set(&self, spec: &str) -> Result<BackupSet, RepoError> {
         let mut sets = self.sets()?;
         if spec == "latest" {
-            return sets.pop().ok_or(RepoError::NoSets);
+            let all_hosts: std::collections::BTreeSet<String> =
+                sets.iter().map(|s| s.manifest.host.clone()).collect();
+            sets.retain(|s| self.scope.includes(&s.manifest.host));
+            return match (sets.pop(), &self.scope) {
+                (Some(set), _) => Ok(set),
+                (None, HostScope::Host(host)) if !all_hosts.is_empty() => {
+                    Err(RepoError::NoSetsOfHost {
+                        host: host.clone(),
+                        others: all_hosts.into_iter().collect::<Vec<_>>().join(", "),
+                    })
+                }
+                (None, _) => Err(RepoError::NoSets),
+            };
         }
         let mut matching: Vec<_> = sets
             .into_iter()
@@ -478,10 +680,13 @@ impl Repository {
             .engine
             .backup(
                 parts,
-                &all_tags,
-                "akbackup set in progress",
+                &engine::NewSnapshot {
+                    tags: &all_tags,
+                    description: "akbackup set in progress",
+                    host: &self.backup_host(),
+                    time,
+                },
                 parent,
-                time,
                 progress,
             )
             .map_err(|e| self.located(e))?;
@@ -554,6 +759,15 @@ impl Repository {
     #[must_use]
     pub fn engine(&self) -> &dyn Engine {
         self.engine.as_ref()
+    }
+
+    /// The host a backup records: the one in scope, else this machine's.
+    #[must_use]
+    pub fn backup_host(&self) -> String {
+        match &self.scope {
+            HostScope::Host(h) => h.clone(),
+            HostScope::All => this_host(),
+        }
     }
 }
 

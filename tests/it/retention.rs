@@ -174,8 +174,9 @@ fn dry_run(sb: &Sandbox, extra: &[&str]) -> Value {
 }
 
 /// The policies keep exactly the dates worked out by hand, a dry run changes nothing, and a
-/// real `forget --prune` drops the other sets, shrinks the repository by about their unique
-/// data, and leaves sets that verify and restore to their day's tree.
+/// real `forget --prune --delete-after 0h` (both phases of prune at once) drops the other
+/// sets, shrinks the repository by about their unique data, and leaves sets that verify and
+/// restore to their day's tree.
 #[test]
 fn calendar_policies_keep_the_expected_days() {
     let (sb, ids) = calendar_sandbox("[retention]\nkeep-daily = 3\nkeep-weekly = 2\n");
@@ -241,7 +242,8 @@ fn calendar_policies_keep_the_expected_days() {
         "a dry run removes nothing"
     );
 
-    // The real thing: 30 sets go, each with 64 KiB of data no other set has.
+    // The real thing: 30 sets go, each with 64 KiB of data no other set has; no delay, so
+    // their data goes in this run (the default marks it and deletes it a day later).
     let before = dir_size(&sb.repo());
     let done = parse_json(&run_ok(
         &sb,
@@ -255,6 +257,8 @@ fn calendar_policies_keep_the_expected_days() {
             "--keep-weekly",
             "4",
             "--prune",
+            "--delete-after",
+            "0h",
         ],
     ));
     assert_eq!(done["dry_run"], false, "{done:#}");

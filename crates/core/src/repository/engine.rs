@@ -143,6 +143,22 @@ fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether a file vanished under us (listed, then gone when read).
+fn is_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            || e.downcast_ref::<opendal::Error>()
+                .is_some_and(|o| o.kind() == opendal::ErrorKind::NotFound)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// A repository file that cannot be read: `(id, why)`.
 pub type DamagedFile = (String, String);
 
@@ -603,6 +619,30 @@ pub fn open(location: &Location, password: &str) -> EngineResult<RusticEngine> {
             ),
         });
     }
+    // Opening takes no lock, and a prune of another run rewrites the index under its own:
+    // an index file listed a moment ago may be gone when it is read. Then open again (the
+    // command re-reads the index under its lock anyway); any other error is final.
+    let mut tries = 0u32;
+    loop {
+        match open_once(location, password)?.to_indexed() {
+            Ok(repo) => {
+                return Ok(RusticEngine {
+                    repo: Mutex::new(Some(Arc::new(repo))),
+                });
+            }
+            Err(e) if tries < 10 && is_not_found(&e) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100 * u64::from(tries)));
+            }
+            Err(e) => return Err(EngineError::storage("loading index", location, &e)),
+        }
+    }
+}
+
+fn open_once(
+    location: &Location,
+    password: &str,
+) -> EngineResult<Repository<rustic_core::OpenStatus>> {
     let backends = backends(location)?;
     let repo = Repository::new(&repo_options(), &backends)
         .map_err(|e| EngineError::storage("opening repository", location, &e))?;
@@ -611,18 +651,12 @@ pub fn open(location: &Location, password: &str) -> EngineResult<RusticEngine> {
         Ok(None) => return Err(EngineError::NotFound(location.display())),
         Err(e) => return Err(EngineError::storage("opening repository", location, &e)),
     }
-    let repo = repo.open(&Credentials::password(password)).map_err(|e| {
+    repo.open(&Credentials::password(password)).map_err(|e| {
         if e.is_incorrect_password() {
             EngineError::WrongPassword(location.display())
         } else {
             EngineError::storage("opening repository", location, &e)
         }
-    })?;
-    let repo = repo
-        .to_indexed()
-        .map_err(|e| EngineError::storage("loading index", location, &e))?;
-    Ok(RusticEngine {
-        repo: Mutex::new(Some(Arc::new(repo))),
     })
 }
 

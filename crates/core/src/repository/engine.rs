@@ -370,9 +370,12 @@ pub trait Engine: Send + Sync {
     /// Storage errors.
     fn delete_snapshots(&self, ids: &[String]) -> EngineResult<()>;
     /// Lists the subtree at absolute `path` of snapshot `id`, root first, parents before children.
+    /// Every entry's path is made of plain names, so joined onto a destination it stays inside.
     ///
     /// # Errors
-    /// [`EngineError::NotInSnapshot`] when the path is missing; storage errors.
+    /// [`EngineError::NotInSnapshot`] when the path is missing; [`EngineError::DamagedTree`]
+    /// when an entry's name is empty, `.`, `..`, holds `/` or NUL, or appears twice in its
+    /// directory; storage errors.
     fn walk(&self, id: &str, path: &Path) -> EngineResult<Vec<Entry>>;
     /// Reads one data blob and checks it against its SHA-256 id.
     ///

@@ -531,10 +531,10 @@ impl Repository {
             .map_err(|e| self.located(e))?)
     }
 
-    /// Lists the subtree `path` of set `set_id`.
+    /// Lists the subtree `path` of set `set_id`; entry paths are plain names only.
     ///
     /// # Errors
-    /// Missing path, storage errors.
+    /// Missing path, a crafted entry name ([`EngineError::DamagedTree`]), storage errors.
     pub fn walk(&self, set_id: &str, path: &Path) -> Result<Vec<Entry>, RepoError> {
         Ok(self.engine.walk(set_id, path)?)
     }

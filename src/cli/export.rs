@@ -61,7 +61,19 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         }
         Format::Dir => archive::MongoExport::Directory { gzip: args.gzip },
     };
-    let written = archive::export(&repo, &set, &args.only, &args.to, mongo, &progress)?;
+    let written = match archive::export(&repo, &set, &args.only, &args.to, mongo, &progress) {
+        Ok(w) => w,
+        // Damaged data is a finding about the set (exit 1), not a failure to run (exit 2).
+        Err(e) if e.is_damaged_data() => {
+            render::log(
+                render::Level::Error,
+                None,
+                &format!("export of set {} failed: {e}", set.short_id()),
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     render::out(g, &written, || {
         let mut t = String::new();
         for w in &written {

@@ -185,6 +185,17 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 human_bytes(c.written.bytes),
                 c.destination.display()
             );
+            // Every privileged file the set brought back is named, so a setuid-root binary
+            // cannot come back unnoticed; and those that lost the bits, so nobody wonders.
+            for k in &c.written.special_kept {
+                let _ = writeln!(s, "  kept setuid/setgid (owner restored): {k}");
+            }
+            for k in &c.written.special_stripped {
+                let _ = writeln!(
+                    s,
+                    "  dropped setuid/setgid (owner not restored; restore as root to keep it): {k}"
+                );
+            }
             if let Some(cols) = c.details.get("collections").and_then(|v| v.as_array()) {
                 for col in cols {
                     let _ = writeln!(

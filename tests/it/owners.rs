@@ -131,3 +131,88 @@ fn unreadable_file_is_skipped_with_a_warning_when_configured() {
 fn chown(path: &std::path::Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
 }
+
+/// A restore as root keeps a setuid-root file's 4755 and a setgid directory's 2775 (their
+/// owners are restored too) and says so, by path, in the text report and in `--json`.
+#[test]
+fn root_restore_keeps_setuid_and_names_each_file_it_kept_it_on() {
+    require_root();
+    let sb = Sandbox::new();
+    let src = sb.source();
+    write_file(&src.join("bin/helper"), b"#!/bin/sh\n");
+    write_file(&src.join("shared/drop/readme"), b"setgid dir\n");
+    chmod(&src.join("bin/helper"), 0o4755);
+    chmod(&src.join("shared/drop"), 0o2775);
+    sb.init();
+    sb.backup(&[]);
+    let helper = format!("{} (4755)", src.join("bin/helper").display());
+    let drop = format!("{} (2775)", src.join("shared/drop").display());
+
+    let target = sb.root().join("restored");
+    let out = sb.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kept in [&helper, &drop] {
+        assert!(
+            text.contains(&format!("kept setuid/setgid (owner restored): {kept}")),
+            "{text}"
+        );
+    }
+    let got = target.join("files/control");
+    let mode = |p: &str| std::fs::metadata(got.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("bin/helper"), mode("shared/drop")), (0o4755, 0o2775));
+
+    let target = sb.root().join("restored-json");
+    let summary = sb.json(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let written = &summary["components"][0]["written"];
+    assert_eq!(
+        written["special_kept"],
+        serde_json::json!([helper, drop]),
+        "{summary:#}"
+    );
+    assert_eq!(
+        written["special_stripped"],
+        serde_json::json!([]),
+        "{summary:#}"
+    );
+}
+
+/// A restore by a user who cannot restore owners drops setuid and setgid (the file would
+/// otherwise run with that user's identity for anyone) and lists each file it dropped them
+/// from; the rest of the mode is kept.
+#[test]
+fn restore_without_owners_drops_setuid_and_says_so() {
+    require_root();
+    let sb = Sandbox::new();
+    write_file(&sb.source().join("bin/helper"), b"#!/bin/sh\n");
+    chmod(&sb.source().join("bin/helper"), 0o4755);
+    std::fs::set_permissions(sb.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(sb.repo()).unwrap();
+    chown(&sb.repo(), 65534, 65534);
+    chown(&sb.password_file(), 65534, 65534);
+    assert_exit(&as_nobody(&sb, &["init"]), 0, "init as nobody");
+    assert_exit(&as_nobody(&sb, &["backup"]), 0, "backup as nobody");
+    let target = sb.root().join("restored");
+    std::fs::create_dir_all(&target).unwrap();
+    chown(&target, 65534, 65534);
+    chmod(&target, 0o700);
+    let out = as_nobody(
+        &sb,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert_exit(&out, 0, "restore as nobody");
+    let summary = parse_json(&out);
+    let written = &summary["components"][0]["written"];
+    let helper = format!("{} (4755)", sb.source().join("bin/helper").display());
+    assert_eq!(
+        written["special_stripped"],
+        serde_json::json!([helper]),
+        "{summary:#}"
+    );
+    assert_eq!(
+        written["special_kept"],
+        serde_json::json!([]),
+        "{summary:#}"
+    );
+    let restored = target.join("files/control/bin/helper");
+    assert_eq!(std::fs::metadata(restored).unwrap().mode() & 0o7777, 0o755);
+}

@@ -102,6 +102,15 @@ pub enum ArchiveError {
     Tree(#[from] Box<tree::TreeError>),
 }
 
+impl ArchiveError {
+    /// True when the set's data was found damaged or crafted (exit code 1: the export ran
+    /// and found problems), not when the destination or the environment failed.
+    #[must_use]
+    pub fn is_damaged_data(&self) -> bool {
+        matches!(self, Self::Tree(t) if t.is_damaged_data())
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io {
         path: path.to_path_buf(),

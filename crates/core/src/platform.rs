@@ -301,6 +301,14 @@ pub fn run(
                         || format!("{} files restored", r.written.files),
                         |p| format!("previous kept at {}", p.display()),
                     );
+                    // Privileged files the set brought back are named here too (see
+                    // tree::MaterializeSummary::special_kept).
+                    if !r.written.special_kept.is_empty() {
+                        row.data_detail.push_str(&format!(
+                            "; kept setuid/setgid on {}",
+                            r.written.special_kept.join(", ")
+                        ));
+                    }
                     restores.push(r);
                 }
                 Err(e) => {

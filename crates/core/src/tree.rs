@@ -4,16 +4,38 @@
 //! anything: in-place restores materialize into a staging directory and swap afterwards.
 //! Every blob is authenticated (SHA-256 against its id) before its bytes are written; a file
 //! whose data cannot be authenticated is removed again and named in the error, and the caller
-//! discards the whole staging directory. Files are created with `O_EXCL`, so a symlink in the
-//! stored tree can never redirect a write outside the target.
+//! discards the whole staging directory.
+//!
+//! Nothing here writes through a path. The destination is opened once (`O_NOFOLLOW`), and
+//! every create, mkdir, symlink, chown, chmod and utimes happens relative to a directory
+//! descriptor reached from it one plain name at a time with `O_NOFOLLOW | O_DIRECTORY`
+//! ([`Dirs`]). A symlink in the stored tree (`lnk -> /elsewhere` followed by an entry
+//! `lnk/file`) therefore fails with `ELOOP`/`ENOTDIR` instead of redirecting the write, and
+//! is reported as damage naming the entry. The names themselves are checked earlier, by the
+//! engine's walk (no empty, `.`, `..`, `/` or NUL). Setuid and setgid bits are restored only
+//! where the owner (group) is restored too, and the summary lists those it kept.
+//!
+//! Comparing reads paths directly: it only ever runs on trees this process wrote.
 
 use std::{
+    ffi::{OsStr, OsString},
+    fs::File,
     io::Write,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    os::unix::fs::DirBuilderExt,
+    path::{Component, Path, PathBuf},
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{AtFlags, OFlag},
+    sys::{
+        stat::{Mode, UtimensatFlags},
+        time::TimeSpec,
     },
 };
 
@@ -59,6 +81,21 @@ pub enum TreeError {
         #[source]
         source: std::io::Error,
     },
+    /// An entry of the set would land on a symlink or another entry of the set: the
+    /// destination is private and was empty, so only a crafted tree (a symlink `lnk` and an
+    /// entry under `lnk/`) gets here. Refused before anything was written through the link.
+    #[error(
+        "the set is damaged: entry {entry} would be written through a symlink or over another entry of the set; nothing was written outside {dest}"
+    )]
+    Crafted {
+        /// The entry, as stored in the set.
+        entry: PathBuf,
+        /// The destination.
+        dest: PathBuf,
+        /// What the kernel refused (`ELOOP`, `ENOTDIR`, `EEXIST`).
+        #[source]
+        source: std::io::Error,
+    },
     /// The destination's filesystem is too small for the restored data.
     #[error(
         "not enough free space to restore into {path}: {need} needed, {free} free; free some space or restore elsewhere with --target"
@@ -85,6 +122,19 @@ pub enum TreeError {
     },
 }
 
+impl TreeError {
+    /// True when the set's data was found damaged or crafted (the operation ran and found
+    /// problems: exit code 1), not when the destination or the environment failed.
+    #[must_use]
+    pub const fn is_damaged_data(&self) -> bool {
+        match self {
+            Self::Repo(e) => e.is_damaged_data(),
+            Self::Crafted { .. } | Self::Damaged { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// What materialize wrote.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MaterializeSummary {
@@ -98,14 +148,91 @@ pub struct MaterializeSummary {
     pub bytes: u64,
     /// Entries that were listed but not restorable (devices, fifos).
     pub skipped: Vec<String>,
+    /// Entries restored with their setuid/setgid bits, `path (mode)`: only where the owner
+    /// (setuid) or group (setgid) was restored too, i.e. by root. Said after a restore, so
+    /// the operator sees every privileged file a set brought back.
+    pub special_kept: Vec<String>,
+    /// Entries whose setuid/setgid bits were dropped because their owner or group was not
+    /// restored (not running as root), `path (stored mode)`.
+    pub special_stripped: Vec<String>,
 }
 
-/// Makes `dest` an empty directory that only this user can enter (0700), created if missing:
-/// nobody else can then plant anything in the tree while it is written. Opened without
-/// following a symlink, owner checked and mode set through that one descriptor, so a path
-/// swapped after the check is never the one changed.
-fn private_destination(dest: &Path) -> Result<(), TreeError> {
-    use nix::{fcntl::OFlag, sys::stat::Mode};
+/// The permission bits to give an entry stored with `mode`: setuid only when its owner is
+/// restored too, setgid only when its group is. Otherwise a set restored by a user would
+/// hand out that user's identity to whoever runs the file (and a set stored from root would
+/// restore a setuid-root file owned by the restoring user's choice of uid).
+#[must_use]
+pub const fn restored_mode(mode: u32, uid_restored: bool, gid_restored: bool) -> u32 {
+    let mut m = mode & 0o7777;
+    if !uid_restored {
+        m &= !0o4000;
+    }
+    if !gid_restored {
+        m &= !0o2000;
+    }
+    m
+}
+
+/// Directories of the destination, opened one plain name at a time without following a
+/// symlink, relative to the destination's descriptor. Keeps the directories of the last path
+/// it opened: entries come parents first, so the next entry's directory is mostly the same or
+/// one name away (one `openat`), never a walk from the top.
+struct Dirs<'a> {
+    root: BorrowedFd<'a>,
+    open: Vec<(OsString, OwnedFd)>,
+}
+
+impl<'a> Dirs<'a> {
+    const fn new(root: BorrowedFd<'a>) -> Self {
+        Self {
+            root,
+            open: Vec::new(),
+        }
+    }
+
+    /// The directory `rel` (relative to the destination; empty for the destination).
+    fn dir(&mut self, rel: &Path) -> std::io::Result<BorrowedFd<'_>> {
+        let mut same = 0;
+        for (part, (name, _)) in rel.components().zip(&self.open) {
+            match part {
+                Component::Normal(n) if n == name.as_os_str() => same += 1,
+                _ => break,
+            }
+        }
+        self.open.truncate(same);
+        for part in rel.components().skip(same) {
+            let Component::Normal(name) = part else {
+                return Err(Errno::EINVAL.into());
+            };
+            let at = self.open.last().map_or(self.root, |(_, fd)| fd.as_fd());
+            let fd = nix::fcntl::openat(
+                at,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.open.push((name.to_os_string(), fd));
+        }
+        Ok(self.open.last().map_or(self.root, |(_, fd)| fd.as_fd()))
+    }
+
+    /// The directory holding `rel`, and `rel`'s name in it.
+    fn parent<'p>(&mut self, rel: &'p Path) -> std::io::Result<(BorrowedFd<'_>, &'p OsStr)> {
+        let (Some(Component::Normal(name)), Some(parent)) =
+            (rel.components().next_back(), rel.parent())
+        else {
+            return Err(Errno::EINVAL.into());
+        };
+        Ok((self.dir(parent)?, name))
+    }
+}
+
+/// Makes `dest` an empty directory that only this user can enter (0700), created if missing,
+/// and returns it opened: nobody else can then plant anything in the tree while it is
+/// written, and every write below goes through this descriptor. Opened without following a
+/// symlink, owner checked and mode set through that one descriptor, so a path swapped after
+/// the check is never the one changed.
+fn private_destination(dest: &Path) -> Result<OwnedFd, TreeError> {
     let write_err = |source: std::io::Error| TreeError::Write {
         path: dest.to_path_buf(),
         source,
@@ -134,7 +261,7 @@ fn private_destination(dest: &Path) -> Result<(), TreeError> {
         Mode::empty(),
     )
     .map_err(|e| match e {
-        nix::errno::Errno::ELOOP => TreeError::Symlink(dest.to_path_buf()),
+        Errno::ELOOP => TreeError::Symlink(dest.to_path_buf()),
         other => write_err(other.into()),
     })?;
     let st = nix::sys::stat::fstat(&fd).map_err(|e| write_err(e.into()))?;
@@ -147,7 +274,17 @@ fn private_destination(dest: &Path) -> Result<(), TreeError> {
         });
     }
     nix::sys::stat::fchmod(&fd, Mode::S_IRWXU).map_err(|e| write_err(e.into()))?;
-    Ok(())
+    Ok(fd)
+}
+
+/// True for what the kernel answers when an entry would go through a symlink (`ELOOP`,
+/// `ENOTDIR` on the way) or land on another entry (`EEXIST`). In a private destination that
+/// was empty, only the set's own entries can cause them.
+fn is_crafted(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ELOOP | nix::libc::ENOTDIR | nix::libc::EEXIST | nix::libc::EINVAL)
+    )
 }
 
 /// Writes the stored subtree `repo_path` of `set_id` to `dest` (created; must be absent or
@@ -164,11 +301,24 @@ pub fn materialize(
     progress: &ProgressRef,
 ) -> Result<MaterializeSummary, TreeError> {
     let entries = repo.walk(set_id, repo_path)?;
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TreeError::Write { path, source }
+    // Each failure names the entry as the set stores it; one the set's own shape caused
+    // (a symlink on the way, a name twice) is damage, anything else the destination's.
+    let fail = |e: &Entry, source: std::io::Error| {
+        if is_crafted(&source) {
+            TreeError::Crafted {
+                entry: repo_path.join(&e.path),
+                dest: dest.to_path_buf(),
+                source,
+            }
+        } else {
+            TreeError::Write {
+                path: dest.join(&e.path),
+                source,
+            }
+        }
     };
-    private_destination(dest)?;
+    let root = private_destination(dest)?;
+    let as_root = nix::unistd::geteuid().is_root();
 
     let mut summary = MaterializeSummary::default();
     let mut files: Vec<&Entry> = Vec::new();
@@ -187,18 +337,22 @@ pub fn materialize(
         });
     }
     progress.begin(label, Some(total));
+    let mut dirs = Dirs::new(root.as_fd());
     for e in &entries {
-        let path = dest.join(&e.path);
         match &e.kind {
             EntryKind::Dir => {
                 if !e.path.as_os_str().is_empty() {
-                    std::fs::create_dir(&path).map_err(write_err(&path))?;
+                    let (at, name) = dirs.parent(&e.path).map_err(|err| fail(e, err))?;
+                    nix::sys::stat::mkdirat(at, name, Mode::S_IRWXU)
+                        .map_err(|errno| fail(e, errno.into()))?;
                 }
                 summary.dirs += 1;
             }
             EntryKind::File => files.push(e),
             EntryKind::Symlink(target) => {
-                std::os::unix::fs::symlink(target, &path).map_err(write_err(&path))?;
+                let (at, name) = dirs.parent(&e.path).map_err(|err| fail(e, err))?;
+                nix::unistd::symlinkat(target.as_path(), at, name)
+                    .map_err(|errno| fail(e, errno.into()))?;
                 summary.symlinks += 1;
             }
             EntryKind::Other(what) => summary
@@ -206,34 +360,52 @@ pub fn materialize(
                 .push(format!("{} ({what})", e.path.display())),
         }
     }
+    drop(dirs);
 
     let next = AtomicUsize::new(0);
     let damaged = Mutex::new(Vec::new());
     let failed = Mutex::new(None);
+    let special = Mutex::new(Special::default());
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                // Per thread: the last parent directory, so files of one directory cost one
+                // `openat` each, not a walk from the destination.
+                let mut dirs = Dirs::new(root.as_fd());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(e) = files.get(i) else { break };
-                    let path = dest.join(&e.path);
-                    match write_file(repo, e, &path) {
-                        Ok(()) => progress.advance(label, e.size),
+                    let result = dirs
+                        .parent(&e.path)
+                        .map_err(FileError::Io)
+                        .and_then(|(at, name)| write_file(repo, e, at, name, as_root));
+                    match result {
+                        Ok(bits) => {
+                            progress.advance(label, e.size);
+                            if let Some(mode) = e.mode
+                                && let Ok(mut sp) = special.lock()
+                            {
+                                sp.note(&repo_path.join(&e.path), mode, bits);
+                            }
+                        }
                         Err(FileError::Damaged(reason)) => {
-                            let _ = std::fs::remove_file(&path);
+                            if let Ok((at, name)) = dirs.parent(&e.path) {
+                                let _ = nix::unistd::unlinkat(
+                                    at,
+                                    name,
+                                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                                );
+                            }
                             if let Ok(mut d) = damaged.lock() {
                                 d.push(format!("{}: {reason}", repo_path.join(&e.path).display()));
                             }
                         }
                         Err(FileError::Io(source)) => {
                             if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(TreeError::Write {
-                                    path: path.clone(),
-                                    source,
-                                });
+                                f.get_or_insert_with(|| fail(e, source));
                             }
                         }
                     }
@@ -257,23 +429,66 @@ pub fn materialize(
     summary.files = files.len() as u64;
     summary.bytes = total;
 
-    // Metadata last, directories deepest first, so writing children does not bump their mtime.
-    let as_root = nix::unistd::geteuid().is_root();
+    // Directories and symlinks last, deepest first, so writing children does not bump their
+    // mtime (files got theirs when written).
+    let mut special = special.into_inner().unwrap_or_default();
+    let mut dirs = Dirs::new(root.as_fd());
     for e in entries.iter().rev() {
-        if matches!(e.kind, EntryKind::Other(_)) {
-            continue;
+        match e.kind {
+            EntryKind::Dir => {
+                let bits = if e.path.as_os_str().is_empty() {
+                    apply_metadata(root.as_fd(), e, as_root)
+                } else {
+                    dirs.dir(&e.path)
+                        .and_then(|fd| apply_metadata(fd, e, as_root))
+                }
+                .map_err(|err| fail(e, err))?;
+                if let Some(mode) = e.mode {
+                    special.note(&repo_path.join(&e.path), mode, bits);
+                }
+            }
+            EntryKind::Symlink(_) => {
+                let (at, name) = dirs.parent(&e.path).map_err(|err| fail(e, err))?;
+                link_metadata(at, name, e, as_root).map_err(|err| fail(e, err))?;
+            }
+            EntryKind::File | EntryKind::Other(_) => {}
         }
-        apply_metadata(e, &dest.join(&e.path), as_root).map_err(write_err(&dest.join(&e.path)))?;
     }
+    drop(dirs);
+    special.kept.sort();
+    special.stripped.sort();
+    summary.special_kept = special.kept;
+    summary.special_stripped = special.stripped;
     // Durable before anyone swaps it in: one syncfs of the filesystem holding `dest` flushes
     // every file's data, and the directory entries and metadata with it. It replaced an
     // fdatasync per file, which left the directories unsynced and made a restore wait on the
     // disk once per file: on the small benchmark platform (4,167 files) restore went from
     // 1.96 s to 1.39 s (medians of 4, side by side).
-    std::fs::File::open(dest)
-        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
-        .map_err(write_err(dest))?;
+    nix::unistd::syncfs(&root).map_err(|e| TreeError::Write {
+        path: dest.to_path_buf(),
+        source: e.into(),
+    })?;
     Ok(summary)
+}
+
+/// Setuid/setgid bits seen while restoring.
+#[derive(Default)]
+struct Special {
+    kept: Vec<String>,
+    stripped: Vec<String>,
+}
+
+impl Special {
+    /// Notes `path`, stored with `mode`, restored with `bits`.
+    fn note(&mut self, path: &Path, mode: u32, bits: u32) {
+        if bits & 0o6000 != 0 {
+            self.kept.push(format!("{} ({bits:04o})", path.display()));
+        }
+        if mode & 0o6000 != bits & 0o6000 {
+            self.stripped
+                .push(format!("{} ({:04o})", path.display(), mode & 0o7777));
+        }
+    }
 }
 
 enum FileError {
@@ -281,14 +496,23 @@ enum FileError {
     Io(std::io::Error),
 }
 
-fn write_file(repo: &Repository, e: &Entry, path: &Path) -> Result<(), FileError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(FileError::Io)?;
+/// Creates `name` in `at` (never over anything, never through a symlink), writes the entry's
+/// authenticated data and its metadata through the one descriptor; returns the mode bits set.
+fn write_file(
+    repo: &Repository,
+    e: &Entry,
+    at: BorrowedFd<'_>,
+    name: &OsStr,
+    as_root: bool,
+) -> Result<u32, FileError> {
+    let fd = nix::fcntl::openat(
+        at,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )
+    .map_err(|errno| FileError::Io(errno.into()))?;
+    let mut f = File::from(fd);
     let mut written = 0u64;
     for blob in &e.blobs {
         let data = repo
@@ -303,38 +527,65 @@ fn write_file(repo: &Repository, e: &Entry, path: &Path) -> Result<(), FileError
             e.size
         )));
     }
+    apply_metadata(f.as_fd(), e, as_root).map_err(FileError::Io)
+}
+
+/// Owner (as root), mode and times of a file or directory, through its descriptor; the owner
+/// first, because a chown clears setuid/setgid. Returns the mode bits set.
+fn apply_metadata(fd: BorrowedFd<'_>, e: &Entry, as_root: bool) -> std::io::Result<u32> {
+    let (uid, gid) = owner(e, as_root);
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::fchown(fd, uid, gid)?;
+    }
+    let mut bits = 0;
+    if let Some(mode) = e.mode {
+        bits = restored_mode(mode, uid.is_some(), gid.is_some());
+        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(bits))?;
+    }
+    if let Some((atime, mtime)) = times(e) {
+        nix::sys::stat::futimens(fd, &atime, &mtime)?;
+    }
+    Ok(bits)
+}
+
+/// Owner (as root) and times of the symlink `name` in `at`, never of what it points to.
+fn link_metadata(
+    at: BorrowedFd<'_>,
+    name: &OsStr,
+    e: &Entry,
+    as_root: bool,
+) -> std::io::Result<()> {
+    let (uid, gid) = owner(e, as_root);
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::fchownat(at, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    }
+    if let Some((atime, mtime)) = times(e) {
+        nix::sys::stat::utimensat(at, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)?;
+    }
     Ok(())
 }
 
-fn apply_metadata(e: &Entry, path: &Path, as_root: bool) -> std::io::Result<()> {
-    let is_link = matches!(e.kind, EntryKind::Symlink(_));
-    if as_root && (e.uid.is_some() || e.gid.is_some()) {
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            e.uid.map(nix::unistd::Uid::from_raw),
-            e.gid.map(nix::unistd::Gid::from_raw),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+/// The owner and group to restore: the stored ones when running as root, else none.
+fn owner(e: &Entry, as_root: bool) -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
+    if !as_root {
+        return (None, None);
+    }
+    (
+        e.uid.map(nix::unistd::Uid::from_raw),
+        e.gid.map(nix::unistd::Gid::from_raw),
+    )
+}
+
+/// Access and modification time to set (the access time defaults to the modification time).
+fn times(e: &Entry) -> Option<(TimeSpec, TimeSpec)> {
+    let spec = |t: jiff::Timestamp| {
+        TimeSpec::new(
+            t.as_second(),
+            i64::from(t.subsec_nanosecond()).clamp(0, 999_999_999),
         )
-        .map_err(std::io::Error::from)?;
-    }
-    if !is_link && let Some(mode) = e.mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    if let Some(mtime) = e.mtime {
-        let m = filetime::FileTime::from_unix_time(
-            mtime.as_second(),
-            u32::try_from(mtime.subsec_nanosecond()).unwrap_or(0),
-        );
-        let a = e.atime.map_or(m, |a| {
-            filetime::FileTime::from_unix_time(
-                a.as_second(),
-                u32::try_from(a.subsec_nanosecond()).unwrap_or(0),
-            )
-        });
-        filetime::set_symlink_file_times(path, a, m)?;
-    }
-    Ok(())
+    };
+    let mtime = spec(e.mtime?);
+    Some((e.atime.map_or(mtime, spec), mtime))
 }
 
 /// Differences between two trees on disk: paths whose type, content, permission bits, mtime
@@ -400,4 +651,87 @@ fn compare_entry(a: &Path, b: &Path) -> Option<String> {
         return Some("content differs".to_string());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setuid survives only with its owner, setgid only with its group; sticky and the
+    /// permission bits always.
+    #[test]
+    fn special_bits_need_their_owner_restored() {
+        assert_eq!(restored_mode(0o4755, true, true), 0o4755);
+        assert_eq!(restored_mode(0o4755, false, true), 0o755);
+        assert_eq!(restored_mode(0o4755, false, false), 0o755);
+        assert_eq!(restored_mode(0o2775, true, false), 0o775);
+        assert_eq!(restored_mode(0o2775, false, true), 0o2775);
+        assert_eq!(restored_mode(0o6755, true, false), 0o4755);
+        assert_eq!(restored_mode(0o6755, false, true), 0o2755);
+        assert_eq!(restored_mode(0o1777, false, false), 0o1777);
+        assert_eq!(restored_mode(0o100_644, false, false), 0o644);
+    }
+
+    /// What a restore not run as root reports: the stored bits it dropped, none kept.
+    #[test]
+    fn special_bits_are_reported_kept_or_stripped() {
+        let mut sp = Special::default();
+        let p = Path::new("/opt/altcraft/bin/su");
+        sp.note(p, 0o4755, restored_mode(0o4755, false, false));
+        sp.note(Path::new("/opt/altcraft/plain"), 0o644, 0o644);
+        assert!(sp.kept.is_empty());
+        assert_eq!(sp.stripped, ["/opt/altcraft/bin/su (4755)"]);
+        let mut sp = Special::default();
+        sp.note(p, 0o4755, restored_mode(0o4755, true, true));
+        assert_eq!(sp.kept, ["/opt/altcraft/bin/su (4755)"]);
+        assert!(sp.stripped.is_empty());
+    }
+
+    /// Walking the destination never follows a symlink, neither as the last name nor on the
+    /// way: an entry `lnk/file` with `lnk -> outside` fails with ELOOP/ENOTDIR, counts as
+    /// crafted, and nothing appears outside.
+    #[test]
+    fn dirs_never_follow_a_symlink_on_the_way() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dest = tmp.path().join("dest");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(dest.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir outside");
+        std::os::unix::fs::symlink(&outside, dest.join("lnk")).expect("symlink");
+        std::os::unix::fs::symlink(&outside, dest.join("a/b/deep")).expect("symlink");
+        let root = nix::fcntl::open(
+            &dest,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open dest");
+        let mut dirs = Dirs::new(root.as_fd());
+        for rel in ["lnk/file", "a/b/deep/file", "a/b/deep/x/file"] {
+            let err = dirs.parent(Path::new(rel)).expect_err("refused");
+            assert!(is_crafted(&err), "{rel}: {err}");
+        }
+        for rel in ["../file", "a/../file", "/abs", "a/./.."] {
+            assert!(dirs.parent(Path::new(rel)).is_err(), "{rel} accepted");
+        }
+        // The last name is never followed either: O_EXCL | O_NOFOLLOW on the link itself.
+        let (at, name) = dirs.parent(Path::new("lnk")).expect("parent of lnk");
+        let err = nix::fcntl::openat(
+            at,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+            Mode::S_IRUSR,
+        )
+        .expect_err("refused");
+        assert!(is_crafted(&err.into()));
+        // Plain names work, and the cache follows the walk up and down.
+        let (at, name) = dirs.parent(Path::new("a/b/f")).expect("a/b");
+        nix::sys::stat::mkdirat(at, name, Mode::S_IRWXU).expect("mkdir a/b/f");
+        let (at, name) = dirs.parent(Path::new("a/g")).expect("a");
+        nix::sys::stat::mkdirat(at, name, Mode::S_IRWXU).expect("mkdir a/g");
+        assert!(dest.join("a/b/f").is_dir() && dest.join("a/g").is_dir());
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("read outside").count(),
+            0
+        );
+    }
 }

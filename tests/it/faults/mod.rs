@@ -10,6 +10,7 @@
 mod bad_input;
 mod concurrency;
 mod corruption;
+mod crafted;
 mod crash;
 mod disk_full;
 mod hosts;
@@ -348,6 +349,53 @@ pub fn init(sb: &Sandbox, repo: Option<(&str, &Path)>) {
     }
 }
 
+/// The cipher of the key derived from the sandbox password with scrypt (restic's key file
+/// KDF: the 64 bytes are the AES-256 key, then Poly1305's k and r).
+fn password_cipher(
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> aes256ctr_poly1305aes::Aes256CtrPoly1305Aes {
+    use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
+    let params = scrypt::Params::new(log_n, r, p).expect("scrypt params");
+    let mut k = [0u8; 64];
+    scrypt::scrypt(crate::support::PASSWORD.as_bytes(), salt, &params, &mut k).expect("scrypt");
+    Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&k))
+}
+
+/// The repository's master key (restic key format: `{"encrypt", "mac": {"k", "r"}}`, each
+/// base64), opened with the sandbox password from the first key file, as a cipher ready to
+/// seal and open repository files: what a test needs to write packs, indexes and snapshots
+/// of its own.
+pub fn master_key(repo: &Path) -> aes256ctr_poly1305aes::Aes256CtrPoly1305Aes {
+    use aes256ctr_poly1305aes::{Aes256CtrPoly1305Aes, aead::Aead};
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = std::fs::read_dir(repo.join("keys"))
+        .expect("read keys")
+        .next()
+        .expect("a key file")
+        .expect("key entry")
+        .path();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read key")).expect("key json");
+    let field = |name: &str| u32::try_from(v[name].as_u64().expect("number")).expect("u32");
+    let log_n = u8::try_from(field("N").trailing_zeros()).expect("log n");
+    let salt = b64.decode(v["salt"].as_str().expect("salt")).expect("b64");
+    let data = b64.decode(v["data"].as_str().expect("data")).expect("b64");
+    let nonce = aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&data[..16]);
+    let master = password_cipher(&salt, log_n, field("r"), field("p"))
+        .decrypt(nonce, &data[16..])
+        .expect("the sandbox password opens the key");
+    let m: serde_json::Value = serde_json::from_slice(&master).expect("master key json");
+    let part = |v: &serde_json::Value| b64.decode(v.as_str().expect("key part")).expect("b64");
+    let mut key = part(&m["encrypt"]);
+    key.extend(part(&m["mac"]["k"]));
+    key.extend(part(&m["mac"]["r"]));
+    Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&key))
+}
+
 /// Re-encrypts the master key of every key file in `repo` under scrypt N=2^10 instead of the
 /// engine's 2^17: opening the repository then takes milliseconds instead of ~0.6 s. The key
 /// file format (restic's) is unchanged, so this only makes the tests cheaper, not different.
@@ -356,12 +404,7 @@ pub fn cheap_key(repo: &Path) {
     use base64::Engine as _;
     use sha2::Digest as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let kdf = |salt: &[u8], log_n: u8, r: u32, p: u32| {
-        let params = scrypt::Params::new(log_n, r, p).expect("scrypt params");
-        let mut k = [0u8; 64];
-        scrypt::scrypt(crate::support::PASSWORD.as_bytes(), salt, &params, &mut k).expect("scrypt");
-        Aes256CtrPoly1305Aes::new(aes256ctr_poly1305aes::Key::from_slice(&k))
-    };
+    let kdf = password_cipher;
     for (i, entry) in std::fs::read_dir(repo.join("keys"))
         .expect("read keys")
         .enumerate()

@@ -21,7 +21,7 @@ use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, DataId, ErrorKind, Excludes, Id,
     IndexedFullStatus, KeepOptions, KeyOptions, LocalSource, LocalSourceFilterOptions,
-    LocalSourceSaveOptions, LsOptions, ParentOptions, PruneOptions, ReadSource, ReadSourceEntry,
+    LocalSourceSaveOptions, ParentOptions, PruneOptions, ReadSource, ReadSourceEntry,
     ReadSourceOpen, Repository, RepositoryOptions, RusticError, RusticResult, SnapshotOptions,
     StringList,
     repofile::{Node, SnapshotFile, SnapshotId},
@@ -53,6 +53,20 @@ pub enum EngineError {
         id: String,
         /// What was wrong.
         reason: String,
+    },
+    /// A tree of the set holds an entry no backup writes: a name that is empty, `.`, `..`, or
+    /// holds `/` or NUL, or a name twice in one directory. Restic and akbackup never store
+    /// one; a crafted repository does, to make a restore write outside its destination.
+    #[error(
+        "set {set} is damaged: its entry {entry} {reason}, which no backup writes (the repository was tampered with or written by another program); nothing of the set is written to disk"
+    )]
+    DamagedTree {
+        /// The set (snapshot id, 8 digits).
+        set: String,
+        /// The entry: its directory in the snapshot and its name, quoted.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// A snapshot or path that does not exist.
     #[error("{0}")]
@@ -392,9 +406,12 @@ pub trait Engine: Send + Sync {
     /// Storage errors.
     fn delete_snapshots(&self, ids: &[String]) -> EngineResult<()>;
     /// Lists the subtree at absolute `path` of snapshot `id`, root first, parents before children.
+    /// Every entry's path is made of plain names, so joined onto a destination it stays inside.
     ///
     /// # Errors
-    /// [`EngineError::NotInSnapshot`] when the path is missing; storage errors.
+    /// [`EngineError::NotInSnapshot`] when the path is missing; [`EngineError::DamagedTree`]
+    /// when an entry's name is empty, `.`, `..`, holds `/` or NUL, or appears twice in its
+    /// directory; storage errors.
     fn walk(&self, id: &str, path: &Path) -> EngineResult<Vec<Entry>>;
     /// Reads one data blob and checks it against its SHA-256 id.
     ///
@@ -888,6 +905,32 @@ fn unix_mode_from_go(go: u32) -> u32 {
     mode
 }
 
+/// One directory of [`Engine::walk`] in progress: its path, its entries still to visit and
+/// the names seen so far.
+struct Frame {
+    dir: PathBuf,
+    nodes: std::vec::IntoIter<Node>,
+    seen: std::collections::HashSet<std::ffi::OsString>,
+}
+
+/// Why `name` (unescaped) cannot be the name of a directory entry, if it cannot: joined onto
+/// a path it would name another place than an entry of that directory.
+fn name_problem(name: &std::ffi::OsStr) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        Some("has an empty name")
+    } else if bytes == b"." || bytes == b".." {
+        Some("is named like a directory link")
+    } else if bytes.contains(&b'/') {
+        Some("has a name containing '/'")
+    } else if bytes.contains(&0) {
+        Some("has a name containing a NUL byte")
+    } else {
+        None
+    }
+}
+
 fn entry_of(path: PathBuf, node: &Node) -> Entry {
     use rustic_core::repofile::NodeType;
     let kind = match &node.node_type {
@@ -1031,14 +1074,53 @@ impl Engine for RusticEngine {
                 }
             })?;
         let mut out = vec![entry_of(PathBuf::new(), &root)];
-        if root.is_dir() {
-            let ls_opts = LsOptions::default();
-            let iter = repo
-                .ls(&root, &ls_opts)
-                .map_err(|e| EngineError::library("reading tree", &e))?;
-            for item in iter {
-                let (p, node) = item.map_err(|e| EngineError::library("reading tree", &e))?;
-                out.push(entry_of(p, &node));
+        // Our own depth-first walk instead of the library's `ls`, which joins every name onto
+        // the path unchecked: a name `../../x`, `/abs` or `a\x2fb` (unescaped to `a/b`) would
+        // become a path outside the destination of whoever writes the entries. Each name is
+        // checked here, before it is joined, so every consumer (restore, export, verify
+        // --deep, the SSDB and MongoDB paths) gets only paths made of plain names.
+        let load = |tree| {
+            repo.get_tree(&tree)
+                .map(|t| t.nodes.into_iter())
+                .map_err(|e| EngineError::library("reading tree", &e))
+        };
+        let mut stack = Vec::new();
+        if root.is_dir()
+            && let Some(tree) = root.subtree
+        {
+            stack.push(Frame {
+                dir: PathBuf::new(),
+                nodes: load(tree)?,
+                seen: std::collections::HashSet::new(),
+            });
+        }
+        while let Some(frame) = stack.last_mut() {
+            let Some(node) = frame.nodes.next() else {
+                stack.pop();
+                continue;
+            };
+            let name = node.name().into_owned();
+            let refused = name_problem(&name)
+                .or_else(|| (!frame.seen.insert(name.clone())).then_some("appears twice"));
+            if let Some(reason) = refused {
+                return Err(EngineError::DamagedTree {
+                    set: id[..8.min(id.len())].to_string(),
+                    entry: format!(
+                        "{name:?} in {}",
+                        path.join(&frame.dir).components().as_path().display()
+                    ),
+                    reason,
+                });
+            }
+            let p = frame.dir.join(&name);
+            let sub = node.subtree.filter(|_| node.is_dir());
+            out.push(entry_of(p.clone(), &node));
+            if let Some(tree) = sub {
+                stack.push(Frame {
+                    dir: p,
+                    nodes: load(tree)?,
+                    seen: std::collections::HashSet::new(),
+                });
             }
         }
         Ok(out)
@@ -1648,5 +1730,30 @@ mod tests {
         assert_eq!(unix_mode_from_go((1 << 23) | 0o755), 0o4755);
         assert_eq!(unix_mode_from_go(go_dir_mode(0o2775)), 0o2775);
         assert_eq!(unix_mode_from_go(go_dir_mode(0o1777)), 0o1777);
+    }
+
+    /// Names that would step out of their directory once joined are refused, also when the
+    /// tree spells them with restic's escapes (`\x2f` is `/`, `\x00` is NUL), which the
+    /// library unescapes.
+    #[test]
+    fn crafted_names_are_refused_after_unescaping() {
+        let named = |name: &str| -> Node {
+            serde_json::from_value(serde_json::json!({"name": name, "type": "file"}))
+                .expect("node json")
+        };
+        for bad in [
+            "", ".", "..", "../../x", "/abs", "a/b", "a\\x2fb", "a\\x00b", "a\u{0}b",
+        ] {
+            let node = named(bad);
+            assert!(
+                name_problem(&node.name()).is_some(),
+                "{bad:?} (unescaped {:?}) was accepted",
+                node.name()
+            );
+        }
+        for good in ["a", "...", "a b", "a\\nb", "x\\x2", ".hidden", "é"] {
+            let node = named(good);
+            assert_eq!(name_problem(&node.name()), None, "{good:?} was refused");
+        }
     }
 }

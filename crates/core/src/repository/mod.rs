@@ -68,7 +68,17 @@ impl RepoError {
     /// True when the error is about the environment (exit code 2) rather than data found bad.
     #[must_use]
     pub const fn is_environment(&self) -> bool {
-        !matches!(self, Self::Engine(EngineError::DamagedBlob { .. }))
+        !self.is_damaged_data()
+    }
+
+    /// True when the repository's data was found damaged (a blob that does not authenticate,
+    /// a tree with a crafted entry): the operation ran and found problems (exit code 1).
+    #[must_use]
+    pub const fn is_damaged_data(&self) -> bool {
+        matches!(
+            self,
+            Self::Engine(EngineError::DamagedBlob { .. } | EngineError::DamagedTree { .. })
+        )
     }
 }
 
@@ -726,10 +736,10 @@ impl Repository {
             .map_err(|e| self.located(e))?)
     }
 
-    /// Lists the subtree `path` of set `set_id`.
+    /// Lists the subtree `path` of set `set_id`; entry paths are plain names only.
     ///
     /// # Errors
-    /// Missing path, storage errors.
+    /// Missing path, a crafted entry name ([`EngineError::DamagedTree`]), storage errors.
     pub fn walk(&self, set_id: &str, path: &Path) -> Result<Vec<Entry>, RepoError> {
         Ok(self.engine.walk(set_id, path)?)
     }

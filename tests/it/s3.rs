@@ -377,6 +377,51 @@ fn environment_errors_name_the_repository() {
     );
 }
 
+/// A server that accepts the connection and never answers (a listener nobody reads, so the
+/// kernel completes the handshake) no longer hangs a command: `snapshots` gives up after
+/// `timeout` and `retry`, within a bound, with exit 2 and one line naming the endpoint and the
+/// timeout. (Before, it waited forever and a hung nightly run kept its lock.)
+#[test]
+fn silent_server_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let endpoint = format!(
+        "http://{}",
+        listener.local_addr().expect("listener address")
+    );
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[repository]\n{keys}timeout = 2\nretry = 1\n\n{files}",
+        keys = repo_keys(
+            &sb,
+            "akb-silent",
+            PREFIX,
+            &endpoint,
+            "AKIASILENTTEST",
+            "SilentSecret0123456789abcdefSilentSecret"
+        ),
+        files = files_section(&sb),
+    ));
+    let started = Instant::now();
+    let out = sb
+        .cmd(&["snapshots"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("spawn");
+    let took = started.elapsed();
+    let line = usage_error(&out, "snapshots against a server that never answers");
+    assert!(
+        line.contains(&endpoint)
+            && line.contains("timeout of 2 s")
+            && line.contains("s3://akb-silent/prod"),
+        "{line}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "timeout = 2 with one retry gives up within seconds, took {took:?}"
+    );
+    drop(listener);
+}
+
 /// `verify --read-data-subset 50%` and `1/2` pass and say a subset was read; `abc` is refused
 /// with exit 2 and one line.
 #[test]

@@ -173,6 +173,14 @@ pub struct RepositoryConfig {
     /// Retries of a failed request (default 3; 0 fails at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<u32>,
+    /// Seconds one storage request may go without completing before it counts as failed
+    /// and is retried (default 60): a server that accepts the connection and never answers
+    /// would otherwise hang the run, and keep its lock, forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Seconds to wait for a TCP connection to the storage endpoint (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
     /// Bandwidth limit for the storage, e.g. "10MiB" (per second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<String>,
@@ -186,6 +194,38 @@ pub struct RepositoryConfig {
     /// A command (argv, no shell) printing the password on stdout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_command: Option<Vec<String>>,
+}
+
+impl RepositoryConfig {
+    /// The storage request timeout in seconds after its default (60).
+    #[must_use]
+    pub fn timeout_secs(&self) -> u32 {
+        u32::try_from(self.timeout.unwrap_or(60)).unwrap_or(u32::MAX)
+    }
+
+    /// The storage connect timeout in seconds after its default (10).
+    #[must_use]
+    pub fn connect_timeout_secs(&self) -> u32 {
+        u32::try_from(self.connect_timeout.unwrap_or(10)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The longest wait any timeout key may ask for: one day. Timeouts become deadlines
+/// (`Instant + Duration`), which panic on overflow, so a huge number must be refused when the
+/// config is read, not found by a nightly run.
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// Refuses a timeout of 0 or above [`MAX_TIMEOUT_SECS`], naming the key.
+///
+/// # Errors
+/// The message, starting with the key.
+pub fn check_seconds(key: &str, secs: u64) -> Result<(), String> {
+    if secs == 0 || secs > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "{key} = {secs} is out of range: give seconds from 1 to {MAX_TIMEOUT_SECS} (one day)"
+        ));
+    }
+    Ok(())
 }
 
 /// `[monitoring]`: where monitoring reads akbackup's state.
@@ -520,6 +560,8 @@ const REPOSITORY_KEYS: &[&str] = &[
     "profile",
     "connections",
     "retry",
+    "timeout",
+    "connect-timeout",
     "bandwidth",
     "work-dir",
     "password-file",
@@ -674,6 +716,14 @@ impl Config {
                     )));
                 }
                 _ => {}
+            }
+            for (key, secs) in [
+                ("timeout", r.timeout),
+                ("connect-timeout", r.connect_timeout),
+            ] {
+                if let Some(secs) = secs {
+                    check_seconds(key, secs).map_err(|e| invalid(format!("[{section}] {e}")))?;
+                }
             }
         }
         for (i, h) in self.hooks.iter().enumerate() {

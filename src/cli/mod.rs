@@ -60,9 +60,9 @@ pub struct Cli {
     /// Use the repository [repositories.NAME] instead of [repository]
     #[arg(long, global = true, env = "AKBACKUP_REPO", value_name = "NAME")]
     repo: Option<String>,
-    /// Show debug messages of the storage engine
-    #[arg(long, short, global = true)]
-    verbose: bool,
+    /// Show debug messages of the storage engine (-vv: trace); secrets are masked
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// stderr lines: text (progress bars on a terminal, timestamped lines elsewhere) or
     /// json (one object per line, for log collectors)
     #[arg(
@@ -93,7 +93,11 @@ pub struct Cli {
 impl Cli {
     /// The log level for the engine's messages.
     pub const fn log_level(&self) -> &'static str {
-        if self.verbose { "debug" } else { "warn" }
+        match self.verbose {
+            0 => "warn",
+            1 => "debug",
+            _ => "trace",
+        }
     }
 
     /// The `--log-format` in effect.

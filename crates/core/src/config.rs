@@ -603,6 +603,7 @@ impl Config {
         })?;
         let mut config = Self::from_toml(&text, path)?;
         config.source = Some(path.to_path_buf());
+        config.register_secrets();
         Ok(config)
     }
 
@@ -624,6 +625,26 @@ impl Config {
         }
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Registers the secrets written in the config with [`crate::redact`], so no log line
+    /// can show them.
+    fn register_secrets(&self) {
+        for r in std::iter::once(&self.repository).chain(self.repositories.values()) {
+            if let Some(secret) = &r.secret_access_key {
+                crate::redact::register(secret);
+            }
+        }
+        for s in self.ssdb.values() {
+            if let Some(auth) = &s.auth {
+                crate::redact::register(auth);
+            }
+        }
+        for m in self.mongodb.values() {
+            if let Some(password) = uri_password(&m.uri) {
+                crate::redact::register(password);
+            }
+        }
     }
 
     /// The components of a standard Altcraft install, used when the file declares none.
@@ -926,6 +947,13 @@ pub fn redact_uri(uri: &str) -> String {
     };
     let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
     format!("{scheme}://{user}:***@{host}")
+}
+
+/// The password in `scheme://user:password@host`, if there is one.
+fn uri_password(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let (userinfo, _) = rest.split_once('@')?;
+    userinfo.split_once(':').map(|(_, pw)| pw)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -499,6 +499,11 @@ impl S3Options {
         // Outside EC2 the metadata endpoint hangs instead of failing; never ask it.
         put("disable_ec2_metadata", "true".to_string());
         if let Some((id, secret, token)) = &self.credentials {
+            // The signing library logs its credential provider, secret included, at debug.
+            crate::redact::register(secret);
+            if let Some(t) = token {
+                crate::redact::register(t);
+            }
             put("access_key_id", id.clone());
             put("secret_access_key", secret.clone());
             if let Some(t) = token {

@@ -127,6 +127,7 @@ fn non_empty(pw: String, from: &str) -> Result<String, PasswordError> {
     if pw.is_empty() {
         Err(PasswordError::Empty(from.to_string()))
     } else {
+        crate::redact::register(&pw);
         Ok(pw)
     }
 }

@@ -181,9 +181,17 @@ fn parse_wait(s: &str) -> Result<LockWait, String> {
     if s == "forever" {
         return Ok(LockWait::Forever);
     }
-    s.parse::<u64>()
-        .map(|n| LockWait::Up(std::time::Duration::from_secs(n)))
-        .map_err(|_| format!("\"{s}\" is not a number of seconds"))
+    let n = s
+        .parse::<u64>()
+        .map_err(|_| format!("\"{s}\" is not a number of seconds"))?;
+    // The wait becomes a deadline (`Instant + Duration`), which panics on overflow.
+    let max = akbackup_core::config::MAX_TIMEOUT_SECS;
+    if n > max {
+        return Err(format!(
+            "{n} seconds is more than {max} (one day); --wait without a value waits as long as it takes"
+        ));
+    }
+    Ok(LockWait::Up(std::time::Duration::from_secs(n)))
 }
 
 /// The `--wait` of this run, for every repository it opens.

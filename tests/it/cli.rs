@@ -543,3 +543,63 @@ fn group_readable_config_with_a_secret_exits_2_suggesting_chmod_600() {
     support::chmod(&sb.config_path(), 0o644);
     sb.ok(&["config", "show"]);
 }
+
+/// A repository inside a component (the control module at `<root>/opt/altcraft`, the
+/// repository at `<root>/opt/altcraft/repo`, also spelled with `..`), one containing it, and a
+/// `[repositories.X]` work dir inside it are each refused by `config check` and by `backup`
+/// with exit 2 and one line naming both paths; nothing is written.
+#[test]
+fn repository_inside_or_around_a_component_is_refused() {
+    let sb = Sandbox::new();
+    let src = sb.source();
+    let pw = toml_str(&sb.password_file());
+    let files = format!("[files.control]\npath = {}\nrestart = []\n", toml_str(&src));
+    let inside = src.join("repo");
+    let dotted = sb.root().join("opt/x/../altcraft/repo");
+    let around = sb.root().join("opt");
+    let work = src.join("work");
+    for (config, dir) in [
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&inside)
+            ),
+            inside.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&dotted)
+            ),
+            inside.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&around)
+            ),
+            around.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n[repositories.off]\nurl = \"s3://b/p\"\nwork-dir = {}\n\n{files}",
+                toml_str(&sb.repo()),
+                toml_str(&work)
+            ),
+            work.clone(),
+        ),
+    ] {
+        sb.write_config(&config);
+        for args in [&["config", "check"][..], &["backup"][..], &["init"][..]] {
+            let out = sb.cmd(args).output().expect("spawn");
+            let line = usage_error(&out, &format!("{} with {}", args.join(" "), dir.display()));
+            assert!(
+                line.contains(&dir.display().to_string())
+                    && line.contains(&src.display().to_string())
+                    && line.contains("files.control"),
+                "{line}"
+            );
+        }
+        assert!(!inside.exists() && !work.exists(), "something was written");
+    }
+}

@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
@@ -685,6 +685,58 @@ impl Config {
         Ok(config)
     }
 
+    /// Refuses a repository directory or work dir (of `[repository]` and every
+    /// `[repositories.X]`) that lies inside a files or SSDB component, or contains one: a
+    /// backup would store the repository inside itself, and an in-place restore would swap the
+    /// live repository out. Compared on lexically normalised paths (`/x/plat/../plat/repo`
+    /// is `/x/plat/repo`); paths are known to be absolute here.
+    fn check_repositories_outside_components(&self) -> Result<(), String> {
+        let components: Vec<(String, PathBuf)> = self
+            .files
+            .iter()
+            .map(|(n, c)| (format!("files.{n}"), normalize(&c.path)))
+            .chain(
+                self.ssdb
+                    .iter()
+                    .map(|(n, c)| (format!("ssdb.{n}"), normalize(&c.path))),
+            )
+            .collect();
+        let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
+            self.repositories
+                .iter()
+                .map(|(n, r)| (format!("repositories.{n}"), r)),
+        );
+        for (section, r) in repos {
+            // A remote repository without work-dir stages under the default one.
+            let default_work = (r.url.is_some() && r.work_dir.is_none())
+                .then(|| PathBuf::from(crate::repository::DEFAULT_WORK_DIR));
+            let dirs = [
+                ("path", r.path.clone()),
+                ("work-dir", r.work_dir.clone().or(default_work)),
+            ];
+            for (key, dir) in dirs {
+                let Some(dir) = dir else { continue };
+                let dir = normalize(&dir);
+                for (name, path) in &components {
+                    let relation = if dir.starts_with(path) {
+                        "lies inside"
+                    } else if path.starts_with(&dir) {
+                        "contains"
+                    } else {
+                        continue;
+                    };
+                    return Err(format!(
+                        "[{section}] {key} {} {relation} the component {name} ({}): backups would \
+                         hold the repository and a restore would swap it out; move one of them",
+                        dir.display(),
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every path key: absolute, no control characters (see [`check_path`]).
     fn check_paths(&self) -> Result<(), String> {
         let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
@@ -931,7 +983,11 @@ impl Config {
                 .map_err(|e| invalid(format!("[mongodb.{name}] {e}")))?;
         }
         // Components must not overlap: each owns its subtree of the snapshot.
-        let paths = self.component_paths();
+        let paths: Vec<_> = self
+            .component_paths()
+            .into_iter()
+            .map(|(n, p)| (n, normalize(&p)))
+            .collect();
         for (a, pa) in &paths {
             for (b, pb) in &paths {
                 if a != b && pb.starts_with(pa) {
@@ -943,6 +999,8 @@ impl Config {
                 }
             }
         }
+        self.check_repositories_outside_components()
+            .map_err(invalid)?;
         if matches!(&self.repository.password_command, Some(argv) if argv.is_empty()) {
             return Err(invalid(
                 "[repository] password-command is empty".to_string(),
@@ -1068,6 +1126,22 @@ pub fn redact_uri(uri: &str) -> String {
     };
     let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
     format!("{scheme}://{user}:***@{host}")
+}
+
+/// `path` with `.` dropped and `..` applied, without touching the disk (for comparing the
+/// absolute paths of a config; `/..` stays `/`).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The password in `scheme://user:password@host`, if there is one.
@@ -1305,6 +1379,22 @@ mod tests {
         assert!(parse_duration("99999999999999999y").is_err());
         assert!(parse_duration("101y").is_err());
         assert_eq!(parse_duration("2d").unwrap().as_secs(), 2 * 86400);
+    }
+
+    #[test]
+    /// A repository inside a component is refused even when spelled with `..`; a sibling
+    /// whose name merely starts the same (`/srv/a` and `/srv/ab`) is not inside.
+    fn repository_inside_component_refused() {
+        let err =
+            parse("[repository]\npath = \"/srv/x/../a/repo\"\n[files.c]\npath = \"/srv/a\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("/srv/a/repo lies inside the component files.c (/srv/a)"),
+            "{err}"
+        );
+        assert!(parse("[repository]\npath = \"/srv/ab\"\n[files.c]\npath = \"/srv/a\"\n").is_ok());
+        assert_eq!(normalize(Path::new("/a/./b/../../../c")), Path::new("/c"));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! scripts match on. With `--log-format json`: one JSON object per line (`timestamp`,
 //! `level`, `target`, `message`, and `component` where there is one), the storage engine's
 //! messages included, for log collectors. Messages never carry secrets: the core redacts
-//! passwords in URIs and webhook URLs before they get here.
+//! passwords in URIs and webhook URLs before they get here, the signing and transport
+//! libraries' debug output (which dumps credentials) is filtered out at every level, and every
+//! line, ours and the libraries', is written through [`akbackup_core::redact`], which masks
+//! every secret value akbackup has read.
 
 use std::{
     collections::HashMap,
@@ -36,22 +39,46 @@ fn log_format() -> LogFormat {
     LOG_FORMAT.get().copied().unwrap_or_default()
 }
 
+/// Targets whose debug and trace output can carry credentials: reqsign prints its credential
+/// providers (the static one with `secret_access_key` in clear) and the signed request, and
+/// the HTTP stack can print request headers (`x-amz-security-token`). Capped at `warn` (as at
+/// the default level) even when `-v` or `AKBACKUP_LOG` asks for more.
+const CREDENTIAL_TARGETS: &[&str] = &[
+    "reqsign",
+    "reqsign_core",
+    "reqsign_aws_v4",
+    "reqsign_aws_core",
+    "reqsign_file_read_tokio",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+];
+
 /// Routes the engine's `log` messages through tracing to stderr, in `format`.
 pub fn init_logging(level: &str, format: LogFormat) {
     let _ = LOG_FORMAT.set(format);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AKBACKUP_LOG").unwrap_or_else(|_| {
-        // The storage layer logs every expected "not found" (probing for a repository
-        // config) as a warning and every failure with a backtrace; its failures reach
-        // the user as our own one-line errors (`--verbose` shows its log).
-        tracing_subscriber::EnvFilter::new(if level == "warn" {
-            "warn,opendal=off"
-        } else {
-            level
-        })
-    });
+    akbackup_core::redact::register_from_env();
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("AKBACKUP_LOG").unwrap_or_else(|_| {
+            // The storage layer logs every expected "not found" (probing for a repository
+            // config) as a warning and every failure with a backtrace; its failures reach
+            // the user as our own one-line errors (`--verbose` shows its log).
+            tracing_subscriber::EnvFilter::new(if level == "warn" {
+                "warn,opendal=off"
+            } else {
+                level
+            })
+        });
+    for target in CREDENTIAL_TARGETS {
+        if let Ok(directive) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr(Vec::new()));
     let _ = match format {
         LogFormat::Text => builder.with_target(false).without_time().try_init(),
         // The same keys as our own lines (see `log`): flat, no span lists.
@@ -62,6 +89,35 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// stderr for the tracing subscriber: collects one event, then writes it with every
+/// registered secret masked (the net under the filter above, for a library line nobody
+/// has seen yet).
+struct RedactingStderr(Vec<u8>);
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.0).into_owned();
+        self.0.clear();
+        std::io::stderr()
+            .lock()
+            .write_all(akbackup_core::redact::redact(&text).as_bytes())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 /// Severity of a line of ours.
@@ -87,6 +143,7 @@ pub fn log(level: Level, component: Option<&str>, message: &str) {
         component,
         message,
     );
+    let line = akbackup_core::redact::redact(&line);
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
@@ -132,11 +189,13 @@ pub fn out<T: serde::Serialize>(
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
+    // stdout is masked too: a report may quote a library's message.
     if g.json {
-        serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
-        writeln!(stdout)?;
+        let doc = serde_json::to_string_pretty(value).map_err(std::io::Error::from)?;
+        writeln!(stdout, "{}", akbackup_core::redact::redact(&doc))?;
     } else {
         let t = text();
+        let t = akbackup_core::redact::redact(&t);
         write!(stdout, "{t}")?;
         if !t.ends_with('\n') {
             writeln!(stdout)?;

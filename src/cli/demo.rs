@@ -36,7 +36,9 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                     d.display()
                 );
             }
-            d.clone()
+            // The demo writes a config naming this directory, and configs take absolute
+            // paths only.
+            std::fs::canonicalize(d).with_context(|| format!("cannot resolve {}", d.display()))?
         }
         None => {
             temp = tempfile::Builder::new()

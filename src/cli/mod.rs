@@ -66,9 +66,9 @@ pub struct Cli {
     /// Use the repository [repositories.NAME] instead of [repository]
     #[arg(long, global = true, env = "AKBACKUP_REPO", value_name = "NAME")]
     repo: Option<String>,
-    /// Show debug messages of the storage engine
-    #[arg(long, short, global = true)]
-    verbose: bool,
+    /// Show debug messages of the storage engine (-vv: trace); secrets are masked
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// stderr lines: text (progress bars on a terminal, timestamped lines elsewhere) or
     /// json (one object per line, for log collectors)
     #[arg(
@@ -107,7 +107,11 @@ pub struct Cli {
 impl Cli {
     /// The log level for the engine's messages.
     pub const fn log_level(&self) -> &'static str {
-        if self.verbose { "debug" } else { "warn" }
+        match self.verbose {
+            0 => "warn",
+            1 => "debug",
+            _ => "trace",
+        }
     }
 
     /// The `--log-format` in effect.
@@ -191,9 +195,17 @@ fn parse_wait(s: &str) -> Result<LockWait, String> {
     if s == "forever" {
         return Ok(LockWait::Forever);
     }
-    s.parse::<u64>()
-        .map(|n| LockWait::Up(std::time::Duration::from_secs(n)))
-        .map_err(|_| format!("\"{s}\" is not a number of seconds"))
+    let n = s
+        .parse::<u64>()
+        .map_err(|_| format!("\"{s}\" is not a number of seconds"))?;
+    // The wait becomes a deadline (`Instant + Duration`), which panics on overflow.
+    let max = akbackup_core::config::MAX_TIMEOUT_SECS;
+    if n > max {
+        return Err(format!(
+            "{n} seconds is more than {max} (one day); --wait without a value waits as long as it takes"
+        ));
+    }
+    Ok(LockWait::Up(std::time::Duration::from_secs(n)))
 }
 
 /// The `--wait` of this run, for every repository it opens.

@@ -68,7 +68,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let binary = std::env::current_exe().context("cannot tell where akbackup is")?;
-            let units = schedule::units(&binary, &config, &daily);
+            let units = schedule::units(&binary, &config, &daily)?;
             if *dry_run {
                 render::out(g, &units, || {
                     format!(

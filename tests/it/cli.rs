@@ -437,3 +437,169 @@ fn closed_stdout_pipe_is_not_an_error() {
         );
     }
 }
+
+/// A hook `timeout` of `i64::MAX` seconds (which overflowed the deadline arithmetic: a panic,
+/// exit 101, in `backup`) is refused by `config check` and by `backup` with exit 2 and one
+/// line naming the key and the range; so is an absurd `keep-within`.
+#[test]
+fn huge_timeouts_are_refused_when_the_config_is_read() {
+    let sb = Sandbox::new();
+    sb.init();
+    for (extra, names) in [
+        (
+            "[[hooks]]\non = \"before\"\ncommand = [\"true\"]\ntimeout = 9223372036854775807\n",
+            "timeout = 9223372036854775807",
+        ),
+        (
+            "[retention]\nkeep-within = \"9223372036854775807y\"\n",
+            "keep-within",
+        ),
+        (
+            "[monitoring]\nwebhook = \"http://127.0.0.1:9/x\"\nwebhook-timeout = 9223372036854775807\n",
+            "webhook-timeout",
+        ),
+    ] {
+        sb.write_config(&format!("{extra}\n{}", sb.default_config()));
+        for args in [&["config", "check"][..], &["backup"][..]] {
+            let out = sb.cmd(args).output().expect("spawn");
+            let line = usage_error(&out, &format!("{} with {names}", args.join(" ")));
+            assert!(line.contains(names), "{line}");
+        }
+    }
+    sb.write_config(&sb.default_config());
+    assert!(sb.sets().is_empty(), "a refused config made a set");
+}
+
+/// A relative path in any path key (SSDB path, repository path, password-file, work-dir) is
+/// refused with exit 2 and one line naming the key: the meaning of the config must not
+/// depend on the directory a timer starts akbackup in.
+#[test]
+fn relative_paths_are_refused() {
+    let sb = Sandbox::new();
+    let files = format!(
+        "[files.control]\npath = {}\nrestart = []\n",
+        toml_str(&sb.source())
+    );
+    let pw = toml_str(&sb.password_file());
+    let repo = toml_str(&sb.repo());
+    for (config, key) in [
+        (
+            format!("[repository]\npath = \"repo\"\npassword-file = {pw}\n\n{files}"),
+            "[repository] path \"repo\"",
+        ),
+        (
+            format!("[repository]\npath = {repo}\npassword-file = \"password\"\n\n{files}"),
+            "[repository] password-file \"password\"",
+        ),
+        (
+            format!(
+                "[repository]\npath = {repo}\npassword-file = {pw}\n\n{files}\n[ssdb.stat]\npath = \"var/lib/ssdb/stat\"\n"
+            ),
+            "[ssdb.stat] path \"var/lib/ssdb/stat\"",
+        ),
+        (
+            format!(
+                "[repository]\npath = {repo}\npassword-file = {pw}\n\n[repositories.off]\nurl = \"s3://b/p\"\nwork-dir = \"work\"\n\n{files}"
+            ),
+            "[repositories.off] work-dir \"work\"",
+        ),
+    ] {
+        sb.write_config(&config);
+        let out = sb.cmd(&["config", "check"]).output().expect("spawn");
+        let line = usage_error(&out, key);
+        assert!(
+            line.contains(key) && line.contains("relative"),
+            "{key}: {line}"
+        );
+    }
+}
+
+/// A config holding `secret-access-key` that group or others can read (0644) is refused like
+/// a 0644 password file: exit 2, one line naming the file, the secret's key and `chmod 600`;
+/// at 0600 it loads.
+#[test]
+fn group_readable_config_with_a_secret_exits_2_suggesting_chmod_600() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[repositories.off]\nurl = \"s3://b/p\"\nwork-dir = {}\naccess-key-id = \"AKIAEXAMPLE\"\n\
+         secret-access-key = \"ConfigFileSecret0123456789\"\n\n{}",
+        toml_str(&sb.root().join("work")),
+        sb.default_config()
+    ));
+    sb.ok(&["config", "show"]);
+    support::chmod(&sb.config_path(), 0o644);
+    let out = sb.cmd(&["config", "show"]).output().expect("spawn");
+    let line = usage_error(&out, "config with a secret at mode 0644");
+    let file = sb.config_path();
+    assert!(
+        line.contains(file.to_str().expect("utf-8"))
+            && line.contains("secret-access-key in [repositories.off]")
+            && line.contains("chmod 600"),
+        "{line}"
+    );
+    assert!(!all_output(&out).contains("ConfigFileSecret0123456789"));
+    // A config without secrets may stay world-readable.
+    sb.write_config(&sb.default_config());
+    support::chmod(&sb.config_path(), 0o644);
+    sb.ok(&["config", "show"]);
+}
+
+/// A repository inside a component (the control module at `<root>/opt/altcraft`, the
+/// repository at `<root>/opt/altcraft/repo`, also spelled with `..`), one containing it, and a
+/// `[repositories.X]` work dir inside it are each refused by `config check` and by `backup`
+/// with exit 2 and one line naming both paths; nothing is written.
+#[test]
+fn repository_inside_or_around_a_component_is_refused() {
+    let sb = Sandbox::new();
+    let src = sb.source();
+    let pw = toml_str(&sb.password_file());
+    let files = format!("[files.control]\npath = {}\nrestart = []\n", toml_str(&src));
+    let inside = src.join("repo");
+    let dotted = sb.root().join("opt/x/../altcraft/repo");
+    let around = sb.root().join("opt");
+    let work = src.join("work");
+    for (config, dir) in [
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&inside)
+            ),
+            inside.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&dotted)
+            ),
+            inside.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n{files}",
+                toml_str(&around)
+            ),
+            around.clone(),
+        ),
+        (
+            format!(
+                "[repository]\npath = {}\npassword-file = {pw}\n\n[repositories.off]\nurl = \"s3://b/p\"\nwork-dir = {}\n\n{files}",
+                toml_str(&sb.repo()),
+                toml_str(&work)
+            ),
+            work.clone(),
+        ),
+    ] {
+        sb.write_config(&config);
+        for args in [&["config", "check"][..], &["backup"][..], &["init"][..]] {
+            let out = sb.cmd(args).output().expect("spawn");
+            let line = usage_error(&out, &format!("{} with {}", args.join(" "), dir.display()));
+            assert!(
+                line.contains(&dir.display().to_string())
+                    && line.contains(&src.display().to_string())
+                    && line.contains("files.control"),
+                "{line}"
+            );
+        }
+        assert!(!inside.exists() && !work.exists(), "something was written");
+    }
+}

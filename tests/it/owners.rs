@@ -83,6 +83,8 @@ fn nobody_sandbox(on_read_error: &str) -> Sandbox {
     std::fs::create_dir_all(sb.repo()).unwrap();
     chown(&sb.repo(), 65534, 65534);
     chown(&sb.password_file(), 65534, 65534);
+    // The config is 0600 (as one holding a secret must be): nobody reads it as its owner.
+    chown(&sb.config_path(), 65534, 65534);
     let out = as_nobody(&sb, &["init"]);
     assert_exit(&out, 0, "init as nobody");
     sb

@@ -377,6 +377,100 @@ fn environment_errors_name_the_repository() {
     );
 }
 
+/// A server that accepts the connection and never answers (a listener nobody reads, so the
+/// kernel completes the handshake) no longer hangs a command: `snapshots` gives up after
+/// `timeout` and `retry`, within a bound, with exit 2 and one line naming the endpoint and the
+/// timeout. (Before, it waited forever and a hung nightly run kept its lock.)
+#[test]
+fn silent_server_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let endpoint = format!(
+        "http://{}",
+        listener.local_addr().expect("listener address")
+    );
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[repository]\n{keys}timeout = 2\nretry = 1\n\n{files}",
+        keys = repo_keys(
+            &sb,
+            "akb-silent",
+            PREFIX,
+            &endpoint,
+            "AKIASILENTTEST",
+            "SilentSecret0123456789abcdefSilentSecret"
+        ),
+        files = files_section(&sb),
+    ));
+    let started = Instant::now();
+    let out = sb
+        .cmd(&["snapshots"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("spawn");
+    let took = started.elapsed();
+    let line = usage_error(&out, "snapshots against a server that never answers");
+    assert!(
+        line.contains(&endpoint)
+            && line.contains("timeout of 2 s")
+            && line.contains("s3://akb-silent/prod"),
+        "{line}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "timeout = 2 with one retry gives up within seconds, took {took:?}"
+    );
+    drop(listener);
+}
+
+/// With the secret key written in the config, no verbosity prints it (nor the repository
+/// password): `-v`, `-vv`, `AKBACKUP_LOG=trace` and `-v --log-format json`, on stdout and
+/// stderr, while the debug output is really on (the signing library used to print its
+/// credential provider, `secret_access_key` in clear, at `-v`).
+#[test]
+fn verbose_output_never_shows_the_secret() {
+    let bucket = "akb-verbose";
+    let server = S3Server::start_with_auth(&[bucket]);
+    let sb = Sandbox::new();
+    std::fs::write(sb.source().join("a.conf"), b"listen 8080\n").expect("source");
+    sb.write_config(&s3_config(&sb, &server, bucket, PREFIX, ""));
+    sb.init();
+    let runs: [(&str, &[&str], Option<&str>); 4] = [
+        ("-v backup", &["-v", "backup"], None),
+        ("-vv snapshots", &["-vv", "snapshots"], None),
+        (
+            "AKBACKUP_LOG=trace snapshots",
+            &["snapshots"],
+            Some("trace"),
+        ),
+        (
+            "-v --log-format json verify",
+            &["-v", "--log-format", "json", "verify"],
+            None,
+        ),
+    ];
+    for (what, args, log) in runs {
+        let mut cmd = sb.cmd(args);
+        if let Some(level) = log {
+            cmd.env("AKBACKUP_LOG", level);
+        }
+        let out = cmd.output().expect("spawn");
+        assert_exit(&out, 0, what);
+        let all = all_output(&out);
+        assert!(
+            out.stderr.len() > 200,
+            "{what}: the debug output is on, so stderr has the engine's lines:\n{all}"
+        );
+        assert!(
+            !all.contains(&server.secret),
+            "{what}: the secret key was printed:\n{all}"
+        );
+        assert!(
+            !all.contains(support::PASSWORD),
+            "{what}: the repository password was printed"
+        );
+    }
+}
+
 /// `verify --read-data-subset 50%` and `1/2` pass and say a subset was read; `abc` is refused
 /// with exit 2 and one line.
 #[test]

@@ -83,3 +83,58 @@ fn completions_for_each_shell() {
         }
     }
 }
+
+/// A config path with `%`, `$` and a space goes into the unit the way systemd reads it back
+/// (`%%`, `$$`, double-quoted) and the units pass `systemd-analyze verify`; a config path with
+/// a newline, which would inject a unit setting, is refused with exit 2 and one line.
+#[test]
+fn config_paths_are_escaped_or_refused_in_units() {
+    let sb = Sandbox::new();
+    let odd = sb.root().join("cfg 100% $HOME.toml");
+    fs::write(&odd, sb.default_config()).expect("write config");
+    let odd = fs::canonicalize(&odd).expect("config path");
+    let odd_s = odd.display().to_string();
+    let out = sb.ok(&["--config", &odd_s, "schedule", "install", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let escaped = odd_s.replace('%', "%%").replace('$', "$$");
+    assert!(
+        text.contains(&format!("--config \"{escaped}\" backup\n")),
+        "{text}"
+    );
+    let dir = sb.root().join("units");
+    let dir_s = dir.display().to_string();
+    sb.ok(&[
+        "--config",
+        &odd_s,
+        "schedule",
+        "install",
+        "--unit-dir",
+        &dir_s,
+    ]);
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("akbackup.service"))
+        .arg(dir.join("akbackup.timer"))
+        .output()
+        .expect("systemd-analyze (scripts/test installs it)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    let injected = sb.root().join("x.toml\nExecStartPre=false");
+    fs::write(&injected, sb.default_config()).expect("write config");
+    let injected_s = injected.display().to_string();
+    let out = sb
+        .cmd(&["--config", &injected_s, "schedule", "install", "--dry-run"])
+        .output()
+        .expect("spawn");
+    let line = crate::support::usage_error(&out, "schedule install with a newline in the path");
+    assert!(line.contains("control character"), "{line}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("ExecStartPre"),
+        "the newline reached a unit"
+    );
+}

@@ -10,7 +10,8 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    path::{Path, PathBuf},
+    os::unix::fs::PermissionsExt,
+    path::{Component, Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,18 @@ pub enum ConfigError {
         key: String,
         /// `; did you mean "x"?` or empty.
         hint: String,
+    },
+    /// The file holds a secret and group or others can read it.
+    #[error(
+        "config {path} holds {what} and is readable by group or others (mode {mode:04o}): run chmod 600 {path}"
+    )]
+    TooOpen {
+        /// The config file.
+        path: PathBuf,
+        /// Which secret, e.g. `secret-access-key in [repository]`.
+        what: String,
+        /// Its permission bits.
+        mode: u32,
     },
     /// A value that parses but makes no sense.
     #[error("config {path}: {message}")]
@@ -173,6 +186,14 @@ pub struct RepositoryConfig {
     /// Retries of a failed request (default 3; 0 fails at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<u32>,
+    /// Seconds one storage request may go without completing before it counts as failed
+    /// and is retried (default 60): a server that accepts the connection and never answers
+    /// would otherwise hang the run, and keep its lock, forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Seconds to wait for a TCP connection to the storage endpoint (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
     /// Bandwidth limit for the storage, e.g. "10MiB" (per second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<String>,
@@ -186,6 +207,57 @@ pub struct RepositoryConfig {
     /// A command (argv, no shell) printing the password on stdout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_command: Option<Vec<String>>,
+}
+
+impl RepositoryConfig {
+    /// The storage request timeout in seconds after its default (60).
+    #[must_use]
+    pub fn timeout_secs(&self) -> u32 {
+        u32::try_from(self.timeout.unwrap_or(60)).unwrap_or(u32::MAX)
+    }
+
+    /// The storage connect timeout in seconds after its default (10).
+    #[must_use]
+    pub fn connect_timeout_secs(&self) -> u32 {
+        u32::try_from(self.connect_timeout.unwrap_or(10)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The longest wait any timeout key may ask for: one day. Timeouts become deadlines
+/// (`Instant + Duration`), which panic on overflow, so a huge number must be refused when the
+/// config is read, not found by a nightly run.
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// Refuses a relative path (its meaning would depend on the directory a timer or an
+/// operator starts akbackup from) and one with control characters (a newline in a path
+/// is a mistake or an attack; none can go into a unit file or a log line intact).
+fn check_path(key: &str, path: &Path) -> Result<(), String> {
+    if path.to_string_lossy().chars().any(char::is_control) {
+        return Err(format!(
+            "{key} {:?} holds a control character: write the path without it",
+            path.display().to_string()
+        ));
+    }
+    if !path.is_absolute() {
+        return Err(format!(
+            "{key} \"{}\" is relative: write the absolute path (its meaning must not depend on the directory akbackup is started in)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a timeout of 0 or above [`MAX_TIMEOUT_SECS`], naming the key.
+///
+/// # Errors
+/// The message, starting with the key.
+pub fn check_seconds(key: &str, secs: u64) -> Result<(), String> {
+    if secs == 0 || secs > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "{key} = {secs} is out of range: give seconds from 1 to {MAX_TIMEOUT_SECS} (one day)"
+        ));
+    }
+    Ok(())
 }
 
 /// `[monitoring]`: where monitoring reads akbackup's state.
@@ -479,19 +551,27 @@ pub struct Config {
 /// # Errors
 /// A message showing the accepted form.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    /// 100 years: an age beyond it overflowed the arithmetic (a panic), or became a span the
+    /// retention code cannot hold and was silently dropped, which would forget sets.
+    const MAX_HOURS: u64 = 100 * 365 * 24;
     let s = s.trim();
     let bad = || format!("\"{s}\" is not an age like 12h, 7d, 2w, 6m or 1y");
     let unit = s.chars().last().ok_or_else(bad)?;
     let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-    let hours = match unit {
-        'h' => n,
-        'd' => n * 24,
-        'w' => n * 24 * 7,
-        'm' => n * 24 * 30,
-        'y' => n * 24 * 365,
+    let per = match unit {
+        'h' => 1,
+        'd' => 24,
+        'w' => 24 * 7,
+        'm' => 24 * 30,
+        'y' => 24 * 365,
         _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs(hours * 3600))
+    match n.checked_mul(per) {
+        Some(hours) if hours <= MAX_HOURS => Ok(std::time::Duration::from_secs(hours * 3600)),
+        _ => Err(format!(
+            "\"{s}\" is longer than the 100 years an age may be"
+        )),
+    }
 }
 
 fn is_default_monitoring(m: &MonitoringConfig) -> bool {
@@ -526,6 +606,8 @@ const REPOSITORY_KEYS: &[&str] = &[
     "profile",
     "connections",
     "retry",
+    "timeout",
+    "connect-timeout",
     "bandwidth",
     "work-dir",
     "password-file",
@@ -568,6 +650,25 @@ impl Config {
         })?;
         let mut config = Self::from_toml(&text, path)?;
         config.source = Some(path.to_path_buf());
+        config.register_secrets();
+        // Like a password file: a secret written in the config is only as safe as the file.
+        if let Some(what) = config.inline_secrets().into_iter().next() {
+            let mode = std::fs::metadata(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::TooOpen {
+                    path: path.to_path_buf(),
+                    what,
+                    mode,
+                });
+            }
+        }
         Ok(config)
     }
 
@@ -589,6 +690,145 @@ impl Config {
         }
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Refuses a repository directory or work dir (of `[repository]` and every
+    /// `[repositories.X]`) that lies inside a files or SSDB component, or contains one: a
+    /// backup would store the repository inside itself, and an in-place restore would swap the
+    /// live repository out. Compared on lexically normalised paths (`/x/plat/../plat/repo`
+    /// is `/x/plat/repo`); paths are known to be absolute here.
+    fn check_repositories_outside_components(&self) -> Result<(), String> {
+        let components: Vec<(String, PathBuf)> = self
+            .files
+            .iter()
+            .map(|(n, c)| (format!("files.{n}"), normalize(&c.path)))
+            .chain(
+                self.ssdb
+                    .iter()
+                    .map(|(n, c)| (format!("ssdb.{n}"), normalize(&c.path))),
+            )
+            .collect();
+        let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
+            self.repositories
+                .iter()
+                .map(|(n, r)| (format!("repositories.{n}"), r)),
+        );
+        for (section, r) in repos {
+            // A remote repository without work-dir stages under the default one.
+            let default_work = (r.url.is_some() && r.work_dir.is_none())
+                .then(|| PathBuf::from(crate::repository::DEFAULT_WORK_DIR));
+            let dirs = [
+                ("path", r.path.clone()),
+                ("work-dir", r.work_dir.clone().or(default_work)),
+            ];
+            for (key, dir) in dirs {
+                let Some(dir) = dir else { continue };
+                let dir = normalize(&dir);
+                for (name, path) in &components {
+                    let relation = if dir.starts_with(path) {
+                        "lies inside"
+                    } else if path.starts_with(&dir) {
+                        "contains"
+                    } else {
+                        continue;
+                    };
+                    return Err(format!(
+                        "[{section}] {key} {} {relation} the component {name} ({}): backups would \
+                         hold the repository and a restore would swap it out; move one of them",
+                        dir.display(),
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every path key: absolute, no control characters (see [`check_path`]).
+    fn check_paths(&self) -> Result<(), String> {
+        let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
+            self.repositories
+                .iter()
+                .map(|(n, r)| (format!("repositories.{n}"), r)),
+        );
+        for (section, r) in repos {
+            for (key, value) in [
+                ("path", &r.path),
+                ("work-dir", &r.work_dir),
+                ("password-file", &r.password_file),
+                ("credentials-file", &r.credentials_file),
+            ] {
+                if let Some(p) = value {
+                    check_path(&format!("[{section}] {key}"), p)?;
+                }
+            }
+        }
+        if let Some(p) = &self.monitoring.textfile {
+            check_path("[monitoring] textfile", p)?;
+        }
+        for (name, f) in &self.files {
+            check_path(&format!("[files.{name}] path"), &f.path)?;
+        }
+        for (name, s) in &self.ssdb {
+            check_path(&format!("[ssdb.{name}] path"), &s.path)?;
+        }
+        for (name, m) in &self.mongodb {
+            if let Some(p) = &m.password_file {
+                check_path(&format!("[mongodb.{name}] password-file"), p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The secrets written in the config itself, each as `key in [section]`: S3
+    /// `secret-access-key`, SSDB `auth`, a password in a MongoDB `uri`, and the webhook URL
+    /// (its path or query is the token of most chat services, so it is a secret as a whole).
+    /// `access-key-id` alone is not secret.
+    #[must_use]
+    pub fn inline_secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.repository.secret_access_key.is_some() {
+            out.push("secret-access-key in [repository]".to_string());
+        }
+        for (name, r) in &self.repositories {
+            if r.secret_access_key.is_some() {
+                out.push(format!("secret-access-key in [repositories.{name}]"));
+            }
+        }
+        for (name, s) in &self.ssdb {
+            if s.auth.is_some() {
+                out.push(format!("auth in [ssdb.{name}]"));
+            }
+        }
+        for (name, m) in &self.mongodb {
+            if uri_password(&m.uri).is_some() {
+                out.push(format!("a password in the uri of [mongodb.{name}]"));
+            }
+        }
+        if self.monitoring.webhook.is_some() {
+            out.push("webhook in [monitoring]".to_string());
+        }
+        out
+    }
+
+    /// Registers the secrets written in the config with [`crate::redact`], so no log line
+    /// can show them.
+    fn register_secrets(&self) {
+        for r in std::iter::once(&self.repository).chain(self.repositories.values()) {
+            if let Some(secret) = &r.secret_access_key {
+                crate::redact::register(secret);
+            }
+        }
+        for s in self.ssdb.values() {
+            if let Some(auth) = &s.auth {
+                crate::redact::register(auth);
+            }
+        }
+        for m in self.mongodb.values() {
+            if let Some(password) = uri_password(&m.uri) {
+                crate::redact::register(password);
+            }
+        }
     }
 
     /// The components of a standard Altcraft install, used when the file declares none.
@@ -638,13 +878,8 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        self.check_paths().map_err(invalid)?;
         for (name, files) in &self.files {
-            if !files.path.is_absolute() {
-                return Err(invalid(format!(
-                    "[files.{name}] path \"{}\" must be absolute",
-                    files.path.display()
-                )));
-            }
             for glob in &files.exclude {
                 globset::Glob::new(glob).map_err(|err| {
                     invalid(format!(
@@ -682,6 +917,14 @@ impl Config {
                 }
                 _ => {}
             }
+            for (key, secs) in [
+                ("timeout", r.timeout),
+                ("connect-timeout", r.connect_timeout),
+            ] {
+                if let Some(secs) = secs {
+                    check_seconds(key, secs).map_err(|e| invalid(format!("[{section}] {e}")))?;
+                }
+            }
         }
         for (i, h) in self.hooks.iter().enumerate() {
             h.validate()
@@ -711,10 +954,9 @@ impl Config {
                 crate::monitoring::redact_url(url)
             )));
         }
-        if self.monitoring.webhook_timeout == Some(0) {
-            return Err(invalid(
-                "[monitoring] webhook-timeout must be at least 1 second".to_string(),
-            ));
+        if let Some(secs) = self.monitoring.webhook_timeout {
+            check_seconds("webhook-timeout", secs)
+                .map_err(|e| invalid(format!("[monitoring] {e}")))?;
         }
         if let Some(w) = &self.retention.keep_within {
             parse_duration(w).map_err(|e| invalid(format!("[retention] keep-within: {e}")))?;
@@ -747,9 +989,15 @@ impl Config {
                     "[mongodb.{name}] parallel-collections, timeout and insert-batch must be at least 1"
                 )));
             }
+            check_seconds("timeout", m.timeout)
+                .map_err(|e| invalid(format!("[mongodb.{name}] {e}")))?;
         }
         // Components must not overlap: each owns its subtree of the snapshot.
-        let paths = self.component_paths();
+        let paths: Vec<_> = self
+            .component_paths()
+            .into_iter()
+            .map(|(n, p)| (n, normalize(&p)))
+            .collect();
         for (a, pa) in &paths {
             for (b, pb) in &paths {
                 if a != b && pb.starts_with(pa) {
@@ -761,6 +1009,8 @@ impl Config {
                 }
             }
         }
+        self.check_repositories_outside_components()
+            .map_err(invalid)?;
         if matches!(&self.repository.password_command, Some(argv) if argv.is_empty()) {
             return Err(invalid(
                 "[repository] password-command is empty".to_string(),
@@ -886,6 +1136,29 @@ pub fn redact_uri(uri: &str) -> String {
     };
     let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
     format!("{scheme}://{user}:***@{host}")
+}
+
+/// `path` with `.` dropped and `..` applied, without touching the disk (for comparing the
+/// absolute paths of a config; `/..` stays `/`).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The password in `scheme://user:password@host`, if there is one.
+fn uri_password(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let (userinfo, _) = rest.split_once('@')?;
+    userinfo.split_once(':').map(|(_, pw)| pw)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -1094,6 +1367,44 @@ mod tests {
     fn overlapping_paths_rejected() {
         let err = parse("[files.a]\npath = \"/srv\"\n[files.b]\npath = \"/srv/x\"\n").unwrap_err();
         assert!(err.to_string().contains("must not overlap"));
+    }
+
+    #[test]
+    /// Numbers that become deadlines are bounded when the config is read: a hook timeout
+    /// of i64::MAX seconds, an S3 timeout of 0, a keep-within that overflows.
+    fn huge_durations_are_refused() {
+        let err = parse(
+            "[[hooks]]\non = \"before\"\ncommand = [\"true\"]\ntimeout = 9223372036854775807\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("timeout = 9223372036854775807 is out of range"),
+            "{err}"
+        );
+        let err = parse("[repository]\nurl = \"s3://b/p\"\ntimeout = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[repository] timeout = 0"), "{err}");
+        assert!(parse_duration("99999999999999999y").is_err());
+        assert!(parse_duration("101y").is_err());
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 2 * 86400);
+    }
+
+    #[test]
+    /// A repository inside a component is refused even when spelled with `..`; a sibling
+    /// whose name merely starts the same (`/srv/a` and `/srv/ab`) is not inside.
+    fn repository_inside_component_refused() {
+        let err =
+            parse("[repository]\npath = \"/srv/x/../a/repo\"\n[files.c]\npath = \"/srv/a\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("/srv/a/repo lies inside the component files.c (/srv/a)"),
+            "{err}"
+        );
+        assert!(parse("[repository]\npath = \"/srv/ab\"\n[files.c]\npath = \"/srv/a\"\n").is_ok());
+        assert_eq!(normalize(Path::new("/a/./b/../../../c")), Path::new("/c"));
     }
 
     #[test]

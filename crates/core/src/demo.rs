@@ -7,7 +7,6 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
     time::Instant,
 };
 
@@ -197,7 +196,11 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         ),
     );
 
-    let tar_bytes = if Command::new("tar").arg("--version").output().is_ok() {
+    let tar_bytes = if crate::repository::password::child_command("tar")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         let t = Instant::now();
         // The documented procedure: one archive per directory. Its command puts --exclude
         // after the path, where GNU tar ignores it; here the excludes come first, as they must.

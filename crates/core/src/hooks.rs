@@ -85,10 +85,8 @@ impl Hook {
         if self.shell && self.command.len() != 1 {
             return Err("with shell = true, command is one string: command = [\"...\"]".into());
         }
-        if self.timeout == 0 {
-            return Err("timeout must be at least 1 second".to_string());
-        }
-        Ok(())
+        // The timeout becomes a deadline (`Instant + Duration`), which panics on overflow.
+        crate::config::check_seconds("timeout", self.timeout)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod monitoring;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod redact;
 pub mod repository;
 pub mod restore;
 pub mod sandbox;

@@ -34,6 +34,24 @@ pub enum ScheduleError {
     /// systemctl failed.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// A path that cannot be written into a unit file faithfully.
+    #[error(
+        "{what} {path:?} holds a control character (a newline would start a new unit setting): rename it"
+    )]
+    ControlCharacter {
+        /// `the config path` or `the akbackup binary`.
+        what: &'static str,
+        /// The path as given (shown escaped).
+        path: String,
+    },
+    /// A path that is not UTF-8, which a unit file cannot name.
+    #[error("{what} {path:?} is not UTF-8: a systemd unit cannot name it; rename it")]
+    NotUtf8 {
+        /// `the config path` or `the akbackup binary`.
+        what: &'static str,
+        /// The path, lossily decoded.
+        path: String,
+    },
 }
 
 /// The two unit files.
@@ -60,17 +78,40 @@ pub fn parse_daily(s: &str) -> Result<String, ScheduleError> {
     Ok(format!("{h:02}:{m:02}"))
 }
 
+/// One `ExecStart=` word for `path`, as systemd reads it back: `%` (specifiers) doubled, `$`
+/// (variable expansion) doubled, and the word double-quoted with `\\` and `\"` escaped when it
+/// holds anything beyond plain path characters. Control characters are refused: a newline
+/// would end the setting and start another (`ExecStartPre=` of the attacker's choice).
+///
+/// # Errors
+/// [`ScheduleError::ControlCharacter`], [`ScheduleError::NotUtf8`].
+pub fn unit_word(what: &'static str, path: &Path) -> Result<String, ScheduleError> {
+    let s = path.to_str().ok_or_else(|| ScheduleError::NotUtf8 {
+        what,
+        path: path.display().to_string(),
+    })?;
+    if s.chars().any(char::is_control) {
+        return Err(ScheduleError::ControlCharacter {
+            what,
+            path: s.to_string(),
+        });
+    }
+    let escaped = s.replace('%', "%%").replace('$', "$$");
+    let plain = escaped
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@=%$".contains(c));
+    Ok(if plain {
+        escaped
+    } else {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    })
+}
+
 /// The units for running `binary --config config backup` daily at `daily` (HH:MM).
-#[must_use]
-pub fn units(binary: &Path, config: &Path, daily: &str) -> Units {
-    let quote = |p: &Path| {
-        let s = p.display().to_string();
-        if s.contains([' ', '"', '\\']) {
-            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-        } else {
-            s
-        }
-    };
+///
+/// # Errors
+/// A path a unit cannot hold (see [`unit_word`]).
+pub fn units(binary: &Path, config: &Path, daily: &str) -> Result<Units, ScheduleError> {
     let service = format!(
         "# Written by `akbackup schedule install`; `akbackup schedule remove` deletes it.\n\
          [Unit]\n\
@@ -85,8 +126,8 @@ pub fn units(binary: &Path, config: &Path, daily: &str) -> Units {
          IOSchedulingClass=idle\n\
          # Exit 1 (a component failed) and 2 (config, lock, space) both mark the unit failed,\n\
          # so `systemctl --failed` and monitoring see it.\n",
-        bin = quote(binary),
-        cfg = quote(config),
+        bin = unit_word("the akbackup binary", binary)?,
+        cfg = unit_word("the config path", config)?,
     );
     let timer = format!(
         "# Written by `akbackup schedule install`; `akbackup schedule remove` deletes it.\n\
@@ -102,7 +143,7 @@ pub fn units(binary: &Path, config: &Path, daily: &str) -> Units {
          [Install]\n\
          WantedBy=timers.target\n"
     );
-    Units { service, timer }
+    Ok(Units { service, timer })
 }
 
 /// Writes the units into `dir` (atomically, each through a temporary file), then, when
@@ -221,7 +262,8 @@ mod tests {
             Path::new("/usr/bin/akbackup"),
             Path::new("/etc/akbackup/my config.toml"),
             "02:30",
-        );
+        )
+        .unwrap();
         assert!(
             u.timer.contains("OnCalendar=*-*-* 02:30:00\n"),
             "{}",
@@ -238,5 +280,27 @@ mod tests {
         );
         assert!(u.service.contains("IOSchedulingClass=idle\n"));
         assert!(u.service.contains("Nice=10\n"));
+    }
+
+    #[test]
+    /// `%` and `$` are escaped for systemd, quotes and backslashes inside quotes, and a
+    /// newline (which would inject a setting) is refused.
+    fn unit_words_escape_specifiers_and_refuse_newlines() {
+        let word = |s: &str| unit_word("the config path", Path::new(s));
+        assert_eq!(word("/etc/a.toml").unwrap(), "/etc/a.toml");
+        assert_eq!(word("/etc/100%.toml").unwrap(), "/etc/100%%.toml");
+        assert_eq!(word("/etc/$HOME.toml").unwrap(), "/etc/$$HOME.toml");
+        assert_eq!(
+            word("/etc/a \"b\\.toml").unwrap(),
+            "\"/etc/a \\\"b\\\\.toml\""
+        );
+        let err = word("/etc/a\nExecStartPre=/bin/sh")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("control character") && !err.contains('\n'),
+            "{err}"
+        );
+        assert!(word("/etc/a\tb").is_err());
     }
 }

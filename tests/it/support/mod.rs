@@ -132,8 +132,10 @@ impl Sandbox {
     }
 
     /// Replaces the config file's text.
+    /// Mode 0600, as a config holding a secret (an S3 key, a webhook) must be.
     pub fn write_config(&self, text: &str) {
         write_file(&self.config_path(), text.as_bytes());
+        chmod(&self.config_path(), 0o600);
     }
 
     /// `akbackup ARGS` with `AKBACKUP_CONFIG` set, no `AKBACKUP_PASSWORD`, cwd in the

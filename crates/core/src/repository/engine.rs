@@ -540,6 +540,10 @@ pub struct S3Options {
     pub connections: u32,
     /// Retries per request.
     pub retry: u32,
+    /// Seconds one attempt of a request may take before it fails (and is retried).
+    pub timeout_secs: u32,
+    /// Seconds connecting to the endpoint may take.
+    pub connect_timeout_secs: u32,
     /// Bandwidth limit ("10MiB").
     pub bandwidth: Option<String>,
 }
@@ -565,6 +569,11 @@ impl S3Options {
         // Outside EC2 the metadata endpoint hangs instead of failing; never ask it.
         put("disable_ec2_metadata", "true".to_string());
         if let Some((id, secret, token)) = &self.credentials {
+            // The signing library logs its credential provider, secret included, at debug.
+            crate::redact::register(secret);
+            if let Some(t) = token {
+                crate::redact::register(t);
+            }
             put("access_key_id", id.clone());
             put("secret_access_key", secret.clone());
             if let Some(t) = token {
@@ -574,6 +583,13 @@ impl S3Options {
             put("disable_config_load", "true".to_string());
         }
         put("retry", self.retry.to_string());
+        // Read by our patch of rustic_backend (vendor/rustic_backend/PATCHED.md): without
+        // them a server that never answers hangs the run.
+        put("timeout", self.timeout_secs.max(1).to_string());
+        put(
+            "connect-timeout",
+            self.connect_timeout_secs.max(1).to_string(),
+        );
         put("connections", self.connections.to_string());
         if let Some(b) = &self.bandwidth {
             // The burst must hold the largest single upload (a pack, up to ~32 MiB and
@@ -729,6 +745,17 @@ fn storage_cause(err: &RusticError, location: &Location) -> Option<String> {
             "no S3 credentials for {at}: set access-key-id / secret-access-key, a \
              credentials-file, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY ({root})"
         ),
+        _ if message.contains("timeout reached") => match location {
+            Location::S3(s3) => format!(
+                "no answer from the storage endpoint {} of {at} within the timeout of {} s \
+                 ({} attempts): check the endpoint and the server, or raise timeout in the \
+                 repository's section for a slow link",
+                s3.endpoint.as_deref().unwrap_or("(AWS)"),
+                s3.timeout_secs,
+                u64::from(s3.retry) + 1,
+            ),
+            Location::Local(_) => format!("no answer from {at} within the timeout"),
+        },
         _ if message.contains("send http request") => {
             format!("cannot reach the storage endpoint of {at}: {root}; check endpoint and network")
         }

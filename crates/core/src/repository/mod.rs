@@ -188,6 +188,8 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
         credentials,
         connections: config.connections.unwrap_or(8).max(1),
         retry: config.retry.unwrap_or(3),
+        timeout_secs: config.timeout_secs(),
+        connect_timeout_secs: config.connect_timeout_secs(),
         bandwidth: config.bandwidth.clone(),
     };
     let work = config.work_dir.clone().unwrap_or_else(|| {

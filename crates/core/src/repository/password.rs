@@ -12,13 +12,31 @@ pub const PASSWORD_ENV: &str = "AKBACKUP_PASSWORD";
 pub const NEW_PASSWORD_ENV: &str = "AKBACKUP_NEW_PASSWORD";
 
 /// A command for a child process (hook, service command, password command, `systemctl`,
-/// `tar`) that does not inherit the repository passwords from akbackup's environment: the
-/// child gets what it needs in its own arguments and variables, never a secret it might log.
+/// `tar`) that does not inherit akbackup's secrets from its environment: the repository
+/// passwords and every `AWS_*` variable (the S3 keys, session token, profile and credential
+/// file locations the storage library reads). The child gets what it needs in its own
+/// arguments and variables, never a secret it might log. Every child akbackup starts is
+/// built here; the README ("Hooks") lists what a child gets.
 #[must_use]
 pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_remove(PASSWORD_ENV).env_remove(NEW_PASSWORD_ENV);
+    for (name, _) in std::env::vars_os() {
+        if is_secret_env(&name) {
+            cmd.env_remove(&name);
+        }
+    }
     cmd
+}
+
+/// True for a variable a child must not inherit: the password variables and every `AWS_*`
+/// one (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, and the ones that point at
+/// credentials, such as `AWS_SHARED_CREDENTIALS_FILE` or `AWS_PROFILE`).
+fn is_secret_env(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name == PASSWORD_ENV.as_bytes()
+        || name == NEW_PASSWORD_ENV.as_bytes()
+        || name.starts_with(b"AWS_")
 }
 
 /// Errors resolving the password. None of them contains the password.
@@ -127,6 +145,7 @@ fn non_empty(pw: String, from: &str) -> Result<String, PasswordError> {
     if pw.is_empty() {
         Err(PasswordError::Empty(from.to_string()))
     } else {
+        crate::redact::register(&pw);
         Ok(pw)
     }
 }

@@ -38,16 +38,15 @@ impl Host {
             .repo_keys(sb, bucket, "shared")
             .replace(&format!("work-{bucket}"), &format!("work-{bucket}-{name}"));
         let hook = if gated {
-            format!(
-                "[[hooks]]\non = \"before\"\ncommand = [\"sh\", \"-c\", \"touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done\"]\ntimeout = 120\n\n",
-                ready = sb.root().join(format!("ready-{name}")).display(),
-                go = sb.root().join(format!("go-{name}")).display(),
-            )
+            gate_hook(sb, name)
         } else {
             String::new()
         };
         let config = sb.root().join(format!("config-{name}.toml"));
         std::fs::write(&config, format!("{hook}[repository]\n{keys}\n{files}")).expect("config");
+        // It holds the S3 secret: akbackup refuses it readable by others.
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod config");
         Self {
             name: name.to_string(),
             config,
@@ -99,26 +98,65 @@ impl Host {
     /// Starts a backup that stops in its before hook, under the repository lock; returns
     /// once the hook runs.
     pub fn start_gated_backup(&self, sb: &Sandbox) -> Child {
-        let ready = sb.root().join(format!("ready-{}", self.name));
-        let _ = std::fs::remove_file(&ready);
-        let _ = std::fs::remove_file(sb.root().join(format!("go-{}", self.name)));
-        let child = self.cmd(sb, &["backup"]).spawn().expect("spawn backup");
-        let t = Instant::now();
-        while !ready.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "{}'s backup never reached its before hook",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child
+        start_gated(sb, &self.name, self.cmd(sb, &["backup"]))
     }
+}
 
-    /// Lets a gated backup go on.
-    pub fn release(&self, sb: &Sandbox) {
-        std::fs::write(sb.root().join(format!("go-{}", self.name)), b"").expect("go");
+/// A `[[hooks]]` before hook that makes `<root>/ready-<gate>` and waits for `<root>/go-<gate>`
+/// (see [`start_gated`], [`release`]): a test holds a backup under its lock as long as it
+/// needs.
+fn gate_hook(sb: &Sandbox, gate: &str) -> String {
+    format!(
+        "[[hooks]]\non = \"before\"\ncommand = [\"sh\", \"-c\", \"touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done\"]\ntimeout = 120\n\n",
+        ready = sb.root().join(format!("ready-{gate}")).display(),
+        go = sb.root().join(format!("go-{gate}")).display(),
+    )
+}
+
+/// Spawns `backup` (configured with [`gate_hook`] for `gate`) and returns once it waits in
+/// its before hook.
+fn start_gated(sb: &Sandbox, gate: &str, mut backup: Command) -> Child {
+    let ready = sb.root().join(format!("ready-{gate}"));
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(sb.root().join(format!("go-{gate}")));
+    let child = backup.spawn().expect("spawn backup");
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the backup never reached its before hook ({gate})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+/// Lets the backup waiting at `gate` go on.
+fn release(sb: &Sandbox, gate: &str) {
+    std::fs::write(sb.root().join(format!("go-{gate}")), b"").expect("go");
+}
+
+/// A moto bucket shared by `host-a` and `host-b` (host-b's backups wait at its gate when
+/// `gate_b`), each with its own source: a rich tree of `a_blob`-byte files for A, `b_files`
+/// random files of `b_each` bytes for B. The repository is initialised.
+pub fn two_hosts(
+    bucket: &str,
+    gate_b: bool,
+    a_blob: usize,
+    (b_files, b_each): (u64, usize),
+) -> (S3Server, Sandbox, Host, Host) {
+    assert!(
+        can_unshare_uts(),
+        "unshare --uts needs root: run the tests as root (CI does)"
+    );
+    let server = S3Server::start(&[bucket]);
+    let sb = Sandbox::new();
+    let a = Host::s3(&sb, &server, bucket, "host-a", false);
+    let b = Host::s3(&sb, &server, bucket, "host-b", gate_b);
+    build_rich_tree(&a.source, a_blob);
+    build_random_tree(&b.source, b_files, b_each);
+    a.ok(&sb, &["init"]);
+    (server, sb, a, b)
 }
 
 /// Whether this machine can give a process its own host name (root and `unshare`).
@@ -145,18 +183,7 @@ fn wait_output(child: Child) -> Output {
 /// once B is done; B's set and every kept set read back whole.
 #[test]
 fn prune_on_one_host_waits_for_a_backup_on_another() {
-    assert!(
-        can_unshare_uts(),
-        "unshare --uts needs root: run the tests as root (CI does)"
-    );
-    let bucket = "akb-hosts-prune";
-    let server = S3Server::start(&[bucket]);
-    let sb = Sandbox::new();
-    let a = Host::s3(&sb, &server, bucket, "host-a", false);
-    let b = Host::s3(&sb, &server, bucket, "host-b", true);
-    build_rich_tree(&a.source, 50_000);
-    build_random_tree(&b.source, 6, 200_000);
-    a.ok(&sb, &["init"]);
+    let (_server, sb, a, b) = two_hosts("akb-hosts-prune", true, 50_000, (6, 200_000));
     a.ok(&sb, &["backup"]);
     a.ok(&sb, &["backup"]);
 
@@ -198,7 +225,7 @@ fn prune_on_one_host_waits_for_a_backup_on_another() {
         .spawn()
         .expect("spawn forget --wait");
     std::thread::sleep(Duration::from_secs(2));
-    b.release(&sb);
+    release(&sb, "host-b");
     let b_out = wait_output(held);
     assert_exit(&b_out, 0, "host-b backup");
     let f_out = wait_output(waiter);
@@ -235,18 +262,8 @@ fn prune_on_one_host_waits_for_a_backup_on_another() {
 /// every host's sets on their own, and `snapshots` shows each set's host.
 #[test]
 fn latest_and_retention_act_on_this_hosts_sets() {
-    assert!(
-        can_unshare_uts(),
-        "unshare --uts needs root: run the tests as root (CI does)"
-    );
     let bucket = "akb-hosts-scope";
-    let server = S3Server::start(&[bucket]);
-    let sb = Sandbox::new();
-    let a = Host::s3(&sb, &server, bucket, "host-a", false);
-    let b = Host::s3(&sb, &server, bucket, "host-b", false);
-    build_rich_tree(&a.source, 20_000);
-    build_random_tree(&b.source, 3, 50_000);
-    a.ok(&sb, &["init"]);
+    let (server, sb, a, b) = two_hosts(bucket, false, 20_000, (3, 50_000));
     for _ in 0..2 {
         a.ok(&sb, &["backup"]);
         b.ok(&sb, &["backup"]);
@@ -397,23 +414,12 @@ fn akbackup_and_restic_exclude_each_other() {
         "the stale lock was removed and ours released"
     );
 
-    let hook = format!(
-        "[[hooks]]\non = \"before\"\ncommand = [\"sh\", \"-c\", \"touch {r}; while [ ! -e {g} ]; do sleep 0.05; done\"]\ntimeout = 120\n\n",
-        r = sb.root().join("ready").display(),
-        g = sb.root().join("go").display()
-    );
-    sb.write_config(&format!("{hook}{}", sb.default_config()));
-    let held = crate::faults::command(&sb, &["backup"])
-        .spawn()
-        .expect("spawn backup");
-    let t = Instant::now();
-    while !sb.root().join("ready").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "backup never held its lock"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sb.write_config(&format!(
+        "{}{}",
+        gate_hook(&sb, "local"),
+        sb.default_config()
+    ));
+    let held = start_gated(&sb, "local", crate::faults::command(&sb, &["backup"]));
     let prune = sb.restic().arg("prune").output().expect("restic prune");
     assert!(
         !prune.status.success(),
@@ -425,7 +431,7 @@ fn akbackup_and_restic_exclude_each_other() {
         text.contains("already locked") && text.contains(&format!("PID {}", held.id())),
         "restic names akbackup's lock: {text}"
     );
-    std::fs::write(sb.root().join("go"), b"").expect("go");
+    release(&sb, "local");
     let out = held.wait_with_output().expect("wait");
     assert_exit(&out, 0, "the held backup");
     assert!(

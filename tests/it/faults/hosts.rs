@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Campaign, Rng, one_line};
-use crate::hosts::{Host, can_unshare_uts};
-use crate::support::{Sandbox, build_random_tree, build_rich_tree, s3::S3Server};
+use crate::hosts::{Host, two_hosts};
+use crate::support::{Sandbox, build_random_tree};
 
 const BUCKET: &str = "akb-two-hosts";
 
@@ -105,19 +105,8 @@ fn judge(host: &Host, op: Op, wait: bool, out: &Output) -> Result<bool, String> 
 /// damaged.
 #[test]
 fn two_hosts_on_one_bucket_lose_nothing() {
-    assert!(
-        can_unshare_uts(),
-        "unshare --uts needs root: run the tests as root (CI does)"
-    );
-    let server = S3Server::start(&[BUCKET]);
-    let sb = Sandbox::new();
-    let hosts = [
-        Host::s3(&sb, &server, BUCKET, "host-a", false),
-        Host::s3(&sb, &server, BUCKET, "host-b", false),
-    ];
-    build_rich_tree(&hosts[0].source, 20_000);
-    build_random_tree(&hosts[1].source, 4, 60_000);
-    hosts[0].ok(&sb, &["init"]);
+    let (_server, sb, a, b) = two_hosts(BUCKET, false, 20_000, (4, 60_000));
+    let hosts = [a, b];
     for h in &hosts {
         with_offsite(&sb, h);
         h.ok(&sb, &["backup"]);

@@ -20,10 +20,6 @@ use std::{
 
 use super::engine::{Location, S3Options};
 
-/// Longest time one storage request for a lock file may take before it is abandoned (and
-/// retried as the retry policy allows).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Where the repository's files are.
 #[derive(Clone)]
 pub enum Store {
@@ -88,7 +84,12 @@ impl Store {
         use opendal::layers::{RetryLayer, TimeoutLayer};
         let op = opendal::Operator::via_iter("s3", s3.opendal_options())
             .map_err(|e| opendal_io(&e))?
-            .layer(TimeoutLayer::new().with_timeout(REQUEST_TIMEOUT))
+            // The repository's `timeout` per request, below the retries as OpenDAL wants it:
+            // a hung server must not hold a lock file's write forever.
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(u64::from(s3.timeout_secs.max(1)))),
+            )
             .layer(
                 RetryLayer::new()
                     .with_max_times(usize::try_from(s3.retry).unwrap_or(3))

@@ -18,7 +18,7 @@
 //! swap of a restored tree and the settling of an interrupted swap ([`crate::fsutil`]).
 
 use std::{
-    io::{Read, Seek, Write},
+    io::{Read, Write},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -247,13 +247,14 @@ pub fn sweep(dir: &Path, prefix: &str) -> Vec<String> {
                     ),
                 });
             }
-        } else if !names.contains(&format!("{name}{OWNER_SUFFIX}")) && legacy_and_old(&path) {
-            if std::fs::remove_dir_all(&path).is_ok() {
-                notes.push(format!(
-                    "removed {}, left by an earlier akbackup a day ago or more",
-                    path.display()
-                ));
-            }
+        } else if !names.contains(&format!("{name}{OWNER_SUFFIX}"))
+            && legacy_and_old(&path)
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            notes.push(format!(
+                "removed {}, left by an earlier akbackup a day ago or more",
+                path.display()
+            ));
         }
     }
     notes
@@ -296,7 +297,6 @@ fn judge(owner_path: &Path) -> Option<(Verdict, Option<Owner>)> {
     }
     let mut text = String::new();
     let _ = lock.read_to_string(&mut text);
-    let _ = lock.rewind();
     let owner = serde_json::from_str::<Owner>(&text).ok();
     if let Some(o) = &owner
         && o.host != this_host()

@@ -41,6 +41,8 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let dst = Repository::open_section(config.repository_named(&args.to)?)
         .map(super::with_wait)
         .with_context(|| format!("cannot open repository {}", args.to))?;
+    super::settle_dead_runs(&config, src.path());
+    super::settle_dead_runs(&config, dst.path());
     let sets = if args.sets.is_empty() {
         src.sets()?
     } else {

@@ -286,11 +286,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Opens the repository with a context line.
+/// Opens the repository with a context line, then settles what dead runs left (services
+/// they stopped, their stages: see `cleanup::after_dead_runs`), saying what it did.
 pub fn open_repo(config: &Config) -> anyhow::Result<akbackup_core::repository::Repository> {
-    akbackup_core::repository::Repository::open(config)
+    let repo = akbackup_core::repository::Repository::open(config)
         .map(with_wait)
-        .context("cannot open repository")
+        .context("cannot open repository")?;
+    settle_dead_runs(config, repo.path());
+    Ok(repo)
+}
+
+/// Starts what a dead run stopped and removes what it left in `work_dir` and beside the
+/// configured components; each action is one warning line.
+pub fn settle_dead_runs(config: &Config, work_dir: &std::path::Path) {
+    for note in akbackup_core::cleanup::after_dead_runs(config, work_dir) {
+        crate::render::log(crate::render::Level::Warn, None, &note);
+    }
 }
 
 /// Exit code from a success flag.

@@ -11,7 +11,8 @@ use crate::render;
 ///
 /// Exit 0 when every configured component has a complete set younger than --warn-hours,
 /// 1 (warning) when one is older, 2 (critical) when one is older than --crit-hours or was
-/// never backed up: the convention of Nagios, Icinga and Zabbix's external checks.
+/// never backed up, or when a service stopped by an akbackup run that died is still down:
+/// the convention of Nagios, Icinga and Zabbix's external checks.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Age in hours from which a component is a warning
@@ -37,6 +38,20 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     let now = args.now.unwrap_or_else(jiff::Timestamp::now);
     let ages = monitoring::ages(&names, &sets, now, args.warn_hours, args.crit_hours);
+    // Services a dead run stopped that opening the repository could not start again: the
+    // platform is down, whatever the age of the backups.
+    let down: Vec<String> = akbackup_core::stopped::pending(repo.path())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| !e.recorder_alive())
+                .map(akbackup_core::stopped::Entry::describe)
+                .collect()
+        })
+        .unwrap_or_else(|e| vec![e.to_string()]);
+    for line in &down {
+        render::log(render::Level::Error, None, &format!("CRITICAL: {line}"));
+    }
     render::out(g, &ages, || {
         let mut s = String::new();
         for a in &ages {
@@ -52,9 +67,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        for line in &down {
+            let _ = writeln!(s, "{:<16} {:<9} {line}", "service", "CRITICAL");
+        }
         s
     })?;
-    let code = if ages.iter().any(|a| a.state == "critical") {
+    let code = if !down.is_empty() || ages.iter().any(|a| a.state == "critical") {
         2
     } else {
         u8::from(ages.iter().any(|a| a.state == "warning"))

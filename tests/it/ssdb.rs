@@ -545,13 +545,18 @@ fn systemctl_calls(sb: &Sandbox) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `akbackup ARGS` with the stand-in dir first on `PATH`.
-fn with_systemctl(sb: &Sandbox, args: &[&str]) -> Output {
+/// `PATH` with the stand-in dir first.
+fn stand_in_path(sb: &Sandbox) -> std::ffi::OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![sb.root().join("bin")];
     dirs.extend(std::env::split_paths(&path));
+    std::env::join_paths(dirs).expect("join PATH")
+}
+
+/// `akbackup ARGS` with the stand-in dir first on `PATH`.
+fn with_systemctl(sb: &Sandbox, args: &[&str]) -> Output {
     sb.cmd(args)
-        .env("PATH", std::env::join_paths(dirs).expect("join PATH"))
+        .env("PATH", stand_in_path(sb))
         // A failing health check is retried this long before the rollback.
         .env("AKBACKUP_SSDB_START_TIMEOUT", "2")
         .output()
@@ -879,4 +884,234 @@ fn files_beside_the_databases_are_in_the_set() {
     );
     assert!(!restored.join("ssdb.pid").exists(), "a pid file was stored");
     assert!(restored.join("data").join("CURRENT").is_file());
+}
+
+/// Makes the stand-in's `stop` touch `<root>/stopping` and then hang until `<root>/release`
+/// exists (at most a minute): a run is then reliably inside its stop when the test kills it.
+fn hang_on_stop(sb: &Sandbox) {
+    let root = sb.root().display();
+    support::write_file(
+        &sb.root().join("systemctl.on-stop"),
+        format!(
+            "touch '{root}/stopping'\n\
+             i=0; while [ ! -f '{root}/release' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+        )
+        .as_bytes(),
+    );
+}
+
+/// Lets a hanging `stop` return and makes later ones return at once.
+fn release_stop(sb: &Sandbox) {
+    support::write_file(&sb.root().join("release"), b"");
+    let _ = fs::remove_file(sb.root().join("systemctl.on-stop"));
+}
+
+/// `akbackup ARGS` spawned with the stand-in first on `PATH` and `config` as its config.
+fn spawn_with_systemctl(sb: &Sandbox, config: &Path, args: &[&str]) -> Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_akbackup"))
+        .args(args)
+        .env("AKBACKUP_CONFIG", config)
+        .env_remove("AKBACKUP_PASSWORD")
+        .env("XDG_CACHE_HOME", sb.root().join("cache"))
+        .env("PATH", stand_in_path(sb))
+        .current_dir(sb.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn akbackup")
+}
+
+/// Waits until `path` exists; fails if `child` ends first or a minute passes.
+fn wait_for_marker(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = child.try_wait().expect("poll akbackup") {
+            panic!(
+                "akbackup ended ({status}) before {} appeared",
+                path.display()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} did not appear within a minute",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts a stop-mode backup of [`NAME`] and `kill -9`s it while the stand-in's `stop` runs
+/// (the unit is down); returns its pid. The stand-in is released afterwards.
+fn kill_stop_mode_backup(sb: &Sandbox) -> u32 {
+    hang_on_stop(sb);
+    let mut child = spawn_with_systemctl(sb, &sb.config_path(), &["backup", "--only", NAME]);
+    let pid = child.id();
+    wait_for_marker(&sb.root().join("stopping"), &mut child);
+    crate::faults::kill9(pid);
+    let _ = child.wait();
+    release_stop(sb);
+    let _ = fs::remove_file(sb.root().join("stopping"));
+    assert_eq!(
+        systemctl_calls(sb),
+        vec![format!("stop {UNIT}")],
+        "calls of the killed backup"
+    );
+    pid
+}
+
+/// Names in `dir` that start with `prefix`.
+fn entries_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Regression: `kill -9` during a stop-mode backup left the unit stopped for good. The run
+/// journals the stop before it makes it; while the unit cannot be started (the stand-in's
+/// `start` fails) `status` exits 2 with a CRITICAL line naming the unit, the dead pid and the
+/// command to run; the next command starts it again and says so, exactly once.
+#[test]
+fn a_killed_stop_mode_backup_leaves_the_unit_started_by_the_next_command() {
+    let sb = stop_mode_sandbox("");
+    let out = with_systemctl(&sb, &["backup", "--only", NAME]);
+    assert_exit(&out, 0, "first stop-mode backup");
+    fs::remove_file(systemctl_log(&sb)).expect("reset the call log");
+
+    let pid = kill_stop_mode_backup(&sb);
+    let journal = fs::read_to_string(sb.repo().join("akbackup-stopped.json"))
+        .expect("the killed run journaled its stop");
+    assert!(
+        journal.contains(UNIT) && journal.contains(&format!("\"pid\": {pid}")),
+        "{journal}"
+    );
+
+    let fail = sb.root().join("systemctl.fail");
+    support::write_file(&fail, b"start");
+    let out = with_systemctl(&sb, &["status"]);
+    assert_exit(&out, 2, "status while the unit is down");
+    let text = support::all_output(&out);
+    for want in [
+        "CRITICAL".to_string(),
+        format!("{UNIT} was stopped by akbackup pid {pid}"),
+        "which died".to_string(),
+        format!("systemctl start {UNIT}"),
+    ] {
+        assert!(
+            text.contains(&want),
+            "status does not say {want:?}:\n{text}"
+        );
+    }
+    fs::remove_file(&fail).expect("remove systemctl.fail");
+
+    let out = with_systemctl(&sb, &["snapshots"]);
+    assert_exit(&out, 0, "the next command");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains(&format!("pid {pid}")) && text.contains("started it again"),
+        "the next command does not say it started {UNIT}:\n{text}"
+    );
+    let calls = systemctl_calls(&sb);
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some(format!("start {UNIT}").as_str()),
+        "{calls:?}"
+    );
+    assert!(
+        !sb.repo().join("akbackup-stopped.json").exists(),
+        "the journal still lists the unit"
+    );
+    let out = with_systemctl(&sb, &["status"]);
+    assert_exit(&out, 0, "status once the unit is up");
+    assert_eq!(systemctl_calls(&sb), calls, "started a second time");
+}
+
+/// Regression: a killed backup left `.akbackup-staging-*` in the repository forever. The
+/// next command that writes (here `forget`) removes the dead run's stages, in the repository
+/// and next to the store, with their owner files.
+#[test]
+fn a_killed_backup_leaves_no_staging_after_the_next_command() {
+    let sb = stop_mode_sandbox("");
+    let parent = store_dir(&sb).parent().expect("parent").to_path_buf();
+    kill_stop_mode_backup(&sb);
+    assert!(
+        !entries_starting(&sb.repo(), ".akbackup-staging-").is_empty(),
+        "the killed run left no staging to clean up"
+    );
+    assert!(
+        !entries_starting(&parent, ".actions.akbackup-stage-").is_empty(),
+        "the killed run left no store stage to clean up"
+    );
+    let out = with_systemctl(&sb, &["forget", "--keep-last", "3"]);
+    assert_exit(&out, 0, "forget after the kill");
+    assert_eq!(
+        entries_starting(&sb.repo(), ".akbackup-"),
+        Vec::<String>::new(),
+        "stages left in the repository:\n{}",
+        support::all_output(&out)
+    );
+    assert_eq!(
+        entries_starting(&parent, ".actions.akbackup-"),
+        Vec::<String>::new(),
+        "stages left next to the store"
+    );
+}
+
+/// Regression: a backup of the store into a second repository deleted the live stage of a
+/// backup into the first (and stage names had one-second resolution, so two runs in the same
+/// second shared one). Here the first run is held inside its `stop`; the second runs to the
+/// end beside it and leaves the first run's stage alone; then the first completes.
+#[test]
+fn a_backup_into_a_second_repository_leaves_a_running_backups_stage_alone() {
+    let sb = stop_mode_sandbox("");
+    let parent = store_dir(&sb).parent().expect("parent").to_path_buf();
+    let second = sb.root().join("second.toml");
+    support::write_file(
+        &second,
+        ssdb_config(&sb, "")
+            .replace(&toml_str(&sb.repo()), &toml_str(&sb.root().join("repo2")))
+            .as_bytes(),
+    );
+    let out = sb
+        .cmd(&["init"])
+        .env("AKBACKUP_CONFIG", &second)
+        .output()
+        .expect("spawn akbackup");
+    assert_exit(&out, 0, "init of the second repository");
+
+    hang_on_stop(&sb);
+    let mut first = spawn_with_systemctl(&sb, &sb.config_path(), &["backup", "--only", NAME]);
+    wait_for_marker(&sb.root().join("stopping"), &mut first);
+    let stages = entries_starting(&parent, ".actions.akbackup-stage-");
+    assert!(!stages.is_empty(), "the first run has no stage");
+
+    let out = spawn_with_systemctl(&sb, &second, &["backup", "--only", NAME])
+        .wait_with_output()
+        .expect("wait for the second backup");
+    assert_exit(&out, 0, "backup into the second repository");
+    let now = entries_starting(&parent, ".actions.akbackup-stage-");
+    for s in &stages {
+        assert!(
+            now.contains(s),
+            "the second backup removed the first run's stage {s}; left: {now:?}\n{}",
+            support::all_output(&out)
+        );
+    }
+
+    release_stop(&sb);
+    let out = first.wait_with_output().expect("wait for the first backup");
+    assert_exit(&out, 0, "the first backup, after the second");
+    assert_eq!(sb.sets().len(), 1, "sets in the first repository");
+    assert_eq!(
+        entries_starting(&parent, ".actions.akbackup-"),
+        Vec::<String>::new(),
+        "stages left next to the store"
+    );
 }

@@ -261,8 +261,11 @@ pub fn import(
         .pop()
         .ok_or_else(|| ArchiveError::UnknownName(path.to_path_buf()))?;
     let date = parsed.map(|(_, d)| d);
-    let staging = crate::fsutil::private_tempdir(".akbackup-import-", repo.path())
-        .map_err(io(repo.path()))?;
+    for note in crate::stage::sweep(repo.path(), crate::stage::IMPORT) {
+        progress.note(&note);
+    }
+    let staging =
+        crate::stage::Stage::create(repo.path(), crate::stage::IMPORT).map_err(io(repo.path()))?;
     progress.note(&format!("unpacking {}", path.display()));
     let (staged, details) = if name.kind == Kind::Mongodb {
         unpack_mongodb(path, staging.path())?
@@ -493,7 +496,10 @@ pub fn export(
         if target.exists() {
             return Err(ArchiveError::Exists(target));
         }
-        let work = crate::fsutil::private_tempdir(".akbackup-export-", dir).map_err(io(dir))?;
+        for note in crate::stage::sweep(dir, crate::stage::EXPORT) {
+            progress.note(&note);
+        }
+        let work = crate::stage::Stage::create(dir, crate::stage::EXPORT).map_err(io(dir))?;
         let tree_dir = work.path().join("tree");
         let repo_path = Path::new(&rec.repo_path);
         tree::materialize(

@@ -126,9 +126,13 @@ pub fn run(
     let partial = repo.partial_snapshots()?;
     repo.discard(&partial)?;
 
-    // Private staging next to the repository (same filesystem as the data it feeds).
+    // Private staging next to the repository (same filesystem as the data it feeds), owned
+    // by this run; what killed runs left there goes first.
+    for note in crate::stage::sweep(repo.path(), crate::stage::BACKUP) {
+        progress.note(&note);
+    }
     let staging =
-        crate::fsutil::private_tempdir(".akbackup-staging-", repo.path()).map_err(|source| {
+        crate::stage::Stage::create(repo.path(), crate::stage::BACKUP).map_err(|source| {
             BackupError::Staging {
                 path: repo.path().display().to_string(),
                 source,

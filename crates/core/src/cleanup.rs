@@ -4,7 +4,9 @@
 //! paths release them through guards (`Drop`); on SIGINT, SIGTERM or SIGHUP a background
 //! thread started by [`install_signal_handler`] performs every registered action (remove the
 //! staging directory, start the stopped service) before the process exits with 130. A `kill -9`
-//! cannot be caught: the next run removes leftover staging directories itself.
+//! cannot be caught: the next run removes leftover staging directories whose owner died
+//! ([`crate::stage`]), and starts the services the dead run stopped, which are journaled on
+//! disk when registered here ([`crate::stopped`]): register a start *before* running the stop.
 
 use std::{
     path::PathBuf,
@@ -39,7 +41,8 @@ impl std::fmt::Debug for Callback {
     }
 }
 
-static REGISTRY: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
+/// Registered actions: id, action, and the journal entry of a stopped service.
+static REGISTRY: Mutex<Vec<(u64, Action, Option<String>)>> = Mutex::new(Vec::new());
 /// Set by the signal thread before it starts undoing things.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -65,24 +68,44 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 pub struct Guard {
     id: u64,
     action: Option<Action>,
+    journal: Option<String>,
 }
 
 /// Registers `action` until the returned guard is dropped (which performs it) or disarmed.
+/// A start of something stopped is also journaled on disk ([`crate::stopped`]) until then, so
+/// register it before the stop runs.
 #[must_use]
 pub fn register(action: Action) -> Guard {
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let journal = match &action {
+        Action::StartUnit(unit) => crate::stopped::record(
+            unit,
+            &["systemctl".to_string(), "start".to_string(), unit.clone()],
+            id,
+        ),
+        Action::Run(argv) => {
+            // `systemctl start UNIT` is named by its unit, any other command by itself.
+            let service = match argv.as_slice() {
+                [ctl, start, unit] if ctl == "systemctl" && start == "start" => unit.clone(),
+                _ => format!("the service of `{}`", shell_words::join(argv)),
+            };
+            crate::stopped::record(&service, argv, id)
+        }
+        Action::RemoveDir(_) | Action::RemoveFile(_) | Action::Call(_) => None,
+    };
     if let Ok(mut r) = REGISTRY.lock() {
-        r.push((id, action.clone()));
+        r.push((id, action.clone(), journal.clone()));
     }
     Guard {
         id,
         action: Some(action),
+        journal,
     }
 }
 
 fn unregister(id: u64) {
     if let Ok(mut r) = REGISTRY.lock() {
-        r.retain(|(i, _)| *i != id);
+        r.retain(|(i, _, _)| *i != id);
     }
 }
 
@@ -113,6 +136,9 @@ impl Guard {
     pub fn disarm(mut self) {
         unregister(self.id);
         self.action = None;
+        if let Some(j) = self.journal.take() {
+            crate::stopped::clear(&j);
+        }
     }
 }
 
@@ -121,6 +147,9 @@ impl Drop for Guard {
         unregister(self.id);
         if let Some(a) = self.action.take() {
             perform(&a);
+        }
+        if let Some(j) = self.journal.take() {
+            crate::stopped::clear(&j);
         }
     }
 }
@@ -137,9 +166,9 @@ pub fn install_signal_handler() -> std::io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 INTERRUPTED.store(true, Ordering::SeqCst);
-                let actions: Vec<Action> = REGISTRY
+                let actions: Vec<(Action, Option<String>)> = REGISTRY
                     .lock()
-                    .map(|mut r| r.drain(..).rev().map(|(_, a)| a).collect())
+                    .map(|mut r| r.drain(..).rev().map(|(_, a, j)| (a, j)).collect())
                     .unwrap_or_default();
                 if !actions.is_empty() {
                     eprintln!(
@@ -147,11 +176,34 @@ pub fn install_signal_handler() -> std::io::Result<()> {
                         actions.len()
                     );
                 }
-                for a in &actions {
+                for (a, journal) in &actions {
                     perform(a);
+                    if let Some(j) = journal {
+                        crate::stopped::clear(j);
+                    }
                 }
                 std::process::exit(130);
             }
         })?;
     Ok(())
+}
+
+/// What the next run does about a run that died where no signal could reach it (`kill -9`,
+/// a power cut), before anything else: starts the services the dead run stopped (journaled
+/// in `work_dir`, see [`crate::stopped`]; entries of runs still alive are left alone) and
+/// removes its stages ([`crate::stage::sweep_all`]); from then on this run's own stops are
+/// journaled in `work_dir`. `work_dir` is the repository's local directory. Returns one line
+/// per thing done or found wrong, for the operator.
+#[must_use]
+pub fn after_dead_runs(config: &crate::config::Config, work_dir: &std::path::Path) -> Vec<String> {
+    crate::stopped::journal_in(work_dir);
+    let mut notes = match crate::stopped::settle(work_dir) {
+        Ok(settled) => settled
+            .iter()
+            .map(crate::stopped::Settled::describe)
+            .collect(),
+        Err(e) => vec![e.to_string()],
+    };
+    notes.extend(crate::stage::sweep_all(config, work_dir));
+    notes
 }

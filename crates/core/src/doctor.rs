@@ -4,7 +4,8 @@
 //! checklist, run against the set that will be restored: the repository opens with the
 //! password, the set is there, each component's units exist, the users that own its files
 //! exist here, its target directory's parent exists and has room, and each MongoDB server
-//! answers. One line per check, so the operator fixes them in order.
+//! answers; and no service is left stopped by an akbackup run that died. One line per check,
+//! so the operator fixes them in order.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -106,7 +107,27 @@ pub fn run(
         }
         out.push(owners(repo, set, &name, c.repo_path()));
     }
+    out.extend(stopped_services(repo));
     out
+}
+
+/// A service an akbackup run stopped and did not start again: a run that died and whose
+/// service the next command could not start (it said why) fails the check; one still
+/// running (a stop-mode backup) is noted.
+fn stopped_services(repo: &Repository) -> Vec<Check> {
+    match crate::stopped::pending(repo.path()) {
+        Ok(entries) => entries
+            .iter()
+            .map(|e| {
+                check(
+                    format!("{}: stopped", e.service),
+                    e.recorder_alive(),
+                    e.describe(),
+                )
+            })
+            .collect(),
+        Err(e) => vec![check("stopped services", false, e.to_string())],
+    }
 }
 
 /// The parent of the component's directory exists and its filesystem has room for the

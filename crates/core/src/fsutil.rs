@@ -39,19 +39,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A temporary directory `<dir>/<prefix>XXXXXX` that only its owner can enter (0700): it
-/// holds copies of the platform's data (tempfile's default honours the umask, usually 0755).
-///
-/// # Errors
-/// I/O errors creating it.
-pub fn private_tempdir(prefix: &str, dir: &Path) -> std::io::Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(dir)
-}
-
 /// The first existing directory from `path` up to `/` that a user other than this one (or
 /// root) could change: owned by another user, or group- or world-writable without the sticky
 /// bit. Such a user could swap a directory on the way to `path` for a symlink while a restore
@@ -189,18 +176,28 @@ pub fn swap_into_place(
 }
 
 /// Cleans up after a restore of `live` that was killed (`kill -9`, power loss): removes
-/// staging directories `.<name>.akbackup-restore-*`, and settles every hidden
-/// `.<keep name>.<inode>` left by [`swap_into_place`]: still the staged tree (same inode) ->
-/// removed, or moved into `live` if `live` is gone; the previous tree (another inode) ->
-/// renamed to its keep name, so it is where the interrupted run said it would be. Returns one
-/// line per action, for the operator.
+/// staging directories `.<name>.akbackup-restore-*` whose owner died ([`crate::stage::sweep`]),
+/// and settles every hidden `.<keep name>.<inode>` left by [`swap_into_place`]: still the
+/// staged tree (same inode) -> removed, or moved into `live` if `live` is gone; the previous
+/// tree (another inode) -> renamed to its keep name, so it is where the interrupted run said
+/// it would be. While another run restores the same directory (a live owner of a staging
+/// directory there, for instance a restore from a second repository) the swap names are left
+/// alone: one may be that run's swap in progress. Returns one line per action, for the
+/// operator.
 #[must_use]
 pub fn recover_interrupted_restore(live: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let mut notes = Vec::new();
     let (Some(parent), Some(name)) = (live.parent(), live.file_name()) else {
-        return notes;
+        return Vec::new();
     };
+    let staging = crate::stage::restore_prefix(live);
+    let mut notes: Vec<String> = crate::stage::sweep(parent, &staging)
+        .into_iter()
+        .map(|n| format!("{n} (the staging directory of an interrupted restore)"))
+        .collect();
+    if crate::stage::any_alive(parent, &staging) {
+        return notes;
+    }
     let name = name.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir(parent) else {
         return notes;
@@ -212,13 +209,7 @@ pub fn recover_interrupted_restore(live: &Path) -> Vec<String> {
             continue;
         };
         let path = entry.path();
-        if rest.starts_with("restore-") {
-            if std::fs::remove_dir_all(&path).is_ok() {
-                notes.push(format!(
-                    "removed {}, the staging directory of an interrupted restore",
-                    path.display()
-                ));
-            }
+        if rest.starts_with("restore-") || rest.starts_with("stage-") {
             continue;
         }
         let Some((keep_name, ino)) = fname[1..].rsplit_once('.') else {
@@ -370,15 +361,17 @@ mod tests {
         let u_ino = std::fs::metadata(&unswapped).unwrap().ino();
         let unswapped_named = t.path().join(format!(".live.akbackup-prev-Y.{u_ino}"));
         std::fs::rename(&unswapped, &unswapped_named).unwrap();
-        // Killed while writing: partial staging.
-        let partial = t.path().join(".live.akbackup-restore-Z");
+        // Killed while writing: partial staging, its owner file's lock free (owner dead).
+        let partial = t.path().join(".live.akbackup-restore-1-Z");
         std::fs::create_dir(&partial).unwrap();
+        std::fs::write(t.path().join(".live.akbackup-restore-1-Z.owner"), "").unwrap();
 
         let notes = recover_interrupted_restore(&live);
         assert_eq!(notes.len(), 3, "{notes:?}");
         let kept = t.path().join("live.akbackup-prev-X");
         assert_eq!(std::fs::read_to_string(kept.join("f")).unwrap(), "old");
         assert!(!swapping.exists() && !unswapped_named.exists() && !partial.exists());
+        assert!(!t.path().join(".live.akbackup-restore-1-Z.owner").exists());
         assert_eq!(std::fs::read_to_string(live.join("f")).unwrap(), "new");
         assert!(!t.path().join("live.akbackup-prev-Y").exists());
     }

@@ -14,6 +14,9 @@
 //! - [`component`] defines the [`component::Component`] trait; one module per kind.
 //! - [`repository`] owns the restic-format repository: sets, manifests, locking.
 //! - [`backup`], [`restore`], [`verify`], [`forget`] are the operations; each builds a plan first.
+//! - [`stage`] (private working directories, each owned by its run) and [`stopped`] (the
+//!   journal of services a run stopped) let the next run clean up after one that was killed;
+//!   [`cleanup`] does it on the paths a run lives through.
 //! - [`demo`] and [`sandbox`] generate a sandbox platform for the README's first command.
 //!
 //! Deliberately absent: terminal output. Progress is reported through [`progress::Progress`],
@@ -41,6 +44,8 @@ pub mod restore;
 pub mod sandbox;
 pub mod schedule;
 pub mod service;
+pub mod stage;
+pub mod stopped;
 pub mod tree;
 pub mod verify;
 

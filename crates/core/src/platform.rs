@@ -248,19 +248,23 @@ pub fn run(
     if run.error.is_none() {
         for cmd in &plan.stop {
             progress.note(&format!("{}: {}", cmd.component, cmd.command));
+            let start = plan
+                .start
+                .iter()
+                .find(|s| s.component == cmd.component)
+                .map(|s| s.argv.clone())
+                .unwrap_or_default();
+            // Registered (and journaled on disk) before the stop: a run killed from here on
+            // leaves a record the next run starts the service from.
+            let guard = cleanup::register(Action::Run(start));
             match service::run(&cmd.argv) {
                 Ok(()) => {
                     run.commands.push((cmd.command.clone(), "ok".to_string()));
                     run.row(&cmd.component).service = "down".to_string();
-                    let start = plan
-                        .start
-                        .iter()
-                        .find(|s| s.component == cmd.component)
-                        .map(|s| s.argv.clone())
-                        .unwrap_or_default();
-                    stopped.push((cmd, cleanup::register(Action::Run(start))));
+                    stopped.push((cmd, guard));
                 }
                 Err(e) => {
+                    guard.disarm();
                     run.commands.push((cmd.command.clone(), e.to_string()));
                     let row = run.row(&cmd.component);
                     row.service = "unknown".to_string();

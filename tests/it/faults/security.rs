@@ -40,7 +40,11 @@ fn staging_modes(sb: &Sandbox, args: &[&str], dir: &Path, prefix: &str) -> Vec<(
             .spawn()
             .expect("spawn akbackup");
         loop {
-            let found = named(dir, prefix);
+            // Directories only: the owner file beside each stage is a 0600 lock file.
+            let found: Vec<PathBuf> = named(dir, prefix)
+                .into_iter()
+                .filter(|p| p.is_dir())
+                .collect();
             if !found.is_empty() {
                 let out: Vec<_> = found.iter().map(|p| (p.clone(), mode(p))).collect();
                 kill9(child.id());

@@ -472,8 +472,10 @@ pub fn restore_for_check(
     set_id: &str,
     record: &ComponentRecord,
     progress: &ProgressRef,
-) -> Result<(tempfile::TempDir, PathBuf), String> {
-    let tmp = crate::fsutil::private_tempdir("akbackup-verify-", &std::env::temp_dir())
+) -> Result<(crate::stage::Stage, PathBuf), String> {
+    let tmp_dir = std::env::temp_dir();
+    let _ = crate::stage::sweep(&tmp_dir, crate::stage::VERIFY);
+    let tmp = crate::stage::Stage::create(&tmp_dir, crate::stage::VERIFY)
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let dest = tmp.path().join("data");
     crate::tree::materialize(
@@ -499,6 +501,8 @@ pub struct StagedRestore {
     pub stamp: String,
     /// What was written.
     pub written: MaterializeSummary,
+    /// The owner lock of `staging`: another run's sweep leaves it alone while we live.
+    pub owner: crate::stage::Stage,
 }
 
 impl StagedRestore {
@@ -524,22 +528,31 @@ impl StagedRestore {
             progress.note(&format!("{name}: {note}"));
         }
         let stamp = stamp();
-        let staging = crate::fsutil::sibling(live, &format!("restore-{stamp}"), true);
         let keep = crate::fsutil::unused_name(&crate::fsutil::sibling(
             live,
             &format!("prev-{stamp}"),
             false,
         ));
-        if let Some(parent) = live.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
-        }
+        let parent = live.parent().unwrap_or_else(|| Path::new("/"));
+        std::fs::create_dir_all(parent)
+            .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
+        // `.<name>.akbackup-restore-<pid>-<random>`: two restores of the same directory (from
+        // two repositories) never share it, and neither removes the other's.
+        let owner = crate::stage::Stage::create(parent, &crate::stage::restore_prefix(live))
+            .map_err(|e| {
+                err(format!(
+                    "cannot create a staging directory in {}: {e}; nothing was changed",
+                    parent.display()
+                ))
+            })?;
+        let staging = owner.path().to_path_buf();
         match crate::tree::materialize(repo, set_id, live, &staging, &name.to_string(), progress) {
             Ok(written) => Ok(Self {
                 staging,
                 keep,
                 stamp,
                 written,
+                owner,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);

@@ -28,7 +28,6 @@ use super::{
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
-    cleanup::{self, Action},
     config::{ComponentName, MongodbConfig, redact_uri},
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
@@ -255,14 +254,17 @@ impl Component for MongodbComponent {
 
         // The dump comes out of the repository first (authenticated blob by blob), so a
         // damaged set is found before the server is touched.
-        let scratch = crate::fsutil::private_tempdir(".akbackup-mongodb-restore-", repo.path())
+        for note in crate::stage::sweep(repo.path(), crate::stage::MONGODB_RESTORE) {
+            progress.note(&note);
+        }
+        // Removed when dropped, and on SIGINT/SIGTERM.
+        let scratch = crate::stage::Stage::create(repo.path(), crate::stage::MONGODB_RESTORE)
             .map_err(|e| {
                 self.err(format!(
                     "cannot create a scratch directory in {}: {e}",
                     repo.path().display()
                 ))
             })?;
-        let _cleanup = cleanup::register(Action::RemoveDir(scratch.path().to_path_buf()));
         let dir = scratch.path().join("dump");
         let written =
             crate::tree::materialize(repo, set_id, &self.repo_path, &dir, &label, progress)

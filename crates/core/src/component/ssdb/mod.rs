@@ -2,7 +2,8 @@
 //! and `meta/`), backed up while it serves traffic, verified before the set completes.
 //!
 //! Backup stages the store in a hidden sibling directory on the same filesystem
-//! (`/var/lib/ssdb/.<name>.akbackup-stage-<time>`, mode 0700): in `online` mode by the
+//! (`/var/lib/ssdb/.<name>.akbackup-stage-<pid>-<random>`, mode 0700, owned by the run: see
+//! [`crate::stage`]): in `online` mode by the
 //! checkpoint of [`checkpoint`] (tables hard-linked, logs and MANIFEST copied, races detected
 //! and retried), in `stop` mode by the same copy with the unit stopped, and started again right
 //! after staging, on every path. The staged copy is then opened with a real LevelDB
@@ -50,9 +51,9 @@ pub struct SsdbComponent {
     config: SsdbConfig,
 }
 
-/// Keeps the staged copy (and, in stop mode, a stopped unit) until the set is stored.
+/// Keeps the staged copy, and its owner lock, until the set is stored.
 struct Staged {
-    _dir: cleanup::Guard,
+    _stage: crate::stage::Stage,
 }
 
 /// A unit stopped by us; started again when dropped unless started explicitly.
@@ -62,11 +63,17 @@ struct Stopped {
 }
 
 impl Stopped {
+    /// Stops `unit`, registered (and journaled on disk) first, so that even a run killed
+    /// during or right after the stop leaves a record the next run starts it from.
     fn stop(unit: &str) -> Result<Self, service::ServiceError> {
-        service::systemctl("stop", unit)?;
+        let guard = cleanup::register(Action::StartUnit(unit.to_string()));
+        if let Err(e) = service::systemctl("stop", unit) {
+            guard.disarm();
+            return Err(e);
+        }
         Ok(Self {
             unit: unit.to_string(),
-            guard: Some(cleanup::register(Action::StartUnit(unit.to_string()))),
+            guard: Some(guard),
         })
     }
 
@@ -156,26 +163,14 @@ impl SsdbComponent {
         ))
     }
 
-    /// Removes staging directories left by a run that was killed.
-    fn remove_leftovers(&self) {
+    /// Removes staging directories next to the store whose run died (never one whose run
+    /// still holds it: a backup of this store into another repository may be running).
+    fn remove_leftovers(&self, progress: &ProgressRef) {
         let Some(parent) = self.config.path.parent() else {
             return;
         };
-        let Some(name) = self
-            .config
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-        else {
-            return;
-        };
-        let prefix = format!(".{name}.akbackup-stage-");
-        if let Ok(rd) = std::fs::read_dir(parent) {
-            for e in rd.filter_map(Result::ok) {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
+        for note in crate::stage::sweep(parent, &crate::stage::ssdb_prefix(&self.config.path)) {
+            progress.note(&format!("{}: {note}", self.name));
         }
     }
 
@@ -410,23 +405,15 @@ impl Component for SsdbComponent {
         progress: &ProgressRef,
         parent: Option<&ParentSet<'_>>,
     ) -> Result<Prepared, ComponentError> {
-        self.remove_leftovers();
-        let stage = fsutil::sibling(
-            &self.config.path,
-            &format!("stage-{}", super::stamp()),
-            true,
-        );
+        self.remove_leftovers(progress);
+        let beside = self.config.path.parent().unwrap_or_else(|| Path::new("/"));
         // 0700 from the start: the hard links in it are the store's live table files.
-        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-            .create(&stage)
-            .map_err(|e| {
-                self.source_err(&stage, format!("cannot create staging directory: {e}"))
-            })?;
-        let guard = cleanup::register(Action::RemoveDir(stage.clone()));
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o700));
-        }
+        let owned =
+            crate::stage::Stage::create(beside, &crate::stage::ssdb_prefix(&self.config.path))
+                .map_err(|e| {
+                    self.source_err(beside, format!("cannot create a staging directory: {e}"))
+                })?;
+        let stage = owned.path().to_path_buf();
         let (mut details, mode) = match self.config.mode {
             SsdbMode::Online => {
                 progress.note(&format!(
@@ -480,7 +467,7 @@ impl Component for SsdbComponent {
                 expected_bytes: None,
             },
             details,
-            guard: Some(Box::new(Staged { _dir: guard })),
+            guard: Some(Box::new(Staged { _stage: owned })),
         })
     }
 
@@ -742,14 +729,19 @@ impl SsdbComponent {
         stamp: &str,
         why: &str,
     ) -> ComponentError {
+        // Journaled like every stop: a kill -9 during the rollback leaves a record.
+        let restart = cleanup::register(Action::StartUnit(unit.to_string()));
         let _ = service::systemctl("stop", unit);
         let Some(prev) = previous else {
+            // Left stopped, as before the journal: the restored store failed its check.
+            restart.disarm();
             return self.err(format!(
                 "the restored store failed: {why}; there was no previous store to put back"
             ));
         };
         let failed = fsutil::sibling(live, &format!("failed-{stamp}"), false);
         let back = fsutil::swap_into_place(prev, live, &failed);
+        restart.disarm();
         let started = service::systemctl("start", unit);
         match (back, started) {
             (Ok(_), Ok(())) => self.err(format!(

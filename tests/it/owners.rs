@@ -191,6 +191,8 @@ fn restore_without_owners_drops_setuid_and_says_so() {
     std::fs::create_dir_all(sb.repo()).unwrap();
     chown(&sb.repo(), 65534, 65534);
     chown(&sb.password_file(), 65534, 65534);
+    // The config is 0600 (as one holding a secret must be): nobody reads it as its owner.
+    chown(&sb.config_path(), 65534, 65534);
     assert_exit(&as_nobody(&sb, &["init"]), 0, "init as nobody");
     assert_exit(&as_nobody(&sb, &["backup"]), 0, "backup as nobody");
     let target = sb.root().join("restored");

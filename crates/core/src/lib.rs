@@ -12,7 +12,9 @@
 //!
 //! - [`config`] owns the TOML schema and the defaults of a standard Altcraft install.
 //! - [`component`] defines the [`component::Component`] trait; one module per kind.
-//! - [`repository`] owns the restic-format repository: sets, manifests, locking.
+//! - [`repository`] owns the restic-format repository: sets, manifests, locking (a local
+//!   lock per host, and restic's lock files in the repository, which other hosts and the
+//!   restic client honour), and which host's sets a command acts on.
 //! - [`backup`], [`restore`], [`verify`], [`forget`] are the operations; each builds a plan first.
 //! - [`stage`] (private working directories, each owned by its run) and [`stopped`] (the
 //!   journal of services a run stopped) let the next run clean up after one that was killed;

@@ -39,6 +39,7 @@ pub mod hooks;
 pub mod monitoring;
 pub mod plan;
 pub mod platform;
+pub mod process;
 pub mod progress;
 pub mod redact;
 pub mod repository;

@@ -82,17 +82,11 @@ impl Owner {
     pub fn me() -> Self {
         Self {
             pid: std::process::id(),
-            host: this_host(),
+            host: crate::process::this_host(),
             command: command_line(),
             time: jiff::Timestamp::now().to_string(),
         }
     }
-}
-
-/// This host's name.
-#[must_use]
-pub fn this_host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// The command line of this run (`akbackup backup --only ssdb.stat`), for owner records.
@@ -299,7 +293,7 @@ fn judge(owner_path: &Path) -> Option<(Verdict, Option<Owner>)> {
     let _ = lock.read_to_string(&mut text);
     let owner = serde_json::from_str::<Owner>(&text).ok();
     if let Some(o) = &owner
-        && o.host != this_host()
+        && o.host != crate::process::this_host()
     {
         // On a directory shared between hosts the lock may not cross them: never guess.
         return Some((Verdict::OtherHost(o.host.clone()), owner));
@@ -408,7 +402,7 @@ mod tests {
         std::fs::write(
             t.path().join(format!("{BACKUP}1-dead{OWNER_SUFFIX}")),
             r#"{"pid":1,"host":"h","command":"akbackup backup","time":"t"}"#
-                .replace("\"h\"", &format!("\"{}\"", this_host())),
+                .replace("\"h\"", &format!("\"{}\"", crate::process::this_host())),
         )
         .unwrap();
         let legacy = t.path().join(format!("{BACKUP}Ab12Cd"));

@@ -87,8 +87,9 @@ impl Entry {
     /// see its processes).
     #[must_use]
     pub fn recorder_alive(&self) -> bool {
-        self.host != crate::stage::this_host()
-            || (self.pid == std::process::id() || (alive(self.pid) && is_akbackup(self.pid)))
+        self.host != crate::process::this_host()
+            || (self.pid == std::process::id()
+                || (crate::process::alive(self.pid) && crate::process::is_akbackup(self.pid)))
     }
 
     /// One line saying what is down and why, for `status` and `doctor`.
@@ -109,29 +110,6 @@ impl Entry {
                 self.start_line()
             )
         }
-    }
-}
-
-/// Whether `pid` is a live process.
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
-}
-
-/// Whether `pid` runs an akbackup binary (a reused pid is not our run), or cannot be examined
-/// (then assume it does: never start a service on a guess).
-fn is_akbackup(pid: u32) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            String::from_utf8_lossy(argv0).contains("akbackup")
-        }
-        Err(_) => true,
     }
 }
 
@@ -315,7 +293,7 @@ mod tests {
             service: "unit".to_string(),
             start: vec!["true".to_string()],
             pid,
-            host: crate::stage::this_host(),
+            host: crate::process::this_host(),
             command: "akbackup backup".to_string(),
             time: "t".to_string(),
         }

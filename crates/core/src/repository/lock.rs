@@ -22,6 +22,8 @@ use std::{
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::process::{alive, is_akbackup, this_host};
+
 use serde::{Deserialize, Serialize};
 
 /// Name of the lock file in the repository root.
@@ -106,32 +108,6 @@ pub struct RepoLock {
     _kernel_lock: Flock<std::fs::File>,
     /// A stale lock that was broken to take this one.
     pub broke_stale: Option<LockHolder>,
-}
-
-fn this_host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
-
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
-}
-
-/// Whether process `pid` runs an akbackup binary (its command line names one), or cannot be
-/// examined (then assume it does: never break a lock on a guess).
-fn is_akbackup(pid: u32) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            String::from_utf8_lossy(argv0).contains("akbackup")
-        }
-        Err(_) => true,
-    }
 }
 
 /// Who holds the lock at `path`, for the message. The holder empties the file and writes

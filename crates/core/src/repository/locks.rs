@@ -109,13 +109,7 @@ impl LockFile {
         if self.hostname != here {
             return false;
         }
-        let Ok(pid) = i32::try_from(self.pid) else {
-            return true;
-        };
-        !matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Ok(()) | Err(nix::errno::Errno::EPERM)
-        )
+        u32::try_from(self.pid).map_or(true, |pid| !crate::process::alive(pid))
     }
 }
 

@@ -129,11 +129,7 @@ impl HostScope {
     }
 }
 
-/// This machine's host name, as backups record it.
-#[must_use]
-pub fn this_host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
+pub use crate::process::this_host;
 
 /// Called with the repository (as shown) and the holder when a wait for its lock begins.
 pub type WaitNotice = Box<dyn Fn(&str, &LockHolder) + Send + Sync>;

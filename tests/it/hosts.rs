@@ -183,6 +183,7 @@ fn wait_output(child: Child) -> Output {
 /// once B is done; B's set and every kept set read back whole.
 #[test]
 fn prune_on_one_host_waits_for_a_backup_on_another() {
+    let _heavy = crate::support::network_heavy_guard();
     let (_server, sb, a, b) = two_hosts("akb-hosts-prune", true, 50_000, (6, 200_000));
     a.ok(&sb, &["backup"]);
     a.ok(&sb, &["backup"]);
@@ -262,6 +263,7 @@ fn prune_on_one_host_waits_for_a_backup_on_another() {
 /// every host's sets on their own, and `snapshots` shows each set's host.
 #[test]
 fn latest_and_retention_act_on_this_hosts_sets() {
+    let _heavy = crate::support::network_heavy_guard();
     let bucket = "akb-hosts-scope";
     let (server, sb, a, b) = two_hosts(bucket, false, 20_000, (3, 50_000));
     for _ in 0..2 {

@@ -760,6 +760,7 @@ fn unreachable_server_fails_with_one_line_and_no_set() {
 /// (exit 1 or 2) naming `mongodb.control`, records no complete set and releases the lock.
 #[test]
 fn server_killed_during_backup_fails_without_a_set() {
+    let _quiet = crate::support::network_heavy_guard();
     let mut server = MongoServer::start();
     server.seed_fixture();
     let sb = mongo_sandbox("control", &server.uri(), "");

@@ -105,6 +105,7 @@ fn judge(host: &Host, op: Op, wait: bool, out: &Output) -> Result<bool, String> 
 /// damaged.
 #[test]
 fn two_hosts_on_one_bucket_lose_nothing() {
+    let _heavy = crate::support::network_heavy_guard();
     let (_server, sb, a, b) = two_hosts(BUCKET, false, 20_000, (4, 60_000));
     let hosts = [a, b];
     for h in &hosts {

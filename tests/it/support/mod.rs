@@ -699,3 +699,15 @@ pub fn first_line_within(stdout: std::process::ChildStdout, timeout: Duration) -
     });
     rx.recv_timeout(timeout).unwrap_or_default()
 }
+
+/// Held by the tests that open thousands of S3 connections at once (several hosts on one
+/// bucket) and by the tests that time a kill by watching the connection table for akbackup's
+/// first connection: beside the former, the table holds thousands of TIME-WAIT sockets, the
+/// machine is busy, and the watch missed a short connection (the kill then landed in a later
+/// phase than the test is about).
+pub fn network_heavy_guard() -> std::sync::MutexGuard<'static, ()> {
+    static GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

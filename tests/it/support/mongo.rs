@@ -469,10 +469,15 @@ fn client_connected(port: u16) -> bool {
     let want = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
         fs::read_to_string(table).is_ok_and(|text| {
-            text.lines().skip(1).any(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                cols.len() > 3 && cols[2].ends_with(&want) && cols[3] == "01"
-            })
+            // Cheap test first: after heavy S3 tests the table holds thousands of TIME-WAIT
+            // lines, and a slow scan misses a short connection.
+            text.lines()
+                .skip(1)
+                .filter(|line| line.contains(&want))
+                .any(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    cols.len() > 3 && cols[2].ends_with(&want) && cols[3] == "01"
+                })
         })
     })
 }

@@ -120,6 +120,15 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                     "prune would mark {} pack(s) unused, delete {} marked earlier, repack {}",
                     p.packs_marked, p.packs_deleted, p.packs_repacked
                 );
+            } else if p.delete_after_seconds == 0 {
+                let _ = writeln!(
+                    s,
+                    "prune: {} pack(s) removed from the storage ({} freed), {} repacked; \
+                     no delay: unused data was deleted at once",
+                    p.packs_removed,
+                    human_bytes(p.bytes_freed),
+                    p.packs_repacked
+                );
             } else {
                 let _ = writeln!(
                     s,

@@ -475,23 +475,31 @@ impl Repository {
     /// [`LockError::Held`] / [`LockError::RepoHeld`] / [`LockError::StillHeld`] naming the
     /// holder; storage errors of the lock or the index reload.
     pub fn lock(&self, command: &str, mode: LockMode) -> Result<RepoLock, RepoError> {
-        let tell = |h: &LockHolder| {
-            if let Some(tell) = &self.on_wait {
-                tell(&self.shown, h);
-            }
-        };
-        let mut lock = RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &tell)?;
-        let remote = locks::RemoteLock::acquire(
+        let mut lock =
+            RepoLock::acquire_waiting(&self.path, command, self.lock_wait, &|h| self.tell(h))?;
+        lock.attach(self.remote_lock(command, mode)?);
+        self.engine.reload_index()?;
+        Ok(lock)
+    }
+
+    /// Tells the front end, once, that a wait for `holder`'s lock begins.
+    fn tell(&self, holder: &LockHolder) {
+        if let Some(tell) = &self.on_wait {
+            tell(&self.shown, holder);
+        }
+    }
+
+    /// The `mode` lock in the repository itself, waiting as [`Repository::set_lock_wait`]
+    /// says.
+    fn remote_lock(&self, command: &str, mode: LockMode) -> Result<locks::RemoteLock, LockError> {
+        locks::RemoteLock::acquire(
             &self.store,
             Arc::clone(&self.engine),
             mode,
             command,
             self.lock_wait,
-            &tell,
-        )?;
-        lock.attach(remote);
-        self.engine.reload_index()?;
-        Ok(lock)
+            &|h| self.tell(h),
+        )
     }
 
     /// Takes only the repository's shared lock, for commands that read sets and write
@@ -507,19 +515,7 @@ impl Repository {
         command: &str,
         progress: &ProgressRef,
     ) -> Result<Option<locks::RemoteLock>, RepoError> {
-        let tell = |h: &LockHolder| {
-            if let Some(tell) = &self.on_wait {
-                tell(&self.shown, h);
-            }
-        };
-        match locks::RemoteLock::acquire(
-            &self.store,
-            Arc::clone(&self.engine),
-            LockMode::Shared,
-            command,
-            self.lock_wait,
-            &tell,
-        ) {
+        match self.remote_lock(command, LockMode::Shared) {
             Ok(lock) => {
                 self.engine.reload_index()?;
                 Ok(Some(lock))

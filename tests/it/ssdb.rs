@@ -340,12 +340,13 @@ fn naive_copy_of_live_store_is_not_a_backup() {
     );
 }
 
-/// A backup of a quiet store records per-type key counts equal to what LevelDB itself reports
-/// for the store (kv, hash, zset, queue, binlog, other, total), a hex digest, the store's own
-/// absolute path in the set, and `verify --deep` re-reads the stored copy and agrees.
+/// With `deep-check-every = "0h"` (every backup reads every key), a backup of a quiet store
+/// records per-type key counts equal to what LevelDB itself reports for the store (kv, hash,
+/// zset, queue, binlog, other, total), a hex digest, the store's own absolute path in the
+/// set, and `verify --deep` re-reads the stored copy and agrees.
 #[test]
 fn verify_deep_matches_manifest() {
-    let sb = ssdb_sandbox("");
+    let sb = ssdb_sandbox("deep-check-every = \"0h\"\n");
     let store = store_dir(&sb);
     let ack = sb.root().join("writer.ack");
     peer_ok(&[
@@ -461,51 +462,175 @@ fn second_backup_after_small_change_stores_little() {
     );
 }
 
-/// A store whose files did not change since the last set keeps that set's key counts and
-/// digest without reading its keys again (the manifest says so), and `verify --deep` still
-/// finds them equal to the stored data; after more writes every key is read again and the
-/// digest and counts follow the new data.
+/// The table files of the store's `data/` database.
+fn table_names(store: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_dir(store.join("data"))
+        .expect("read data/")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".ldb") || n.ends_with(".sst"))
+        .collect()
+}
+
+/// The table files of the `data/` database in set `id`, restored to a new directory.
+fn set_tables(sb: &Sandbox, id: &str) -> std::collections::BTreeSet<String> {
+    let target = sb.root().join(format!("tables-of-{id}"));
+    sb.ok(&["restore", id, "--only", NAME, "--target", arg(&target)]);
+    table_names(&target.join("ssdb/actions"))
+}
+
+/// The id of the newest set.
+fn newest_id(sb: &Sandbox) -> String {
+    sb.sets()
+        .last()
+        .and_then(|s| s["id"].as_str().map(str::to_string))
+        .expect("a set")
+}
+
+/// By default a backup's cost follows what changed: the first checks every table file, a
+/// second of the unchanged store checks none, and after more writes exactly the tables the
+/// new set holds that the previous set did not (as restoring both sets shows); no key is
+/// read and no digest recorded, and `verify --deep` still reads every key of every set.
 #[test]
-fn unchanged_store_carries_its_digest_over_and_a_changed_one_is_read_again() {
+fn backups_check_only_the_tables_new_since_the_parent() {
     let sb = ssdb_sandbox("");
     let store = store_dir(&sb);
-    fill(&store, 2.0, 1, false);
-    let inspection = |summary: &Value| {
-        component(summary, NAME)["details"]["inspection"]["data"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    fill(&store, 6.0, 1, false);
+    let details = |summary: &Value| component(summary, NAME)["details"].clone();
+    let tables = |summary: &Value| details(summary)["tables"]["data"].clone();
+
+    let first = sb.backup(&["--only", NAME]);
+    let in_first = set_tables(&sb, &newest_id(&sb));
+    assert!(
+        in_first.len() > 1,
+        "the store has too few tables: {in_first:?}"
+    );
+    assert_eq!(
+        tables(&first)["checked"],
+        in_first.len(),
+        "{:#}",
+        details(&first)
+    );
+    assert_eq!(tables(&first)["carried"], 0, "{:#}", details(&first));
+    assert!(
+        details(&first).get("digest").is_none() && details(&first).get("keys").is_none(),
+        "a default backup read every key: {:#}",
+        details(&first)
+    );
+
+    let second = sb.backup(&["--only", NAME]);
+    assert_eq!(tables(&second)["checked"], 0, "{:#}", details(&second));
+    assert_eq!(
+        tables(&second)["carried"],
+        in_first.len(),
+        "{:#}",
+        details(&second)
+    );
+
+    // Three times the 4 MiB memtable: LevelDB flushes it to new table files.
+    fill(&store, 12.0, 2, true);
+    let third = sb.backup(&["--only", NAME]);
+    let in_third = set_tables(&sb, &newest_id(&sb));
+    let new = in_third.difference(&in_first).count();
+    assert!(
+        new > 0,
+        "the writes added no table to the set: {in_third:?}"
+    );
+    assert_eq!(tables(&third)["checked"], new, "{:#}", details(&third));
+    assert_eq!(
+        tables(&third)["carried"],
+        in_third.len() - new,
+        "{:#}",
+        details(&third)
+    );
+    let inspection = details(&third)["inspection"]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        inspection.contains(&format!("{new} new table(s) checked")),
+        "{inspection}"
+    );
+    let out = sb.ok(&["verify", "--deep"]);
+    let text = support::all_output(&out);
+    assert!(text.contains("deep check of"), "{text}");
+}
+
+/// A table that appears after the first backup and is damaged on disk is refused by the next
+/// backup, named with its checksum failure, the first time it would enter a set; the sets
+/// before it stay as they were.
+#[test]
+fn a_damaged_new_table_fails_the_next_backup_naming_it() {
+    let sb = ssdb_sandbox("");
+    let store = store_dir(&sb);
+    fill(&store, 1.0, 1, false);
+    sb.backup(&["--only", NAME]);
+    let before = table_names(&store);
+    // Compacted: the tables of the new keys are in the MANIFEST, so in the next set.
+    fill(&store, 2.0, 2, false);
+    let victim = table_names(&store)
+        .difference(&before)
+        .next()
+        .cloned()
+        .expect("the writes added a table");
+    let path = store.join("data").join(&victim);
+    let mut bytes = fs::read(&path).expect("read table");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x01;
+    fs::write(&path, &bytes).expect("write table");
+
+    let out = sb
+        .cmd(&["backup", "--only", NAME])
+        .output()
+        .expect("run akbackup");
+    assert_exit(&out, 1, "backup with a damaged new table");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains(&victim) && text.contains("checksum"),
+        "the error does not name {victim} and its checksum:\n{text}"
+    );
+    assert_eq!(sb.sets().len(), 1, "a failed backup left a set");
+}
+
+/// `deep-check-every = "7d"`: the first backup reads every key (no full read yet) and records
+/// counts equal to LevelDB's; the next, of the unchanged store, carries them over; after
+/// writes the next checks only the new tables, records no digest, and keeps the first
+/// backup's time as the last full read.
+#[test]
+fn deep_check_every_reads_every_key_only_when_due() {
+    let sb = ssdb_sandbox("deep-check-every = \"7d\"\n");
+    let store = store_dir(&sb);
+    fill(&store, 1.0, 1, false);
     let details = |summary: &Value| component(summary, NAME)["details"].clone();
 
     let first = sb.backup(&["--only", NAME]);
     assert_eq!(
-        inspection(&first),
-        "every key read",
+        details(&first)["inspection"]["data"],
+        "every key read (deep-check-every)",
         "{:#}",
         details(&first)
     );
+    assert_eq!(details(&first)["keys"]["total"], count(&store)["total"]);
+    let read_at = details(&first)["last_full_read"].clone();
+    assert!(read_at.is_string(), "{:#}", details(&first));
+
     let second = sb.backup(&["--only", NAME]);
     assert!(
-        inspection(&second).contains("carried over"),
-        "an unchanged store was read again: {:#}",
+        details(&second)["inspection"]["data"]
+            .as_str()
+            .is_some_and(|s| s.contains("carried over")),
+        "{:#}",
         details(&second)
     );
     assert_eq!(details(&second)["digest"], details(&first)["digest"]);
-    assert_eq!(details(&second)["keys"], details(&first)["keys"]);
-    assert_eq!(details(&second)["keys"]["total"], count(&store)["total"]);
-    sb.ok(&["verify", "--deep"]);
 
     fill(&store, 0.2, 2, true);
     let third = sb.backup(&["--only", NAME]);
-    assert_eq!(
-        inspection(&third),
-        "every key read",
-        "{:#}",
+    assert!(
+        details(&third).get("digest").is_none(),
+        "a full read that was not due: {:#}",
         details(&third)
     );
-    assert_ne!(details(&third)["digest"], details(&first)["digest"]);
-    assert_eq!(details(&third)["keys"]["total"], count(&store)["total"]);
+    assert_eq!(details(&third)["last_full_read"], read_at);
     sb.ok(&["verify", "--deep"]);
 }
 

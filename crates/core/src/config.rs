@@ -497,6 +497,11 @@ pub struct SsdbConfig {
     pub port: Option<u16>,
     /// Password for the `auth` command of health checks.
     pub auth: Option<String>,
+    /// How often a backup also reads every key (`7d`, `12h`; `0h`: every backup), recording
+    /// key counts and a digest that `verify --deep` compares. Unset (the default): never; a
+    /// backup checks only the table files new since the parent set and that the copy opens,
+    /// so its cost follows what changed, not the store's size.
+    pub deep_check_every: Option<String>,
 }
 
 impl SsdbConfig {
@@ -636,7 +641,15 @@ const MONGODB_KEYS: &[&str] = &[
     "timeout",
     "insert-batch",
 ];
-const SSDB_KEYS: &[&str] = &["path", "service", "mode", "host", "port", "auth"];
+const SSDB_KEYS: &[&str] = &[
+    "path",
+    "service",
+    "mode",
+    "host",
+    "port",
+    "auth",
+    "deep-check-every",
+];
 
 impl Config {
     /// Reads and validates a config file.
@@ -868,6 +881,7 @@ impl Config {
                     host: None,
                     port: None,
                     auth: None,
+                    deep_check_every: None,
                 },
             );
         }
@@ -963,6 +977,12 @@ impl Config {
         }
         if let Some(d) = &self.retention.delete_after {
             parse_duration(d).map_err(|e| invalid(format!("[retention] delete-after: {e}")))?;
+        }
+        for (name, c) in &self.ssdb {
+            if let Some(d) = &c.deep_check_every {
+                parse_duration(d)
+                    .map_err(|e| invalid(format!("[ssdb.{name}] deep-check-every: {e}")))?;
+            }
         }
         for (name, m) in &self.mongodb {
             if m.uri.starts_with("mongodb+srv://") {

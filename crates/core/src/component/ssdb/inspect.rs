@@ -1,5 +1,8 @@
 //! Opening a copy of an SSDB store with a real LevelDB implementation and describing it:
-//! key counts per SSDB data type and a digest of every key and value.
+//! key counts per SSDB data type and a digest of every key and value ([`summarize`], the full
+//! read of `verify --deep`), or, as every backup does, only what is new since the parent set:
+//! the new table files block by block ([`check_tables`]) and the MANIFEST and logs replayed by
+//! LevelDB ([`opens`]).
 //!
 //! SSDB keeps its type in the first byte of each LevelDB key: `k` key-value, `h`/`H` hash
 //! (item / size), `s`/`z`/`Z` sorted set, `q`/`Q` queue, `0x01` binlog. The digest is SHA-256
@@ -40,6 +43,22 @@ pub struct DbSummary {
     pub digest: String,
 }
 
+/// What a backup checked of one database's table files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCheck {
+    /// Table files in the database.
+    pub tables: u64,
+    /// Tables new since the parent set, each checked block by block.
+    pub checked: u64,
+    /// Their blocks.
+    pub blocks: u64,
+    /// Their bytes.
+    pub checked_bytes: u64,
+    /// Tables the parent set already holds with the same name, size and mtime: checked when
+    /// they entered a set, and LevelDB never rewrites a table under its name.
+    pub carried: u64,
+}
+
 /// Opens the LevelDB database at `dir` (which recovery may modify: pass a scratch copy) and
 /// walks every key. Every table file is checked block by block first ([`super::table`]):
 /// the LevelDB reader would skip a damaged block without a word, giving a wrong summary.
@@ -47,11 +66,86 @@ pub struct DbSummary {
 /// # Errors
 /// The damaged table and block, or the LevelDB error as text, e.g. a missing table file.
 pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
-    check_tables(dir)?;
-    // Defence in depth: the LevelDB reader asserts on some damage the checks above cannot
-    // see (a table it expects but of another shape); a damaged store is a failed component,
-    // never a crash of the whole run.
-    std::panic::catch_unwind(|| walk(dir)).unwrap_or_else(|panic| {
+    check_tables(dir, |_, _| false)?;
+    caught(|| walk(dir))
+}
+
+/// [`table::check`](super::table::check) of every table file in `dir` for which `known`
+/// (given the file's name and metadata) says no: a table a set already holds unchanged.
+///
+/// # Errors
+/// The damaged table and block, or the I/O error.
+pub fn check_tables(
+    dir: &Path,
+    known: impl Fn(&std::ffi::OsStr, &std::fs::Metadata) -> bool,
+) -> Result<TableCheck, String> {
+    let mut out = TableCheck::default();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = entry.path();
+        if !path.extension().is_some_and(|x| x == "ldb" || x == "sst") {
+            continue;
+        }
+        out.tables += 1;
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if known(&entry.file_name(), &meta) {
+            out.carried += 1;
+            continue;
+        }
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        out.blocks += super::table::check(&data).map_err(|e| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            format!("table {name}: {e}")
+        })?;
+        out.checked += 1;
+        out.checked_bytes += data.len() as u64;
+    }
+    Ok(out)
+}
+
+/// Proves that the database at `dir` (a scratch copy: recovery may write to it) opens: every
+/// table its MANIFEST lists is there, and LevelDB reads the MANIFEST and replays the logs.
+/// This is what a server starting on the copy does first; the tables' blocks are checked
+/// separately ([`check_tables`]).
+///
+/// # Errors
+/// What is missing or what LevelDB said.
+pub fn opens(dir: &Path) -> Result<(), String> {
+    let current = std::fs::read_to_string(dir.join("CURRENT"))
+        .map_err(|e| format!("no readable CURRENT file: {e}"))?;
+    let name = current.trim_end_matches('\n');
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("CURRENT names no MANIFEST ({name:?})"));
+    }
+    let manifest = std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    let version = super::manifest::parse(&manifest).map_err(|e| format!("{name}: {e}"))?;
+    for (level, number) in &version.tables {
+        let ldb = dir.join(format!("{number:06}.ldb"));
+        if !ldb.is_file() && !dir.join(format!("{number:06}.sst")).is_file() {
+            return Err(format!(
+                "table {number:06}.ldb (level {level}) listed by {name} is missing"
+            ));
+        }
+    }
+    caught(|| {
+        let opts = Options {
+            create_if_missing: false,
+            paranoid_checks: false,
+            ..Options::default()
+        };
+        let mut db = DB::open(dir, opts).map_err(|e| e.to_string())?;
+        db.close().map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `f`, turning a panic of the LevelDB reader into an error. Defence in depth: it
+/// asserts on some damage the table checks cannot see (a table it expects but of another
+/// shape); a damaged store is a failed component, never a crash of the whole run.
+fn caught<T>(f: impl FnOnce() -> Result<T, String> + std::panic::UnwindSafe) -> Result<T, String> {
+    std::panic::catch_unwind(f).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -59,22 +153,6 @@ pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
             .unwrap_or("no message");
         Err(format!("the LevelDB reader failed on it ({why}): damaged?"))
     })
-}
-
-/// [`table::check`](super::table::check) of every table file in `dir`.
-fn check_tables(dir: &Path) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for entry in entries {
-        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-        if path.extension().is_some_and(|x| x == "ldb" || x == "sst") {
-            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            super::table::check(&data).map_err(|e| {
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
-                format!("table {name}: {e}")
-            })?;
-        }
-    }
-    Ok(())
 }
 
 fn walk(dir: &Path) -> Result<DbSummary, String> {
@@ -167,6 +245,55 @@ mod tests {
         );
         assert_eq!(a.digest, b.digest);
         assert!(summarize(&t.path().join("missing")).is_err());
+    }
+
+    #[test]
+    /// A real database opens; without a table its MANIFEST lists, or without CURRENT, it
+    /// does not, and the error names what is missing. `check_tables` skips what `known` says
+    /// a set already holds and checks the rest.
+    fn opens_needs_every_listed_table_and_check_tables_skips_known_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("db");
+        {
+            let opts = Options {
+                write_buffer_size: 16 * 1024,
+                ..Options::default()
+            };
+            let mut db = DB::open(&dir, opts).unwrap();
+            for i in 0..3000u32 {
+                db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
+            }
+            db.flush().unwrap();
+            db.close().unwrap();
+        }
+        let copy = |name: &str| {
+            let to = t.path().join(name);
+            super::super::checkpoint::scratch_copy(&dir, &to).unwrap();
+            to
+        };
+        opens(&copy("ok")).unwrap();
+        let all = check_tables(&dir, |_, _| false).unwrap();
+        assert!(all.tables > 1 && all.checked == all.tables && all.carried == 0);
+        assert!(all.blocks > all.tables && all.checked_bytes > 0);
+        let first = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".ldb"))
+            .min()
+            .unwrap();
+        let some = check_tables(&dir, |n, _| n != first.as_os_str()).unwrap();
+        assert_eq!((some.checked, some.carried), (1, all.tables - 1));
+
+        let gone = copy("gone");
+        std::fs::remove_file(gone.join(&first)).unwrap();
+        let err = opens(&gone).unwrap_err();
+        assert!(
+            err.contains(&*first.to_string_lossy()) && err.contains("missing"),
+            "{err}"
+        );
+        let no_current = copy("nocurrent");
+        std::fs::remove_file(no_current.join("CURRENT")).unwrap();
+        assert!(opens(&no_current).unwrap_err().contains("CURRENT"));
     }
 
     #[test]

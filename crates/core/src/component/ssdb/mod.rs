@@ -6,12 +6,17 @@
 //! [`crate::stage`]): in `online` mode by the
 //! checkpoint of [`checkpoint`] (tables hard-linked, logs and MANIFEST copied, races detected
 //! and retried), in `stop` mode by the same copy with the unit stopped, and started again right
-//! after staging, on every path. The staged copy is then opened with a real LevelDB
-//! implementation ([`inspect`]) on a scratch copy; key counts per SSDB type and a digest go into
-//! the manifest. A database whose files all match the parent set's (name, size, mtime) keeps
-//! the parent's counts and digest instead: reading every key again is the costliest step of a
-//! backup of an unchanged store. Unchanged table files are unchanged files to the repository, so the next day
-//! costs only the new tables and the logs.
+//! after staging, on every path. The staged copy is then checked at a cost that follows what
+//! changed, not the store's size (reading every key of a large store took most of a nightly
+//! backup, and grew with the store): each table file new since the parent set is checked
+//! block by block against its CRCs (a damaged one is refused, named, the first time it would
+//! enter a set); a table the parent set holds with the same name, size and mtime carries that
+//! check forward (LevelDB never rewrites a table under its name, and the engine stores it as
+//! the parent's bytes); and a scratch copy proves that LevelDB opens the checkpoint (the
+//! tables its MANIFEST lists are there, the logs replay). Reading every key, for key counts
+//! per SSDB type and a digest, is `verify --deep`'s job, or a backup's when
+//! `deep-check-every` says one is due. Unchanged table files are unchanged files to the
+//! repository, so the next day costs only the new tables and the logs.
 //!
 //! In-place restore writes the set to a hidden staging directory first (the service keeps
 //! running meanwhile), then stops the unit, swaps the directories atomically, starts the unit
@@ -200,87 +205,210 @@ impl SsdbComponent {
         Ok(serde_json::json!({ "attempts": total_attempts, "databases": dbs }))
     }
 
-    /// Opens scratch copies of the staged databases and describes them, except a database
-    /// whose files are all unchanged since `parent`: its counts and digest are the parent's.
+    /// Checks the staged copy for the set, at a cost that follows what changed since
+    /// `parent`: the table files new since then are checked block by block, tables the parent
+    /// holds with the same identity carry their check forward, and a scratch copy proves that
+    /// LevelDB opens the checkpoint (MANIFEST and log replay). Every key is read only when
+    /// `deep-check-every` says a full read is due; a database whose files are all the
+    /// parent's keeps the parent's counts and digest.
     fn inspect_staged(
         &self,
         stage: &Path,
         parent: Option<&ParentSet<'_>>,
-    ) -> Result<(serde_json::Value, serde_json::Value), ComponentError> {
-        let mut how = serde_json::Map::new();
-        let summary = describe_store_with(stage, |db| {
-            let reused = parent.and_then(|p| self.unchanged_summary(p, db, &stage.join(db)));
-            how.insert(
-                db.to_string(),
-                match (&reused, parent) {
-                    (Some(_), Some(p)) => format!(
-                        "files unchanged since set {}: counts and digest carried over",
-                        p.set.short_id()
-                    ),
-                    _ => "every key read".to_string(),
-                }
-                .into(),
-            );
-            reused
-        })
-        .map_err(|(db, e)| {
-            self.source_err(
-                &stage.join(db),
-                format!("the staged copy does not open with LevelDB: {e}"),
-            )
-        })?;
-        Ok((summary, serde_json::Value::Object(how)))
+    ) -> Result<Inspected, ComponentError> {
+        let record = parent.and_then(|p| self.parent_record(p).map(|r| (p, r)));
+        let now = jiff::Timestamp::now();
+        let last_full = record.and_then(|(p, r)| last_full_read(p.set, r));
+        let full = self.full_read_due(last_full, now);
+        let mut out = Inspected {
+            last_full_read: if full { Some(now) } else { last_full },
+            ..Inspected::default()
+        };
+        for db in DATABASES {
+            let staged = stage.join(db);
+            if !staged.exists() {
+                continue;
+            }
+            let failed = |e: String| {
+                self.source_err(
+                    &staged,
+                    format!("the staged copy does not open with LevelDB: {e}"),
+                )
+            };
+            let stored = record.and_then(|(p, _)| self.parent_files(p, db));
+            let since = record.map_or(String::new(), |(p, _)| {
+                format!(" since set {}", p.set.short_id())
+            });
+            let (how, summary, check) = if full {
+                let summary = scratch(&staged, inspect::summarize).map_err(failed)?;
+                let how = "every key read (deep-check-every)".to_string();
+                (how, Some(summary), None)
+            } else if let Some(summary) = record
+                .and_then(|(_, r)| recorded_summary(r, db))
+                .filter(|_| stored.is_some() && stored == staged_files(&staged))
+            {
+                let how = format!("files unchanged{since}: counts and digest carried over");
+                (how, Some(summary), None)
+            } else {
+                let known = |name: &std::ffi::OsStr, meta: &std::fs::Metadata| {
+                    stored.as_ref().is_some_and(|s| {
+                        mtime_of(meta).is_some_and(|t| s.get(name) == Some(&(meta.len(), t)))
+                    })
+                };
+                let check = inspect::check_tables(&staged, known).map_err(failed)?;
+                scratch(&staged, inspect::opens).map_err(failed)?;
+                let how = format!(
+                    "{} new table(s) checked block by block, {} unchanged{since}; MANIFEST and logs replayed",
+                    check.checked, check.carried
+                );
+                (how, None, Some(check))
+            };
+            out.inspection.insert(db.to_string(), how.into());
+            if let Some(summary) = summary {
+                out.summary.insert(
+                    db.to_string(),
+                    serde_json::to_value(summary).unwrap_or_default(),
+                );
+            }
+            if let Some(check) = check {
+                out.tables.insert(
+                    db.to_string(),
+                    serde_json::to_value(check).unwrap_or_default(),
+                );
+            }
+        }
+        Ok(out)
     }
 
-    /// The parent's counts and digest of database `db`, when the staged copy `staged_db` has
-    /// exactly the files the parent stored for it, each with the same size and mtime (to the
-    /// nanosecond). Then the bytes are the parent's: LevelDB never rewrites a table under
-    /// the same name, logs and the MANIFEST only grow, and the engine trusts the same test to
-    /// skip reading unchanged files. `verify --deep` still recomputes the digest from the
-    /// stored data. `None` (read every key) whenever anything differs or is unknown.
-    fn unchanged_summary(
-        &self,
-        parent: &ParentSet<'_>,
-        db: &str,
-        staged_db: &Path,
-    ) -> Option<inspect::DbSummary> {
-        use std::os::unix::fs::MetadataExt;
-        let record = parent.set.manifest.component(&self.name.to_string())?;
-        if record.status == Status::Failed
-            || record.repo_path != self.config.path.display().to_string()
-        {
-            return None;
-        }
-        let recorded = if db == "data" {
-            serde_json::json!({
-                "keys": record.details.get("keys")?,
-                "digest": record.details.get("digest")?,
-            })
-        } else {
-            record.details.get(db)?.clone()
+    /// Whether this backup reads every key: `deep-check-every` is set and the last full read
+    /// (none yet counts as due) is at least that old.
+    fn full_read_due(&self, last: Option<jiff::Timestamp>, now: jiff::Timestamp) -> bool {
+        let Some(every) = self
+            .config
+            .deep_check_every
+            .as_deref()
+            .and_then(|d| crate::config::parse_duration(d).ok())
+        else {
+            return false;
         };
-        let summary: inspect::DbSummary = serde_json::from_value(recorded).ok()?;
-        let stored: std::collections::BTreeMap<PathBuf, (u64, jiff::Timestamp)> = parent
+        last.is_none_or(|t| now.duration_since(t).unsigned_abs().ge(&every))
+    }
+
+    /// This component's record in the parent set, when it describes the same store and is
+    /// not a failure.
+    fn parent_record<'a>(&self, parent: &ParentSet<'a>) -> Option<&'a ComponentRecord> {
+        let record = parent.set.manifest.component(&self.name.to_string())?;
+        (record.status != Status::Failed
+            && record.repo_path == self.config.path.display().to_string())
+        .then_some(record)
+    }
+
+    /// Size and mtime of each file the parent set stored for database `db`, by name. LevelDB
+    /// never rewrites a table under the same name, and the engine trusts the same test to
+    /// reuse a file's stored data: a table with the same name, size and mtime (to the
+    /// nanosecond) is stored as the parent's bytes, which were checked when they entered.
+    fn parent_files(&self, parent: &ParentSet<'_>, db: &str) -> Option<FileIds> {
+        parent
             .repo
             .walk(&parent.set.id, &self.config.path.join(db))
             .ok()?
             .into_iter()
             .filter(|e| e.kind == crate::repository::EntryKind::File)
-            .map(|e| Some((e.path, (e.size, e.mtime?))))
-            .collect::<Option<_>>()?;
-        let mut staged = std::collections::BTreeMap::new();
-        for entry in std::fs::read_dir(staged_db).ok()? {
+            .map(|e| Some((e.path.into_os_string(), (e.size, e.mtime?))))
+            .collect()
+    }
+}
+
+/// Files by name: size and mtime.
+type FileIds = std::collections::BTreeMap<std::ffi::OsString, (u64, jiff::Timestamp)>;
+
+/// What [`SsdbComponent::inspect_staged`] found, as the manifest records it.
+#[derive(Default)]
+struct Inspected {
+    /// Key counts and digest by database, for those read in full or carried over.
+    summary: serde_json::Map<String, serde_json::Value>,
+    /// How each database was checked, in words.
+    inspection: serde_json::Map<String, serde_json::Value>,
+    /// The table checks ([`inspect::TableCheck`]) by database.
+    tables: serde_json::Map<String, serde_json::Value>,
+    /// When every key of the store was last read (this set or an earlier one).
+    last_full_read: Option<jiff::Timestamp>,
+}
+
+/// The mtime of `meta` to the nanosecond.
+fn mtime_of(meta: &std::fs::Metadata) -> Option<jiff::Timestamp> {
+    use std::os::unix::fs::MetadataExt;
+    jiff::Timestamp::new(meta.mtime(), i32::try_from(meta.mtime_nsec()).ok()?).ok()
+}
+
+/// Size and mtime of every file in `dir`, by name; `None` when anything is not a plain file
+/// or cannot be read.
+fn staged_files(dir: &Path) -> Option<FileIds> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| {
             let entry = entry.ok()?;
             let m = entry.metadata().ok()?;
-            if !m.is_file() {
-                return None;
-            }
-            let mtime =
-                jiff::Timestamp::new(m.mtime(), i32::try_from(m.mtime_nsec()).ok()?).ok()?;
-            staged.insert(PathBuf::from(entry.file_name()), (m.len(), mtime));
-        }
-        (staged == stored).then_some(summary)
+            m.is_file()
+                .then(|| Some((entry.file_name(), (m.len(), mtime_of(&m)?))))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The key counts and digest `record` holds for database `db`, when that set read them.
+fn recorded_summary(record: &ComponentRecord, db: &str) -> Option<inspect::DbSummary> {
+    let recorded = if db == "data" {
+        serde_json::json!({
+            "keys": record.details.get("keys")?,
+            "digest": record.details.get("digest")?,
+        })
+    } else {
+        record.details.get(db)?.clone()
+    };
+    serde_json::from_value(recorded).ok()
+}
+
+/// When every key of the store in `record` was last read: its `last_full_read`, or for a
+/// set written before incremental inspection (every set read every key, or carried the
+/// counts of one that did), the set's start.
+fn last_full_read(
+    set: &crate::backup_set::BackupSet,
+    record: &ComponentRecord,
+) -> Option<jiff::Timestamp> {
+    match record.details.get("last_full_read") {
+        Some(t) => t.as_str()?.parse().ok(),
+        None => record.details.get("digest").map(|_| set.manifest.started),
     }
+}
+
+/// Runs `f` on a scratch copy of the database `staged` (LevelDB's recovery writes to what it
+/// opens), made beside it in the same private directory and removed afterwards.
+fn scratch<T>(staged: &Path, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    let name = staged
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let scratch = staged.with_file_name(format!(".scratch-{name}"));
+    let result = checkpoint::scratch_copy(staged, &scratch)
+        .map_err(|e| e.to_string())
+        .and_then(|()| f(&scratch));
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Proves that every database of the store at `store` opens with LevelDB (see
+/// [`inspect::opens`]): what a restore checks before it reports success.
+///
+/// # Errors
+/// The database that does not open, and why.
+pub fn check_opens(store: &Path) -> Result<(), (&'static str, String)> {
+    for db in DATABASES {
+        let dir = store.join(db);
+        if dir.exists() {
+            scratch(&dir, inspect::opens).map_err(|e| (db, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Describes a store directory (`data/`, `meta/`) by opening scratch copies of its databases:
@@ -313,12 +441,7 @@ pub fn describe_store_with(
             );
             continue;
         }
-        let scratch = store.join(format!(".scratch-{db}"));
-        let result = checkpoint::scratch_copy(&staged, &scratch)
-            .map_err(|e| e.to_string())
-            .and_then(|()| inspect::summarize(&scratch));
-        let _ = std::fs::remove_dir_all(&scratch);
-        let summary = result.map_err(|e| (db, e))?;
+        let summary = scratch(&staged, inspect::summarize).map_err(|e| (db, e))?;
         out.insert(
             db.to_string(),
             serde_json::to_value(summary).unwrap_or_default(),
@@ -441,10 +564,21 @@ impl Component for SsdbComponent {
                 format!("cannot copy the files beside data/ and meta/: {e}"),
             )
         })?;
-        let (summary, inspection) = self.inspect_staged(&stage, parent)?;
+        let inspected = self.inspect_staged(&stage, parent)?;
+        for (db, how) in &inspected.inspection {
+            progress.note(&format!(
+                "{}: {db}/: {}",
+                self.name,
+                how.as_str().unwrap_or("")
+            ));
+        }
         if let Some(obj) = details.as_object_mut() {
             obj.insert("mode".into(), mode.into());
-            obj.insert("inspection".into(), inspection);
+            obj.insert("inspection".into(), inspected.inspection.into());
+            obj.insert("tables".into(), inspected.tables.into());
+            if let Some(t) = inspected.last_full_read {
+                obj.insert("last_full_read".into(), t.to_string().into());
+            }
             obj.insert(
                 "consistency".into(),
                 (if mode == "online" {
@@ -455,7 +589,7 @@ impl Component for SsdbComponent {
                 .into(),
             );
         }
-        merge_description(&mut details, &summary);
+        merge_description(&mut details, &inspected.summary.into());
         Ok(Prepared {
             part: SourcePart {
                 label: self.name.to_string(),
@@ -529,14 +663,21 @@ impl Component for SsdbComponent {
         let label = self.name.to_string();
         let (no_restart, managed) = match target {
             RestoreTarget::Directory(dir) => {
-                return super::restore_to_directory(
+                let restored = super::restore_to_directory(
                     &self.name,
                     &self.config.path,
                     dir,
                     repo,
                     set_id,
                     progress,
-                );
+                )?;
+                check_opens(&restored.destination).map_err(|(db, e)| {
+                    self.err(format!(
+                        "restored to {} but {db}/ does not open with LevelDB: {e}",
+                        restored.destination.display()
+                    ))
+                })?;
+                return Ok(restored);
             }
             RestoreTarget::InPlace {
                 no_restart,
@@ -547,6 +688,15 @@ impl Component for SsdbComponent {
         let live = &self.config.path;
         // Written while the server still runs: downtime is only the swap.
         let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
+        // Every byte was authenticated as it was written; that LevelDB opens the result
+        // (MANIFEST, tables it lists, log replay) is checked before anything is stopped.
+        if let Err((db, e)) = check_opens(&staged.staging) {
+            staged.discard();
+            return Err(self.err(format!(
+                "the restored {db}/ does not open with LevelDB: {e}; nothing was changed at {}",
+                live.display()
+            )));
+        }
         // Found now: ssdb.conf next to the store moves aside with the swap.
         let endpoint = self.endpoint();
         let unit = self.unit();
@@ -786,11 +936,19 @@ pub fn deep_check(
                 .get("meta")
                 .map(|m| (m["keys"].clone(), m.get("digest").cloned()))
         };
-        let Some((keys, digest)) = expected else {
+        if !dir.exists() {
+            if expected.is_some() {
+                problems.push(format!("{db}/ is in the manifest but not in the set"));
+            }
             continue;
-        };
+        }
+        // Every key is read either way: that the copy opens and every block of every table
+        // checks is the finding for a set that recorded no digest (incremental inspection).
         match inspect::summarize(&dir) {
             Ok(s) => {
+                let Some((keys, digest)) = expected else {
+                    continue;
+                };
                 let got_keys = serde_json::to_value(&s.keys).unwrap_or_default();
                 if got_keys != keys {
                     problems.push(format!(

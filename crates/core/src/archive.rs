@@ -509,6 +509,7 @@ pub fn export(
             &tree_dir,
             &format!("export {}", rec.name),
             progress,
+            tree::Durability::Cached,
         )
         .map_err(Box::new)?;
         let partial = work.path().join("archive.tar.gz");

@@ -444,12 +444,19 @@ pub fn restore_to_directory(
             }),
         });
     }
-    let written =
-        crate::tree::materialize(repo, set_id, repo_path, &dest, &name.to_string(), progress)
-            .map_err(|source| ComponentError::Tree {
-                name: name.clone(),
-                source: Box::new(source),
-            })?;
+    let written = crate::tree::materialize(
+        repo,
+        set_id,
+        repo_path,
+        &dest,
+        &name.to_string(),
+        progress,
+        crate::tree::Durability::Cached,
+    )
+    .map_err(|source| ComponentError::Tree {
+        name: name.clone(),
+        source: Box::new(source),
+    })?;
     Ok(ComponentRestore {
         name: name.to_string(),
         destination: dest,
@@ -485,6 +492,7 @@ pub fn restore_for_check(
         &dest,
         &format!("deep {}", record.name),
         progress,
+        crate::tree::Durability::Cached,
     )
     .map_err(|e| format!("cannot restore it for a deep check: {e}"))?;
     Ok((tmp, dest))
@@ -546,7 +554,15 @@ impl StagedRestore {
                 ))
             })?;
         let staging = owner.path().to_path_buf();
-        match crate::tree::materialize(repo, set_id, live, &staging, &name.to_string(), progress) {
+        match crate::tree::materialize(
+            repo,
+            set_id,
+            live,
+            &staging,
+            &name.to_string(),
+            progress,
+            crate::tree::Durability::Synced,
+        ) {
             Ok(written) => Ok(Self {
                 staging,
                 keep,

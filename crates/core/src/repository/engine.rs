@@ -417,7 +417,7 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// [`EngineError::DamagedBlob`] when it cannot be read, decrypted or does not match.
-    fn read_blob(&self, blob: &BlobRef) -> EngineResult<Vec<u8>>;
+    fn read_blob(&self, blob: &BlobRef) -> EngineResult<bytes::Bytes>;
     /// Checks the repository structure, and with `read_data` every pack.
     ///
     /// # Errors
@@ -1153,7 +1153,7 @@ impl Engine for RusticEngine {
         Ok(out)
     }
 
-    fn read_blob(&self, blob: &BlobRef) -> EngineResult<Vec<u8>> {
+    fn read_blob(&self, blob: &BlobRef) -> EngineResult<bytes::Bytes> {
         let damaged = |reason: String| EngineError::DamagedBlob {
             id: blob.0.clone(),
             reason,
@@ -1168,7 +1168,8 @@ impl Engine for RusticEngine {
         if hex::encode(digest) != blob.0 {
             return Err(damaged("content does not match its SHA-256 id".to_string()));
         }
-        Ok(bytes.to_vec())
+        // Shared, not copied: a restore writes it once and drops it.
+        Ok(bytes)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

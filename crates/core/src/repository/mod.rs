@@ -742,7 +742,7 @@ impl Repository {
     ///
     /// # Errors
     /// [`EngineError::DamagedBlob`].
-    pub fn read_blob(&self, blob: &BlobRef) -> Result<Vec<u8>, RepoError> {
+    pub fn read_blob(&self, blob: &BlobRef) -> Result<bytes::Bytes, RepoError> {
         Ok(self.engine.read_blob(blob)?)
     }
 

@@ -266,9 +266,16 @@ impl Component for MongodbComponent {
                 ))
             })?;
         let dir = scratch.path().join("dump");
-        let written =
-            crate::tree::materialize(repo, set_id, &self.repo_path, &dir, &label, progress)
-                .map_err(|e| self.err(format!("{e}; the server was not touched")))?;
+        let written = crate::tree::materialize(
+            repo,
+            set_id,
+            &self.repo_path,
+            &dir,
+            &label,
+            progress,
+            crate::tree::Durability::Cached,
+        )
+        .map_err(|e| self.err(format!("{e}; the server was not touched")))?;
 
         let rt = self.runtime()?;
         let started = std::time::Instant::now();

@@ -17,9 +17,9 @@ fn row<'a>(report: &'a str, scenario: &str, tool: &str) -> Option<Vec<&'a str>> 
     })
 }
 
-/// `bench/run --size small --runs 1` completes and its report has a row with wall, CPU and
-/// RSS figures for every scenario and tool, sizes for every repository, and no restore that
-/// differs from the source.
+/// `bench/run --size small --runs 1 --growth` completes and its report has a row with wall,
+/// CPU and RSS figures for every scenario and tool, sizes for every repository, no restore
+/// that differs from the source, and the growth table with both tools' times on both sizes.
 #[test]
 fn small_benchmark_smoke_run_reports_every_scenario() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -27,14 +27,23 @@ fn small_benchmark_smoke_run_reports_every_scenario() {
     let started = Instant::now();
     let run = Command::new("python3")
         .arg(root.join("bench/run"))
-        .args(["--size", "small", "--runs", "1", "--binary"])
+        .args([
+            "--size",
+            "small",
+            "--runs",
+            "1",
+            "--growth",
+            "--growth-runs",
+            "1",
+            "--binary",
+        ])
         .arg(env!("CARGO_BIN_EXE_akbackup"))
         .arg("--out")
         .arg(out.path())
         .env("BENCH_TMP", out.path())
         .output()
         .expect("spawn python3 bench/run");
-    assert_exit(&run, 0, "bench/run --size small --runs 1");
+    assert_exit(&run, 0, "bench/run --size small --runs 1 --growth");
     println!(
         "bench/run --size small --runs 1 with the debug binary took {:.0} s",
         started.elapsed().as_secs_f64()
@@ -110,5 +119,32 @@ fn small_benchmark_smoke_run_reports_every_scenario() {
         report.contains("with identical keys and values")
             && report.contains("every MongoDB `.bson` file byte for byte"),
         "a tool restored data that differs from the source:\n{report}"
+    );
+    // The growth scenario: both tools' day 1 and day 2 on both platforms, and the growth.
+    for tool in ["akbackup", "restic"] {
+        let cells = report
+            .lines()
+            .find_map(|l| {
+                let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                (c.len() == 7 && c[0] == tool).then_some(c)
+            })
+            .unwrap_or_else(|| panic!("no growth row for {tool} in:\n{report}"));
+        for cell in &cells[1..5] {
+            assert!(
+                cell.parse::<f64>().is_ok_and(|n| n > 0.0),
+                "growth {tool}: {cell:?} in {cells:?}"
+            );
+        }
+        assert!(
+            cells[5]
+                .strip_suffix('x')
+                .is_some_and(|g| g.parse::<f64>().is_ok_and(|g| g > 0.0)),
+            "growth {tool}: {:?}",
+            cells[5]
+        );
+    }
+    assert!(
+        report.contains("Target: akbackup's day 2 at x3 the data"),
+        "no growth target line in:\n{report}"
     );
 }

@@ -967,3 +967,56 @@ pub fn deep_check(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup_set::{BackupSet, Manifest};
+
+    /// The manifest of a set written before incremental inspection, as that release wrote it:
+    /// every set read every key, so the record holds counts and digests but neither
+    /// `tables` nor `last_full_read`.
+    const EARLIER: &str = r#"{"format":1,"akbackup_version":"0.1.0","host":"ak1",
+        "started":"2026-12-01T02:00:00Z","finished":"2026-12-01T02:03:00Z","status":"complete",
+        "tags":[],"components":[{"name":"ssdb.actions","kind":"ssdb",
+        "source":"/var/lib/ssdb/actions","repo_path":"/var/lib/ssdb/actions","files":12,
+        "dirs":3,"bytes":4096,"read_bytes":4096,"status":"complete","warnings":[],"errors":[],
+        "details":{"attempts":1,"mode":"online","inspection":{"data":"every key read",
+        "meta":"every key read"},"consistency":"point in time per database",
+        "keys":{"kv":3,"hash":2,"zset":1,"queue":0,"binlog":1,"other":0,"total":7},
+        "digest":"aa11","meta":{"keys":{"kv":1,"hash":0,"zset":0,"queue":0,"binlog":0,
+        "other":0,"total":1},"digest":"bb22"}},"prepare_seconds":1.5}]}"#;
+
+    /// A set of the earlier format counts as read in full at its start, and its counts and
+    /// digests carry over to an unchanged store; a set of this format says when the store
+    /// was last read in full, or nothing when it never was.
+    #[test]
+    fn earlier_sets_count_as_read_in_full_at_their_start() {
+        let manifest = Manifest::from_description(EARLIER).expect("the earlier manifest parses");
+        let set = BackupSet {
+            id: "ab".repeat(32),
+            manifest,
+            added_bytes: None,
+        };
+        let earlier = set.manifest.component("ssdb.actions").expect("record");
+        assert_eq!(last_full_read(&set, earlier), Some(set.manifest.started));
+        let data = recorded_summary(earlier, "data").expect("data summary");
+        assert_eq!((data.keys.total, data.digest.as_str()), (7, "aa11"));
+        let meta = recorded_summary(earlier, "meta").expect("meta summary");
+        assert_eq!((meta.keys.total, meta.digest.as_str()), (1, "bb22"));
+
+        let mut now = earlier.clone();
+        now.details = serde_json::json!({
+            "tables": {"data": {"tables": 4, "checked": 1, "blocks": 9, "checked_bytes": 10,
+                                "carried": 3}},
+            "last_full_read": "2026-11-20T01:00:00Z",
+        });
+        assert_eq!(
+            last_full_read(&set, &now),
+            "2026-11-20T01:00:00Z".parse().ok()
+        );
+        assert!(recorded_summary(&now, "data").is_none());
+        now.details = serde_json::json!({ "tables": {} });
+        assert_eq!(last_full_read(&set, &now), None);
+    }
+}

@@ -25,8 +25,10 @@ pub struct Args {
     /// Read and authenticate only this share of the packs: 5%, n/m (part n of m), or a size
     #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
     read_data_subset: Option<String>,
-    /// Also restore each SSDB store to a temporary directory, open it with LevelDB and compare
-    /// key counts and digest with the manifest
+    /// Also restore each SSDB store to a temporary directory, open it with LevelDB, read every
+    /// key and check every block, comparing key counts and digest with the manifest when the
+    /// set recorded them (backups record them only with `deep-check-every`), and read every
+    /// MongoDB dump back
     #[arg(long)]
     deep: bool,
 }

@@ -447,7 +447,16 @@ pub fn materialize(
             })
             .collect();
         for w in workers {
-            let _ = w.join();
+            // Joined here (the flusher waits for it), so a worker that panicked must fail the
+            // restore itself: its files are missing.
+            if w.join().is_err()
+                && let Ok(mut f) = failed.lock()
+            {
+                f.get_or_insert_with(|| TreeError::Write {
+                    path: dest.to_path_buf(),
+                    source: std::io::Error::other("a restore thread stopped unexpectedly"),
+                });
+            }
         }
         written.store(true, Ordering::Relaxed);
     });

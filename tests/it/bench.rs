@@ -9,12 +9,17 @@ use std::time::Instant;
 
 use crate::support::assert_exit;
 
-/// The cells of the report row `| scenario | tool | ...`, or `None` when it is missing.
-fn row<'a>(report: &'a str, scenario: &str, tool: &str) -> Option<Vec<&'a str>> {
+/// The cells of the first report row that `wanted` accepts, or `None`.
+fn find_row(report: &str, wanted: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
     report.lines().find_map(|l| {
         let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-        (cells.len() > 2 && cells[0] == scenario && cells[1] == tool).then_some(cells)
+        wanted(&cells).then_some(cells)
     })
+}
+
+/// The cells of the report row `| scenario | tool | ...`, or `None` when it is missing.
+fn row<'a>(report: &'a str, scenario: &str, tool: &str) -> Option<Vec<&'a str>> {
+    find_row(report, |c| c.len() > 2 && c[0] == scenario && c[1] == tool)
 }
 
 /// `bench/run --size small --runs 1 --growth` completes and its report has a row with wall,
@@ -101,12 +106,7 @@ fn small_benchmark_smoke_run_reports_every_scenario() {
         "akbackup repositories (both)",
         "restic repository",
     ] {
-        let cells = report
-            .lines()
-            .find_map(|l| {
-                let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-                (c.len() > 3 && c[0] == label).then_some(c)
-            })
+        let cells = find_row(&report, |c| c.len() > 3 && c[0] == label)
             .unwrap_or_else(|| panic!("no size row {label:?} in:\n{report}"));
         for cell in &cells[1..3] {
             assert!(
@@ -122,12 +122,8 @@ fn small_benchmark_smoke_run_reports_every_scenario() {
     );
     // The growth scenario: both tools' day 1 and day 2 on both platforms, and the growth.
     for tool in ["akbackup", "restic"] {
-        let cells = report
-            .lines()
-            .find_map(|l| {
-                let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-                (c.len() == 7 && c[0] == tool).then_some(c)
-            })
+        // Seven cells with the tool first: only the growth table has such rows.
+        let cells = find_row(&report, |c| c.len() == 7 && c[0] == tool)
             .unwrap_or_else(|| panic!("no growth row for {tool} in:\n{report}"));
         for cell in &cells[1..5] {
             assert!(

@@ -194,6 +194,20 @@ fn walk(dir: &Path) -> Result<DbSummary, String> {
 mod tests {
     use super::*;
 
+    /// A database of 3,000 keys spread over several small tables (16 KiB memtable).
+    fn db_of_tables(dir: &Path) {
+        let opts = Options {
+            write_buffer_size: 16 * 1024,
+            ..Options::default()
+        };
+        let mut db = DB::open(dir, opts).unwrap();
+        for i in 0..3000u32 {
+            db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
+        }
+        db.flush().unwrap();
+        db.close().unwrap();
+    }
+
     #[test]
     /// Counts follow SSDB's key prefixes and the digest depends only on content.
     fn counts_by_prefix_and_stable_digest() {
@@ -254,18 +268,7 @@ mod tests {
     fn opens_needs_every_listed_table_and_check_tables_skips_known_ones() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("db");
-        {
-            let opts = Options {
-                write_buffer_size: 16 * 1024,
-                ..Options::default()
-            };
-            let mut db = DB::open(&dir, opts).unwrap();
-            for i in 0..3000u32 {
-                db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
-            }
-            db.flush().unwrap();
-            db.close().unwrap();
-        }
+        db_of_tables(&dir);
         let copy = |name: &str| {
             let to = t.path().join(name);
             super::super::checkpoint::scratch_copy(&dir, &to).unwrap();
@@ -304,18 +307,7 @@ mod tests {
     fn damaged_tables_are_an_error_never_a_wrong_summary() {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
-        {
-            let opts = Options {
-                write_buffer_size: 16 * 1024,
-                ..Options::default()
-            };
-            let mut db = DB::open(&src, opts).unwrap();
-            for i in 0..3000u32 {
-                db.put(format!("k{i:06}").as_bytes(), &[b'v'; 100]).unwrap();
-            }
-            db.flush().unwrap();
-            db.close().unwrap();
-        }
+        db_of_tables(&src);
         let good = summarize(&src).unwrap();
         let (mut ok_same, mut ok_diff, mut err, mut panics) = (0, 0, 0, 0);
         for trial in 0..300u64 {

@@ -417,28 +417,10 @@ pub fn check_opens(store: &Path) -> Result<(), (&'static str, String)> {
 /// # Errors
 /// The database that does not open, and the LevelDB error.
 pub fn describe_store(store: &Path) -> Result<serde_json::Value, (&'static str, String)> {
-    describe_store_with(store, |_| None)
-}
-
-/// [`describe_store`], taking a database's summary from `known` instead when it has one.
-///
-/// # Errors
-/// As [`describe_store`].
-pub fn describe_store_with(
-    store: &Path,
-    mut known: impl FnMut(&'static str) -> Option<inspect::DbSummary>,
-) -> Result<serde_json::Value, (&'static str, String)> {
     let mut out = serde_json::Map::new();
     for db in DATABASES {
         let staged = store.join(db);
         if !staged.exists() {
-            continue;
-        }
-        if let Some(summary) = known(db) {
-            out.insert(
-                db.to_string(),
-                serde_json::to_value(summary).unwrap_or_default(),
-            );
             continue;
         }
         let summary = scratch(&staged, inspect::summarize).map_err(|e| (db, e))?;

@@ -120,11 +120,11 @@ impl EngineError {
         if message.is_empty() {
             message = "unknown error".to_string();
         }
-        if message.contains("related to `a key`") {
+        if message.contains("related to a key") {
             message = format!(
                 "a key file of the repository is damaged or unreadable ({message}); a key made with another password may still open it (`akbackup key list`)"
             );
-        } else if message.contains("related to `cryptographic operations`") {
+        } else if message.contains("related to cryptographic operations") {
             message = format!(
                 "a repository file failed authentication: it is damaged ({message}){}",
                 if what == "loading index" {
@@ -839,6 +839,9 @@ impl RusticEngine {
                     snap.id = id;
                     good.push(snap);
                 }
+                // Listed, then deleted before it was read: another host's backup replaced
+                // its partial snapshot, or a forget ran. Gone is not damaged.
+                Ok(Some(Err(e))) | Err(e) if is_not_found(&*e) => {}
                 Ok(Some(Err(e))) | Err(e) => {
                     damaged.push((id.to_hex().to_string(), first_line(&e)));
                 }
@@ -875,13 +878,14 @@ impl RusticEngine {
     }
 }
 
+/// The library's error on one line: its guidance with the context filled in, its kind, and
+/// its cause. Its `Display` form spreads over a page and opens with the kind alone ("an error
+/// related to `the backend`"), which is all an operator saw when only its first line was
+/// kept; the cause (a timeout, a refused request, a missing file) is what names the fix.
 fn first_line(err: &RusticError) -> String {
-    err.to_string()
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string()
+    let log = err.display_log();
+    let log = log.strip_prefix("Error: ").unwrap_or(&log);
+    log.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn info_of(s: &SnapshotFile) -> SnapshotInfo {
@@ -1053,9 +1057,12 @@ impl Engine for RusticEngine {
         let repo = self.repo()?;
         repo.save_snapshots(vec![new])
             .map_err(|e| EngineError::library("saving snapshot", &e))?;
-        let saved = repo
-            .get_all_snapshots()
-            .map_err(|e| EngineError::library("listing snapshots", &e))?
+        // Read one file at a time: the library's "all snapshots" fails as a whole when a
+        // file listed a moment ago is deleted before it is read, which is what another
+        // host's concurrent backup does to its own partial snapshot.
+        let saved = self
+            .read_snapshots()?
+            .0
             .into_iter()
             .find(|s| s.original == Some(old_id) && s.id != old_id)
             .ok_or_else(|| EngineError::Library {

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use akbackup_core::{backup::human_bytes, progress::Progress};
+use akbackup_core::{config::Kind, progress::Progress, units::human_bytes};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::Globals;
@@ -303,9 +303,8 @@ impl Progress for Reporter {
 fn component_of(label: &str) -> Option<&str> {
     let head = label.split(':').next().unwrap_or(label);
     head.split_whitespace().last().filter(|w| {
-        ["files.", "mongodb.", "ssdb."]
-            .iter()
-            .any(|k| w.starts_with(k))
+        w.split_once('.')
+            .is_some_and(|(kind, _)| Kind::parse(kind).is_some())
     })
 }
 

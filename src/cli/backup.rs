@@ -3,12 +3,13 @@
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
 use akbackup_core::{
-    backup::{self, human_bytes},
+    backup,
     backup_set::Status,
     component,
     config::{ComponentName, Config, WebhookOn},
     hooks, monitoring, plan,
     repository::{RepoError, Repository},
+    units::human_bytes,
 };
 use anyhow::Context;
 

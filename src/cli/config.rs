@@ -59,7 +59,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                         checked.push(format!(
                             "free space at {}: {}",
                             repo.path().display(),
-                            akbackup_core::backup::human_bytes(free)
+                            akbackup_core::units::human_bytes(free)
                         ));
                     }
                 }

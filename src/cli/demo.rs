@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{backup::human_bytes, demo};
+use akbackup_core::{demo, units::human_bytes};
 use anyhow::Context;
 
 use super::{Globals, exit};

@@ -29,7 +29,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let repo = open_repo(&config)?;
     let set = repo.find_set(&args.set)?;
     let components = component::build(&config, &args.only)?;
-    let checks = doctor::run(&config, &repo, &set, &components);
+    let checks = doctor::run(&repo, &set, &components);
     let ok = checks.iter().all(|c| c.ok);
     render::out(g, &checks, || {
         let mut s = String::new();

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{archive, backup::human_bytes, config::ComponentName};
+use akbackup_core::{archive, config::ComponentName, units::human_bytes};
 
 use super::{Globals, open_repo};
 use crate::render::{self, Reporter};

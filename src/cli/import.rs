@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{archive, backup::human_bytes, backup_set::Status, config::ComponentName};
+use akbackup_core::{archive, backup_set::Status, config::ComponentName, units::human_bytes};
 use anyhow::Context;
 
 use super::{Globals, exit, open_repo};

@@ -8,11 +8,11 @@ use std::{
 };
 
 use akbackup_core::{
-    backup::human_bytes,
     backup_set::Status,
     component::{self, RestoreTarget},
     config::ComponentName,
     plan, platform, restore,
+    units::human_bytes,
 };
 
 use super::{Globals, exit, open_repo};

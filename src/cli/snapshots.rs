@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode};
 
-use akbackup_core::backup::human_bytes;
+use akbackup_core::units::human_bytes;
 use serde::Serialize;
 
 use super::{Globals, open_repo};

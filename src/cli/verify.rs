@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{backup::human_bytes, verify};
+use akbackup_core::{units::human_bytes, verify};
 
 use super::{Globals, exit, open_repo};
 use crate::render::{self, Reporter};

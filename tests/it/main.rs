@@ -8,6 +8,7 @@
 
 mod bench;
 mod cli;
+mod compat;
 mod demo;
 mod doctor;
 mod faults;

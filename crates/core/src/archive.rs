@@ -111,7 +111,7 @@ impl ArchiveError {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io {
         path: path.to_path_buf(),
         source,
@@ -134,40 +134,14 @@ pub fn parse_name(path: &Path) -> Option<(ComponentName, jiff::civil::Date)> {
     let cut = stem.len() - 10;
     let (head, date) = (stem.get(..cut)?, stem.get(cut..)?);
     let date: jiff::civil::Date = date.parse().ok()?;
-    let head = head.strip_suffix('-')?;
-    let component = if head == "altcraft" {
-        ComponentName {
-            kind: Kind::Files,
-            name: "control".to_string(),
-        }
-    } else if let Some(n) = head.strip_prefix("ssdb-") {
-        ComponentName {
-            kind: Kind::Ssdb,
-            name: n.to_string(),
-        }
-    } else if let Some(n) = head.strip_prefix("mongodb-") {
-        ComponentName {
-            kind: Kind::Mongodb,
-            name: n.to_string(),
-        }
-    } else if let Some(n) = head.strip_prefix("files-") {
-        ComponentName {
-            kind: Kind::Files,
-            name: n.to_string(),
-        }
-    } else {
-        return None;
-    };
-    (!component.name.is_empty()).then_some((component, date))
+    let component = Kind::from_archive_stem(head.strip_suffix('-')?)?;
+    Some((component, date))
 }
 
 /// The documented archive name for a component's data taken on `date`.
 #[must_use]
 pub fn archive_name(name: &ComponentName, date: jiff::civil::Date) -> String {
-    match (name.kind, name.name.as_str()) {
-        (Kind::Files, "control") => format!("altcraft-{date}.tar.gz"),
-        (kind, n) => format!("{kind}-{n}-{date}.tar.gz"),
-    }
+    Kind::export_name(name, date, MongoExport::Archive)
 }
 
 /// A component whose data was already unpacked to `staged`: stored as is.
@@ -267,11 +241,9 @@ pub fn import(
     let staging =
         crate::stage::Stage::create(repo.path(), crate::stage::IMPORT).map_err(io(repo.path()))?;
     progress.note(&format!("unpacking {}", path.display()));
-    let (staged, details) = if name.kind == Kind::Mongodb {
-        unpack_mongodb(path, staging.path())?
-    } else {
-        unpack_tar(path, inner.as_ref(), staging.path())?
-    };
+    let (staged, details) = name
+        .kind
+        .unpack_import(path, inner.as_ref(), staging.path())?;
     let unpacked: Vec<Box<dyn Component>> = vec![Box::new(Unpacked {
         inner,
         staged,
@@ -289,8 +261,8 @@ pub fn import(
 }
 
 /// Unpacks a `tar.gz` of the documented procedure into `staging`; returns the component's
-/// directory in it and the manifest details (SSDB stores are opened and described).
-fn unpack_tar(
+/// directory in it and the manifest details.
+pub(crate) fn unpack_tar(
     path: &Path,
     inner: &dyn Component,
     staging: &Path,
@@ -348,18 +320,7 @@ fn unpack_tar(
             inside: inside.display().to_string(),
         });
     }
-    let mut details = serde_json::json!({ "imported_from": path.display().to_string() });
-    if inner.name().kind == Kind::Ssdb {
-        let summary = component::ssdb::describe_store(&staged).map_err(|(db, reason)| {
-            ArchiveError::BrokenStore {
-                path: path.to_path_buf(),
-                db: db.to_string(),
-                reason,
-            }
-        })?;
-        details["mode"] = "import".into();
-        component::ssdb::merge_description(&mut details, &summary);
-    }
+    let details = serde_json::json!({ "imported_from": path.display().to_string() });
     Ok((staged, details))
 }
 
@@ -384,54 +345,6 @@ fn archive_reason(e: &std::io::Error) -> String {
     } else {
         root
     }
-}
-
-/// Unpacks a mongodump archive (gzipped or not) or `--out` directory into the plain layout
-/// a backup stores, checking every document's framing and each namespace's CRC.
-fn unpack_mongodb(
-    path: &Path,
-    staging: &Path,
-) -> Result<(PathBuf, serde_json::Value), ArchiveError> {
-    use component::mongodb::format;
-    let staged = staging.join("dump");
-    let bad = |e: format::FormatError| ArchiveError::Dump {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let found = if path.is_dir() {
-        format::unpack_directory(path, &staged).map_err(bad)?
-    } else {
-        let file = fs::File::open(path).map_err(io(path))?;
-        let label = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        format::unpack_archive(BufReader::new(file), &label, &staged).map_err(bad)?
-    };
-    if !staged.is_dir() {
-        fs::create_dir_all(&staged).map_err(io(&staged))?;
-    }
-    let collections: Vec<_> = found
-        .iter()
-        .filter(|n| !n.db.is_empty())
-        .map(|n| {
-            serde_json::json!({
-                "ns": n.namespace(),
-                "type": n.kind,
-                "documents": n.documents,
-                "bytes": n.bytes,
-            })
-        })
-        .collect();
-    let oplog_entries = found.iter().find(|n| n.db.is_empty()).map(|n| n.documents);
-    let details = serde_json::json!({
-        "imported_from": path.display().to_string(),
-        "consistency": "unknown",
-        "consistency_note": "imported from a mongodump made outside akbackup",
-        "oplog_entries": oplog_entries,
-        "collections": collections,
-    });
-    Ok((staged, details))
 }
 
 /// One archive written by export.
@@ -489,10 +402,7 @@ pub fn export(
         if !only.is_empty() && !only.contains(&name) {
             continue;
         }
-        let mut target = dir.join(archive_name(&name, date));
-        if name.kind == Kind::Mongodb && mongo != MongoExport::Archive {
-            target = dir.join(format!("mongodb-{}-{date}", name.name));
-        }
+        let target = dir.join(Kind::export_name(&name, date, mongo));
         if target.exists() {
             return Err(ArchiveError::Exists(target));
         }
@@ -513,22 +423,7 @@ pub fn export(
         )
         .map_err(Box::new)?;
         let partial = work.path().join("archive.tar.gz");
-        if name.kind == Kind::Mongodb {
-            write_mongodb(&tree_dir, &partial, mongo, rec)?;
-        } else {
-            let file = fs::File::create(&partial).map_err(io(&partial))?;
-            let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            let mut builder = tar::Builder::new(gz);
-            builder.follow_symlinks(false);
-            builder.mode(tar::HeaderMode::Complete);
-            let inside = repo_path.strip_prefix("/").unwrap_or(repo_path);
-            builder
-                .append_dir_all(inside, &tree_dir)
-                .map_err(io(&partial))?;
-            let gz = builder.into_inner().map_err(io(&partial))?;
-            let file = gz.finish().map_err(io(&partial))?;
-            file.sync_all().map_err(io(&partial))?;
-        }
+        name.kind.write_export(&tree_dir, &partial, mongo, rec)?;
         fs::rename(&partial, &target).map_err(io(&target))?;
         let bytes = crate::fsutil::tree_size(&target);
         progress.note(&format!("{}: wrote {}", rec.name, target.display()));
@@ -541,40 +436,20 @@ pub fn export(
     Ok(out)
 }
 
-/// Writes a MongoDB component's dump (the plain layout in `tree`) to `partial` in the
-/// chosen form; the caller renames it into place.
-fn write_mongodb(
-    tree: &Path,
-    partial: &Path,
-    mongo: MongoExport,
-    rec: &ComponentRecord,
-) -> Result<(), ArchiveError> {
-    use component::mongodb::format;
-    let bad = |e: format::FormatError| ArchiveError::Io {
-        path: partial.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    match mongo {
-        MongoExport::Archive => {
-            let server_version = rec
-                .details
-                .get("server_version")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("");
-            let file = fs::File::create(partial).map_err(io(partial))?;
-            let mut out = std::io::BufWriter::new(file);
-            format::write_archive(tree, &mut out, true, server_version).map_err(bad)?;
-            let file = out.into_inner().map_err(|e| ArchiveError::Io {
-                path: partial.to_path_buf(),
-                source: e.into_error(),
-            })?;
-            file.sync_all().map_err(io(partial))?;
-        }
-        MongoExport::Directory { gzip } => {
-            format::write_directory(tree, partial, gzip).map_err(bad)?;
-        }
-    }
-    Ok(())
+/// Writes `tree` (a component restored from a set) as the documented `tar.gz`, its entries
+/// under `repo_path` without the leading `/`, to `partial`; synced before the caller renames
+/// it into place.
+pub(crate) fn write_tar(tree: &Path, partial: &Path, repo_path: &Path) -> Result<(), ArchiveError> {
+    let file = fs::File::create(partial).map_err(io(partial))?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Complete);
+    let inside = repo_path.strip_prefix("/").unwrap_or(repo_path);
+    builder.append_dir_all(inside, tree).map_err(io(partial))?;
+    let gz = builder.into_inner().map_err(io(partial))?;
+    let file = gz.finish().map_err(io(partial))?;
+    file.sync_all().map_err(io(partial))
 }
 
 #[cfg(test)]

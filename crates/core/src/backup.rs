@@ -16,6 +16,7 @@ use crate::{
     plan::BackupPlan,
     progress::ProgressRef,
     repository::{EngineError, RepoError, RepoLock, Repository},
+    units::human_bytes,
 };
 
 /// Errors that stop a backup before any component ran (a component that fails is reported in
@@ -354,34 +355,5 @@ fn not_stored(c: &dyn Component, error: String) -> ComponentRecord {
         errors: vec![error],
         details: serde_json::Value::Null,
         prepare_seconds: 0.0,
-    }
-}
-
-/// `1536` -> `1.5 KiB`.
-#[must_use]
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    #[allow(clippy::cast_precision_loss)]
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    /// Byte counts are shown in binary units.
-    fn human() {
-        assert_eq!(super::human_bytes(5), "5 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

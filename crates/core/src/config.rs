@@ -9,7 +9,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     os::unix::fs::PermissionsExt,
     path::{Component, Path, PathBuf},
 };
@@ -75,78 +74,14 @@ pub enum ConfigError {
     },
 }
 
-/// The kinds of component akbackup knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A directory tree (the control module).
-    Files,
-    /// A MongoDB instance.
-    Mongodb,
-    /// An SSDB store.
-    Ssdb,
-}
-
-impl Kind {
-    /// The config section and name prefix of this kind.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Files => "files",
-            Self::Mongodb => "mongodb",
-            Self::Ssdb => "ssdb",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `kind.name`, the name of a component everywhere (`--only files.control`, manifests).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ComponentName {
-    /// The kind.
-    pub kind: Kind,
-    /// The instance name from the config section.
-    pub name: String,
-}
-
-impl fmt::Display for ComponentName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.kind, self.name)
-    }
-}
-
-impl std::str::FromStr for ComponentName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, name) = s.split_once('.').ok_or_else(|| {
-            format!("\"{s}\" is not a component name: use KIND.NAME, e.g. files.control")
-        })?;
-        let kind = match kind {
-            "files" => Kind::Files,
-            "mongodb" => Kind::Mongodb,
-            "ssdb" => Kind::Ssdb,
-            other => {
-                return Err(format!(
-                    "unknown component kind \"{other}\" in \"{s}\": use files, mongodb or ssdb"
-                ));
-            }
-        };
-        if name.is_empty() {
-            return Err(format!(
-                "\"{s}\" has no instance name: use KIND.NAME, e.g. files.control"
-            ));
-        }
-        Ok(Self {
-            kind,
-            name: name.to_string(),
-        })
-    }
-}
+pub use crate::component::{
+    files::{FilesConfig, OnReadError},
+    kind::{ComponentName, Kind},
+    mongodb::MongodbConfig,
+    ssdb::{SsdbConfig, SsdbMode},
+};
+pub use crate::redact::redact_uri;
+pub use crate::units::{MAX_TIMEOUT_SECS, check_seconds, parse_duration};
 
 /// `[repository]` (the default) or `[repositories.<name>]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,11 +158,6 @@ impl RepositoryConfig {
     }
 }
 
-/// The longest wait any timeout key may ask for: one day. Timeouts become deadlines
-/// (`Instant + Duration`), which panic on overflow, so a huge number must be refused when the
-/// config is read, not found by a nightly run.
-pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
-
 /// Refuses a relative path (its meaning would depend on the directory a timer or an
 /// operator starts akbackup from) and one with control characters (a newline in a path
 /// is a mistake or an attack; none can go into a unit file or a log line intact).
@@ -242,19 +172,6 @@ fn check_path(key: &str, path: &Path) -> Result<(), String> {
         return Err(format!(
             "{key} \"{}\" is relative: write the absolute path (its meaning must not depend on the directory akbackup is started in)",
             path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a timeout of 0 or above [`MAX_TIMEOUT_SECS`], naming the key.
-///
-/// # Errors
-/// The message, starting with the key.
-pub fn check_seconds(key: &str, secs: u64) -> Result<(), String> {
-    if secs == 0 || secs > MAX_TIMEOUT_SECS {
-        return Err(format!(
-            "{key} = {secs} is out of range: give seconds from 1 to {MAX_TIMEOUT_SECS} (one day)"
         ));
     }
     Ok(())
@@ -343,177 +260,6 @@ pub struct RetentionConfig {
     pub delete_after: Option<String>,
 }
 
-/// What to do when a file cannot be read during a backup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnReadError {
-    /// The component fails and the set is not completed (default: nothing is silently missing).
-    #[default]
-    Fail,
-    /// The file is skipped with a warning in the manifest.
-    Skip,
-}
-
-/// `[files.<name>]`: a directory tree.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct FilesConfig {
-    /// The directory to back up; it appears under this absolute path in the repository.
-    pub path: PathBuf,
-    /// Glob patterns of files to leave out (default `*.pid`, `*.log`).
-    #[serde(default = "default_excludes")]
-    pub exclude: Vec<String>,
-    /// Command (argv, no shell) run after an in-place restore. Default for `control`:
-    /// `<path>/akd restart`; `[]` disables it.
-    pub restart: Option<Vec<String>>,
-    /// Command (argv, no shell) whose exit 0 means the service is up, checked after
-    /// `restore --all` starts it; without it, a start command that exits 0 counts as up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<Vec<String>>,
-    /// `fail` (default) or `skip` for files that cannot be read.
-    #[serde(default)]
-    pub on_read_error: OnReadError,
-}
-
-fn default_excludes() -> Vec<String> {
-    vec!["*.pid".to_string(), "*.log".to_string()]
-}
-
-impl FilesConfig {
-    /// The stop and start commands of `restore --all`: a restart command ending in
-    /// `restart` (`akd restart`, `systemctl restart UNIT`) gives `... stop` and `... start`;
-    /// any other one has no stop, and runs as the start.
-    #[must_use]
-    pub fn stop_start_commands(&self, name: &str) -> Option<(Option<Vec<String>>, Vec<String>)> {
-        let restart = self.restart_command(name)?;
-        let verb = restart.iter().rposition(|a| a == "restart");
-        Some(match verb {
-            Some(i) => {
-                let with = |v: &str| {
-                    let mut argv = restart.clone();
-                    argv[i] = v.to_string();
-                    argv
-                };
-                (Some(with("stop")), with("start"))
-            }
-            None => (None, restart),
-        })
-    }
-
-    /// The restart command after defaults are applied, or `None`.
-    #[must_use]
-    pub fn restart_command(&self, name: &str) -> Option<Vec<String>> {
-        match &self.restart {
-            Some(argv) if argv.is_empty() => None,
-            Some(argv) => Some(argv.clone()),
-            None if name == "control" => Some(vec![
-                self.path.join("akd").display().to_string(),
-                "restart".to_string(),
-            ]),
-            None => None,
-        }
-    }
-}
-
-/// `[mongodb.<name>]`: a MongoDB instance, dumped through the official driver.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct MongodbConfig {
-    /// Connection string (TLS and auth options pass through to the driver); a password in
-    /// it is redacted everywhere.
-    pub uri: String,
-    /// systemd unit restarted after an in-place restore (default `mongod-<name>`).
-    pub service: Option<String>,
-    /// A file whose first line is the password of the user named in `uri` (mode 0600),
-    /// so the URI in the config can stay free of secrets.
-    pub password_file: Option<PathBuf>,
-    /// Namespace globs to back up (`db.*`, `db.coll`); empty means every database except
-    /// `admin`, `local` and `config`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub include: Vec<String>,
-    /// Namespace globs to leave out (`*.system.*`), applied after `include`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// Collections dumped (and restored) at once.
-    #[serde(default = "default_parallel_collections")]
-    pub parallel_collections: usize,
-    /// Seconds to wait for the server to answer before giving up (server selection and
-    /// connection); keeps a dead instance from hanging a nightly run.
-    #[serde(default = "default_mongodb_timeout")]
-    pub timeout: u64,
-    /// Documents per insert on restore (at most 8 MiB a batch either way), like
-    /// `mongorestore --batchSize`; smaller batches go easier on a busy server.
-    #[serde(default = "default_insert_batch")]
-    pub insert_batch: usize,
-}
-
-const fn default_insert_batch() -> usize {
-    1000
-}
-
-const fn default_parallel_collections() -> usize {
-    4
-}
-
-const fn default_mongodb_timeout() -> u64 {
-    10
-}
-
-impl MongodbConfig {
-    /// The systemd unit after defaults.
-    #[must_use]
-    pub fn unit(&self, name: &str) -> String {
-        self.service
-            .clone()
-            .unwrap_or_else(|| format!("mongod-{name}"))
-    }
-}
-
-/// How an SSDB store is copied for a backup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SsdbMode {
-    /// Point-in-time copy while the server keeps writing (hard-linked tables, copied logs).
-    #[default]
-    Online,
-    /// Stop the unit, copy, start it again.
-    Stop,
-}
-
-/// `[ssdb.<name>]`: an SSDB store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct SsdbConfig {
-    /// The store's work directory holding `data/` and `meta/`.
-    pub path: PathBuf,
-    /// systemd unit (default `ssdb-<name>`).
-    pub service: Option<String>,
-    /// `online` (default) or `stop`.
-    #[serde(default)]
-    pub mode: SsdbMode,
-    /// Host for health checks (default: from ssdb.conf when present).
-    pub host: Option<String>,
-    /// Port for health checks.
-    pub port: Option<u16>,
-    /// Password for the `auth` command of health checks.
-    pub auth: Option<String>,
-    /// How often a backup also reads every key (`7d`, `12h`; `0h`: every backup), recording
-    /// key counts and a digest that `verify --deep` compares. Unset (the default): never; a
-    /// backup checks only the table files new since the parent set and that the copy opens,
-    /// so its cost follows what changed, not the store's size.
-    pub deep_check_every: Option<String>,
-}
-
-impl SsdbConfig {
-    /// The systemd unit after defaults.
-    #[must_use]
-    pub fn unit(&self, name: &str) -> String {
-        self.service
-            .clone()
-            .unwrap_or_else(|| format!("ssdb-{name}"))
-    }
-}
-
 /// The whole configuration after defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -550,35 +296,6 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-/// Parses a retention age: a number and a unit `h`, `d`, `w`, `m` (30 days) or `y` (365
-/// days), e.g. `7d`.
-///
-/// # Errors
-/// A message showing the accepted form.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    /// 100 years: an age beyond it overflowed the arithmetic (a panic), or became a span the
-    /// retention code cannot hold and was silently dropped, which would forget sets.
-    const MAX_HOURS: u64 = 100 * 365 * 24;
-    let s = s.trim();
-    let bad = || format!("\"{s}\" is not an age like 12h, 7d, 2w, 6m or 1y");
-    let unit = s.chars().last().ok_or_else(bad)?;
-    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
-    let per = match unit {
-        'h' => 1,
-        'd' => 24,
-        'w' => 24 * 7,
-        'm' => 24 * 30,
-        'y' => 24 * 365,
-        _ => return Err(bad()),
-    };
-    match n.checked_mul(per) {
-        Some(hours) if hours <= MAX_HOURS => Ok(std::time::Duration::from_secs(hours * 3600)),
-        _ => Err(format!(
-            "\"{s}\" is longer than the 100 years an age may be"
-        )),
-    }
-}
-
 fn is_default_monitoring(m: &MonitoringConfig) -> bool {
     *m == MonitoringConfig::default()
 }
@@ -587,69 +304,11 @@ fn is_default_retention(r: &RetentionConfig) -> bool {
     *r == RetentionConfig::default()
 }
 
-/// The keys each table accepts, for the unknown-key check.
-const TOP_KEYS: &[&str] = &[
-    "repository",
-    "repositories",
-    "retention",
-    "monitoring",
-    "hooks",
-    "copy-to",
-    "files",
-    "mongodb",
-    "ssdb",
-];
-const REPOSITORY_KEYS: &[&str] = &[
-    "path",
-    "url",
-    "endpoint",
-    "region",
-    "path-style",
-    "access-key-id",
-    "secret-access-key",
-    "credentials-file",
-    "profile",
-    "connections",
-    "retry",
-    "timeout",
-    "connect-timeout",
-    "bandwidth",
-    "work-dir",
-    "password-file",
-    "password-command",
-];
-const MONITORING_KEYS: &[&str] = &["textfile", "webhook", "webhook-on", "webhook-timeout"];
-const RETENTION_KEYS: &[&str] = &[
-    "keep-last",
-    "keep-daily",
-    "keep-weekly",
-    "keep-monthly",
-    "keep-yearly",
-    "keep-within",
-    "after-backup",
-    "prune",
-    "delete-after",
-];
-const FILES_KEYS: &[&str] = &["path", "exclude", "restart", "health", "on-read-error"];
-const MONGODB_KEYS: &[&str] = &[
-    "uri",
-    "service",
-    "password-file",
-    "include",
-    "exclude",
-    "parallel-collections",
-    "timeout",
-    "insert-batch",
-];
-const SSDB_KEYS: &[&str] = &[
-    "path",
-    "service",
-    "mode",
-    "host",
-    "port",
-    "auth",
-    "deep-check-every",
-];
+/// The keys of a table, read from its serde struct (so a new field is a valid key without a
+/// list to keep in step); the keys of component sections come from [`Kind::keys`].
+fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    serde_aux::serde_introspection::serde_introspect::<T>()
+}
 
 impl Config {
     /// Reads and validates a config file.
@@ -698,8 +357,10 @@ impl Config {
         let table: toml::Table = toml::from_str(text).map_err(parse_error)?;
         check_keys(&table, path)?;
         let mut config: Self = toml::from_str(text).map_err(parse_error)?;
-        if config.files.is_empty() && config.mongodb.is_empty() && config.ssdb.is_empty() {
-            config.add_standard_components();
+        if Kind::ALL.iter().all(|k| k.sections(&config).is_empty()) {
+            for kind in Kind::ALL {
+                kind.add_standard(&mut config);
+            }
         }
         config.validate(path)?;
         Ok(config)
@@ -711,15 +372,14 @@ impl Config {
     /// live repository out. Compared on lexically normalised paths (`/x/plat/../plat/repo`
     /// is `/x/plat/repo`); paths are known to be absolute here.
     fn check_repositories_outside_components(&self) -> Result<(), String> {
-        let components: Vec<(String, PathBuf)> = self
-            .files
-            .iter()
-            .map(|(n, c)| (format!("files.{n}"), normalize(&c.path)))
-            .chain(
-                self.ssdb
-                    .iter()
-                    .map(|(n, c)| (format!("ssdb.{n}"), normalize(&c.path))),
-            )
+        let components: Vec<(String, PathBuf)> = Kind::ALL
+            .into_iter()
+            .flat_map(|kind| {
+                kind.sections(self).into_iter().filter_map(move |(n, c)| {
+                    c.live_dir()
+                        .map(|dir| (format!("{kind}.{n}"), normalize(dir)))
+                })
+            })
             .collect();
         let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
             self.repositories
@@ -779,15 +439,11 @@ impl Config {
         if let Some(p) = &self.monitoring.textfile {
             check_path("[monitoring] textfile", p)?;
         }
-        for (name, f) in &self.files {
-            check_path(&format!("[files.{name}] path"), &f.path)?;
-        }
-        for (name, s) in &self.ssdb {
-            check_path(&format!("[ssdb.{name}] path"), &s.path)?;
-        }
-        for (name, m) in &self.mongodb {
-            if let Some(p) = &m.password_file {
-                check_path(&format!("[mongodb.{name}] password-file"), p)?;
+        for kind in Kind::ALL {
+            for (name, section) in kind.sections(self) {
+                for (key, p) in section.path_keys() {
+                    check_path(&format!("[{kind}.{name}] {key}"), p)?;
+                }
             }
         }
         Ok(())
@@ -808,14 +464,11 @@ impl Config {
                 out.push(format!("secret-access-key in [repositories.{name}]"));
             }
         }
-        for (name, s) in &self.ssdb {
-            if s.auth.is_some() {
-                out.push(format!("auth in [ssdb.{name}]"));
-            }
-        }
-        for (name, m) in &self.mongodb {
-            if uri_password(&m.uri).is_some() {
-                out.push(format!("a password in the uri of [mongodb.{name}]"));
+        for kind in Kind::ALL {
+            for (name, section) in kind.sections(self) {
+                for (what, _) in section.inline_secrets() {
+                    out.push(format!("{what} [{kind}.{name}]"));
+                }
             }
         }
         if self.monitoring.webhook.is_some() {
@@ -832,58 +485,12 @@ impl Config {
                 crate::redact::register(secret);
             }
         }
-        for s in self.ssdb.values() {
-            if let Some(auth) = &s.auth {
-                crate::redact::register(auth);
+        for kind in Kind::ALL {
+            for (_, section) in kind.sections(self) {
+                for (_, secret) in section.inline_secrets() {
+                    crate::redact::register(secret);
+                }
             }
-        }
-        for m in self.mongodb.values() {
-            if let Some(password) = uri_password(&m.uri) {
-                crate::redact::register(password);
-            }
-        }
-    }
-
-    /// The components of a standard Altcraft install, used when the file declares none.
-    fn add_standard_components(&mut self) {
-        self.files.insert(
-            "control".to_string(),
-            FilesConfig {
-                path: PathBuf::from("/opt/altcraft"),
-                exclude: default_excludes(),
-                restart: None,
-                health: None,
-                on_read_error: OnReadError::Fail,
-            },
-        );
-        for (name, port) in [("control", 27017), ("account", 27018)] {
-            self.mongodb.insert(
-                name.to_string(),
-                MongodbConfig {
-                    uri: format!("mongodb://127.0.0.1:{port}"),
-                    service: None,
-                    password_file: None,
-                    include: Vec::new(),
-                    exclude: Vec::new(),
-                    parallel_collections: default_parallel_collections(),
-                    timeout: default_mongodb_timeout(),
-                    insert_batch: default_insert_batch(),
-                },
-            );
-        }
-        for name in ["actions", "hb", "notify", "stat"] {
-            self.ssdb.insert(
-                name.to_string(),
-                SsdbConfig {
-                    path: PathBuf::from(format!("/var/lib/ssdb/{name}")),
-                    service: None,
-                    mode: SsdbMode::Online,
-                    host: None,
-                    port: None,
-                    auth: None,
-                    deep_check_every: None,
-                },
-            );
         }
     }
 
@@ -893,18 +500,11 @@ impl Config {
             message,
         };
         self.check_paths().map_err(invalid)?;
-        for (name, files) in &self.files {
-            for glob in &files.exclude {
-                globset::Glob::new(glob).map_err(|err| {
-                    invalid(format!(
-                        "[files.{name}] exclude \"{glob}\" is not a valid glob: {err}"
-                    ))
-                })?;
-            }
-            if matches!(&files.restart, Some(argv) if argv.first().is_some_and(String::is_empty)) {
-                return Err(invalid(format!(
-                    "[files.{name}] restart has an empty program name"
-                )));
+        for kind in Kind::ALL {
+            for (name, section) in kind.sections(self) {
+                section
+                    .validate()
+                    .map_err(|e| invalid(format!("[{kind}.{name}] {e}")))?;
             }
         }
         let repos = std::iter::once(("repository".to_string(), &self.repository)).chain(
@@ -978,40 +578,6 @@ impl Config {
         if let Some(d) = &self.retention.delete_after {
             parse_duration(d).map_err(|e| invalid(format!("[retention] delete-after: {e}")))?;
         }
-        for (name, c) in &self.ssdb {
-            if let Some(d) = &c.deep_check_every {
-                parse_duration(d)
-                    .map_err(|e| invalid(format!("[ssdb.{name}] deep-check-every: {e}")))?;
-            }
-        }
-        for (name, m) in &self.mongodb {
-            if m.uri.starts_with("mongodb+srv://") {
-                return Err(invalid(format!(
-                    "[mongodb.{name}] uri: mongodb+srv:// (DNS seed lists) is not supported; \
-                     list the hosts: mongodb://host1:27017,host2:27017/?replicaSet=NAME"
-                )));
-            }
-            if !m.uri.starts_with("mongodb://") {
-                return Err(invalid(format!(
-                    "[mongodb.{name}] uri \"{}\" must start with mongodb://",
-                    redact_uri(&m.uri)
-                )));
-            }
-            for glob in m.include.iter().chain(&m.exclude) {
-                globset::Glob::new(glob).map_err(|err| {
-                    invalid(format!(
-                        "[mongodb.{name}] namespace glob \"{glob}\" is not valid: {err}"
-                    ))
-                })?;
-            }
-            if m.parallel_collections == 0 || m.timeout == 0 || m.insert_batch == 0 {
-                return Err(invalid(format!(
-                    "[mongodb.{name}] parallel-collections, timeout and insert-batch must be at least 1"
-                )));
-            }
-            check_seconds("timeout", m.timeout)
-                .map_err(|e| invalid(format!("[mongodb.{name}] {e}")))?;
-        }
         // Components must not overlap: each owns its subtree of the snapshot.
         let paths: Vec<_> = self
             .component_paths()
@@ -1042,35 +608,20 @@ impl Config {
     /// Every component's name and the absolute path its data has inside a snapshot.
     #[must_use]
     pub fn component_paths(&self) -> Vec<(ComponentName, PathBuf)> {
-        let mut out = Vec::new();
-        for (name, c) in &self.files {
-            out.push((
-                ComponentName {
-                    kind: Kind::Files,
-                    name: name.clone(),
-                },
-                c.path.clone(),
-            ));
-        }
-        for (name, c) in &self.ssdb {
-            out.push((
-                ComponentName {
-                    kind: Kind::Ssdb,
-                    name: name.clone(),
-                },
-                c.path.clone(),
-            ));
-        }
-        for name in self.mongodb.keys() {
-            out.push((
-                ComponentName {
-                    kind: Kind::Mongodb,
-                    name: name.clone(),
-                },
-                PathBuf::from(format!("/akbackup/mongodb/{name}")),
-            ));
-        }
-        out
+        Kind::ALL
+            .into_iter()
+            .flat_map(|kind| {
+                kind.sections(self).into_iter().map(move |(name, c)| {
+                    (
+                        ComponentName {
+                            kind,
+                            name: name.to_string(),
+                        },
+                        c.repo_path(name),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The names of all configured components, in a stable order.
@@ -1118,8 +669,10 @@ impl Config {
     #[must_use]
     pub fn redacted(&self) -> Self {
         let mut shown = self.clone();
-        for m in shown.mongodb.values_mut() {
-            m.uri = redact_uri(&m.uri);
+        for kind in Kind::ALL {
+            for (_, section) in kind.sections_mut(&mut shown) {
+                section.redact();
+            }
         }
         for r in std::iter::once(&mut shown.repository).chain(shown.repositories.values_mut()) {
             if r.secret_access_key.is_some() {
@@ -1128,11 +681,6 @@ impl Config {
         }
         if let Some(url) = &mut shown.monitoring.webhook {
             *url = crate::monitoring::redact_url(url);
-        }
-        for s in shown.ssdb.values_mut() {
-            if s.auth.is_some() {
-                s.auth = Some("***".to_string());
-            }
         }
         shown
     }
@@ -1143,19 +691,6 @@ impl Config {
         toml::to_string_pretty(&self.redacted())
             .unwrap_or_else(|err| format!("# cannot render: {err}\n"))
     }
-}
-
-/// Replaces the password in `scheme://user:password@host` with `***`.
-#[must_use]
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return uri.to_string();
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    format!("{scheme}://{user}:***@{host}")
 }
 
 /// `path` with `.` dropped and `..` applied, without touching the disk (for comparing the
@@ -1174,18 +709,12 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// The password in `scheme://user:password@host`, if there is one.
-fn uri_password(uri: &str) -> Option<&str> {
-    let (_, rest) = uri.split_once("://")?;
-    let (userinfo, _) = rest.split_once('@')?;
-    userinfo.split_once(':').map(|(_, pw)| pw)
-}
-
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map_or(0, |before| before.matches('\n').count() + 1)
 }
 
+/// Rejects keys no struct of the schema has, naming the closest valid one.
 fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
     let unknown = |section: &str, key: &str, valid: &[&str]| ConfigError::UnknownKey {
         path: path.to_path_buf(),
@@ -1200,13 +729,33 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
         path: path.to_path_buf(),
         message: format!("[{section}] must be a table"),
     };
+    let top = keys_of::<Config>();
     for (key, value) in table {
+        if let Some(kind) = Kind::parse(key) {
+            let valid = kind.keys();
+            let t = value.as_table().ok_or_else(|| not_table(key))?;
+            for (name, instance) in t {
+                let section = format!("{kind}.{name}");
+                let it = instance.as_table().ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "\"{name}\" in [{kind}] must be a table: write [{kind}.{name}] with its keys"
+                    ),
+                })?;
+                for k in it.keys() {
+                    if !valid.contains(&k.as_str()) {
+                        return Err(unknown(&section, k, valid));
+                    }
+                }
+            }
+            continue;
+        }
         match key.as_str() {
             "repository" | "retention" | "monitoring" => {
                 let valid = match key.as_str() {
-                    "repository" => REPOSITORY_KEYS,
-                    "retention" => RETENTION_KEYS,
-                    _ => MONITORING_KEYS,
+                    "repository" => keys_of::<RepositoryConfig>(),
+                    "retention" => keys_of::<RetentionConfig>(),
+                    _ => keys_of::<MonitoringConfig>(),
                 };
                 let t = value.as_table().ok_or_else(|| not_table(key))?;
                 for k in t.keys() {
@@ -1216,48 +765,11 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
                 }
             }
             "repositories" => {
+                let valid = keys_of::<RepositoryConfig>();
                 let t = value.as_table().ok_or_else(|| not_table("repositories"))?;
                 for (name, repo) in t {
                     let section = format!("repositories.{name}");
                     let it = repo.as_table().ok_or_else(|| not_table(&section))?;
-                    for k in it.keys() {
-                        if !REPOSITORY_KEYS.contains(&k.as_str()) {
-                            return Err(unknown(&section, k, REPOSITORY_KEYS));
-                        }
-                    }
-                }
-            }
-            "copy-to" => {}
-            "hooks" => {
-                const HOOK_KEYS: &[&str] = &["on", "command", "shell", "timeout", "component"];
-                let list = value.as_array().ok_or_else(|| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    message: "hooks must be written as [[hooks]] tables".to_string(),
-                })?;
-                for h in list {
-                    let t = h.as_table().ok_or_else(|| not_table("[hooks]"))?;
-                    for k in t.keys() {
-                        if !HOOK_KEYS.contains(&k.as_str()) {
-                            return Err(unknown("hooks", k, HOOK_KEYS));
-                        }
-                    }
-                }
-            }
-            kind @ ("files" | "mongodb" | "ssdb") => {
-                let valid = match kind {
-                    "files" => FILES_KEYS,
-                    "mongodb" => MONGODB_KEYS,
-                    _ => SSDB_KEYS,
-                };
-                let t = value.as_table().ok_or_else(|| not_table(kind))?;
-                for (name, instance) in t {
-                    let section = format!("{kind}.{name}");
-                    let it = instance.as_table().ok_or_else(|| ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "\"{name}\" in [{kind}] must be a table: write [{kind}.{name}] with its keys"
-                        ),
-                    })?;
                     for k in it.keys() {
                         if !valid.contains(&k.as_str()) {
                             return Err(unknown(&section, k, valid));
@@ -1265,7 +777,23 @@ fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
                     }
                 }
             }
-            other => return Err(unknown("top level", other, TOP_KEYS)),
+            "copy-to" => {}
+            "hooks" => {
+                let valid = keys_of::<crate::hooks::Hook>();
+                let list = value.as_array().ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "hooks must be written as [[hooks]] tables".to_string(),
+                })?;
+                for h in list {
+                    let t = h.as_table().ok_or_else(|| not_table("[hooks]"))?;
+                    for k in t.keys() {
+                        if !valid.contains(&k.as_str()) {
+                            return Err(unknown("hooks", k, valid));
+                        }
+                    }
+                }
+            }
+            other => return Err(unknown("top level", other, top)),
         }
     }
     Ok(())

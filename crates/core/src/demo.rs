@@ -158,10 +158,10 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         format!(
             "control module: {} files, {} ({} in *.pid/*.log); SSDB store actions: {} keys, {}",
             generated.files,
-            backup::human_bytes(generated.bytes),
-            backup::human_bytes(generated.excluded_bytes),
+            crate::units::human_bytes(generated.bytes),
+            crate::units::human_bytes(generated.excluded_bytes),
             keys_day1,
-            backup::human_bytes(store_bytes)
+            crate::units::human_bytes(store_bytes)
         ),
     );
 
@@ -192,12 +192,12 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         format!(
             "{} files, {} read, repository {}",
             first.components.iter().map(|c| c.files).sum::<u64>(),
-            backup::human_bytes(first.total_bytes),
-            backup::human_bytes(repo_after_first)
+            crate::units::human_bytes(first.total_bytes),
+            crate::units::human_bytes(repo_after_first)
         ),
     );
 
-    let tar_bytes = if crate::repository::password::child_command("tar")
+    let tar_bytes = if crate::process::child_command("tar")
         .arg("--version")
         .output()
         .is_ok()
@@ -216,7 +216,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
                 false,
             ),
         ] {
-            let mut cmd = crate::repository::password::child_command("tar");
+            let mut cmd = crate::process::child_command("tar");
             if excludes {
                 cmd.arg("--exclude=*.pid").arg("--exclude=*.log");
             }
@@ -236,7 +236,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         timed(
             "tar -czf of the same directories (documented)",
             t,
-            format!("{} (exit ok: {ok})", backup::human_bytes(size)),
+            format!("{} (exit ok: {ok})", crate::units::human_bytes(size)),
         );
         Some(size)
     } else {
@@ -253,7 +253,7 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         t,
         format!(
             "{} written to files, {new_keys} keys added to the store",
-            backup::human_bytes(changed)
+            crate::units::human_bytes(changed)
         ),
     );
 
@@ -265,9 +265,9 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
         t,
         format!(
             "read {} of {}, repository grew by {}",
-            backup::human_bytes(second.components.iter().map(|c| c.read_bytes).sum()),
-            backup::human_bytes(second.total_bytes),
-            backup::human_bytes(repo_after_second.saturating_sub(repo_after_first))
+            crate::units::human_bytes(second.components.iter().map(|c| c.read_bytes).sum()),
+            crate::units::human_bytes(second.total_bytes),
+            crate::units::human_bytes(repo_after_second.saturating_sub(repo_after_first))
         ),
     );
 

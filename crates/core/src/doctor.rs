@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::{
     backup_set::BackupSet,
     component::Component,
-    config::{Config, Kind},
     repository::{EntryKind, Repository},
     service,
 };
@@ -38,24 +37,9 @@ fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
     }
 }
 
-/// The systemd unit a component needs, if any.
-fn unit_of(config: &Config, c: &dyn Component) -> Option<String> {
-    let name = c.name();
-    match name.kind {
-        Kind::Ssdb => config.ssdb.get(&name.name).map(|s| s.unit(&name.name)),
-        Kind::Mongodb => config.mongodb.get(&name.name).map(|m| m.unit(&name.name)),
-        Kind::Files => None,
-    }
-}
-
 /// Runs every check for restoring `set` of `repo` with `components` on this machine.
 #[must_use]
-pub fn run(
-    config: &Config,
-    repo: &Repository,
-    set: &BackupSet,
-    components: &[Box<dyn Component>],
-) -> Vec<Check> {
+pub fn run(repo: &Repository, set: &BackupSet, components: &[Box<dyn Component>]) -> Vec<Check> {
     let mut out = vec![check(
         "repository",
         true,
@@ -76,7 +60,7 @@ pub fn run(
             ));
             continue;
         };
-        if let Some(unit) = unit_of(config, c.as_ref()) {
+        if let Some(unit) = c.unit() {
             let present = service::run(&["systemctl".into(), "cat".into(), unit.clone()]).is_ok();
             out.push(check(
                 format!("{name}: unit"),
@@ -88,22 +72,19 @@ pub fn run(
                 },
             ));
         }
-        match c.name().kind {
-            Kind::Mongodb => {
-                let problems = c.check();
-                out.push(check(
-                    format!("{name}: server"),
-                    problems.is_empty(),
-                    if problems.is_empty() {
-                        format!("{} answers", c.source())
-                    } else {
-                        problems.join("; ")
-                    },
-                ));
-            }
-            Kind::Files | Kind::Ssdb => {
-                out.push(target_room(&name, c.repo_path(), record.bytes));
-            }
+        if c.name().kind.loads_through_server() {
+            let problems = c.check();
+            out.push(check(
+                format!("{name}: server"),
+                problems.is_empty(),
+                if problems.is_empty() {
+                    format!("{} answers", c.source())
+                } else {
+                    problems.join("; ")
+                },
+            ));
+        } else {
+            out.push(target_room(&name, c.repo_path(), record.bytes));
         }
         out.push(owners(repo, set, &name, c.repo_path()));
     }
@@ -147,9 +128,9 @@ fn target_room(name: &str, path: &Path, bytes: u64) -> Check {
             true,
             format!(
                 "{} free at {}, the set needs {}",
-                crate::backup::human_bytes(free),
+                crate::units::human_bytes(free),
                 parent.display(),
-                crate::backup::human_bytes(bytes)
+                crate::units::human_bytes(bytes)
             ),
         ),
         Ok(free) => check(
@@ -157,10 +138,10 @@ fn target_room(name: &str, path: &Path, bytes: u64) -> Check {
             false,
             format!(
                 "only {} free at {}, the set needs {} plus {} headroom: free some space",
-                crate::backup::human_bytes(free),
+                crate::units::human_bytes(free),
                 parent.display(),
-                crate::backup::human_bytes(bytes),
-                crate::backup::human_bytes(crate::plan::FREE_SPACE_MARGIN)
+                crate::units::human_bytes(bytes),
+                crate::units::human_bytes(crate::plan::FREE_SPACE_MARGIN)
             ),
         ),
         Err(e) => check(

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::repository::password::child_command;
+use crate::process::child_command;
 use serde::{Deserialize, Serialize};
 
 /// When a hook runs.

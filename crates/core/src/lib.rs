@@ -50,6 +50,7 @@ pub mod service;
 pub mod stage;
 pub mod stopped;
 pub mod tree;
+pub mod units;
 pub mod verify;
 
 /// The version recorded in every manifest.

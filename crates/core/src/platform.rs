@@ -64,24 +64,6 @@ pub struct PlatformPlan {
     pub start: Vec<ServiceCommand>,
 }
 
-/// The order of kinds when stopping (the control module first: it writes to the rest).
-const fn stop_rank(kind: Kind) -> u8 {
-    match kind {
-        Kind::Files => 0,
-        Kind::Ssdb => 1,
-        Kind::Mongodb => 2,
-    }
-}
-
-/// The order of kinds when restoring (databases first: see the module header).
-const fn restore_rank(kind: Kind) -> u8 {
-    match kind {
-        Kind::Mongodb => 0,
-        Kind::Ssdb => 1,
-        Kind::Files => 2,
-    }
-}
-
 /// The in-place target of `restore --all`: every service is ours to stop and start.
 #[must_use]
 pub fn target() -> RestoreTarget {
@@ -104,13 +86,13 @@ pub fn plan(components: &[Box<dyn Component>], mut restore: RestorePlan) -> Plat
     };
     restore
         .steps
-        .sort_by_key(|s| restore_rank(kind_of(&s.name)));
+        .sort_by_key(|s| kind_of(&s.name).restore_rank());
     let mut ordered: Vec<&dyn Component> = components
         .iter()
         .map(AsRef::as_ref)
         .filter(|c| restore.steps.iter().any(|s| s.name == c.name().to_string()))
         .collect();
-    ordered.sort_by_key(|c| stop_rank(c.name().kind));
+    ordered.sort_by_key(|c| c.name().kind.stop_rank());
     let mut check_first = Vec::new();
     let mut stop = Vec::new();
     let mut start = Vec::new();

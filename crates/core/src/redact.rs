@@ -67,6 +67,27 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     out
 }
 
+/// Replaces the password in `scheme://user:password@host` with `***`.
+#[must_use]
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return uri.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:***@{host}")
+}
+
+/// The password in `scheme://user:password@host`, if there is one.
+#[must_use]
+pub fn uri_password(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let (userinfo, _) = rest.split_once('@')?;
+    userinfo.split_once(':').map(|(_, pw)| pw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

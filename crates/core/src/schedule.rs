@@ -226,7 +226,7 @@ pub fn status() -> Result<Vec<(String, String)>, ScheduleError> {
         ),
         (SERVICE, "service", "ActiveState,Result,ExecMainStatus"),
     ] {
-        let output = crate::repository::password::child_command("systemctl")
+        let output = crate::process::child_command("systemctl")
             .args(["show", unit, "--property", props])
             .stdin(std::process::Stdio::null())
             .output()

@@ -39,7 +39,7 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
         });
     };
     // Restart and service commands never see the repository password.
-    let out = crate::repository::password::child_command(program)
+    let out = crate::process::child_command(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

@@ -344,8 +344,8 @@ pub fn materialize(
     {
         return Err(TreeError::NoSpace {
             path: dest.to_path_buf(),
-            need: crate::backup::human_bytes(total),
-            free: crate::backup::human_bytes(free),
+            need: crate::units::human_bytes(total),
+            free: crate::units::human_bytes(free),
         });
     }
     progress.begin(label, Some(total));

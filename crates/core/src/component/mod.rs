@@ -7,6 +7,7 @@
 //! Instances (the two MongoDB servers, the four SSDB stores) are config values, not types.
 
 pub mod files;
+pub mod kind;
 pub mod mongodb;
 pub mod ssdb;
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     backup_set::{ComponentRecord, Status},
-    config::{ComponentName, Config, Kind},
+    config::{ComponentName, Config},
     progress::ProgressRef,
     repository::{PartStats, RepoError, Repository, SourcePart},
     service::ServiceError,
@@ -299,6 +300,11 @@ pub trait Component: Send + Sync {
         target: &RestoreTarget,
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError>;
+    /// The systemd unit serving this component's data, which `doctor` expects installed;
+    /// `None` when no unit does (a directory tree).
+    fn unit(&self) -> Option<String> {
+        None
+    }
     /// The service around this component's data, for `restore --all`; `None` when nothing
     /// runs on it.
     fn service_control(&self) -> Option<ServiceControl> {
@@ -380,32 +386,11 @@ pub fn build(
         if !only.is_empty() && !only.contains(&name) {
             continue;
         }
-        match name.kind {
-            Kind::Files => {
-                let cfg = config
-                    .files
-                    .get(&name.name)
-                    .cloned()
-                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
-                out.push(Box::new(files::FilesComponent::new(name, cfg)));
-            }
-            Kind::Ssdb => {
-                let cfg = config
-                    .ssdb
-                    .get(&name.name)
-                    .cloned()
-                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
-                out.push(Box::new(ssdb::SsdbComponent::new(name, cfg)));
-            }
-            Kind::Mongodb => {
-                let cfg = config
-                    .mongodb
-                    .get(&name.name)
-                    .cloned()
-                    .ok_or_else(|| ComponentError::NotSupported(name.clone()))?;
-                out.push(Box::new(mongodb::MongodbComponent::new(name, cfg)));
-            }
-        }
+        let kind = name.kind;
+        out.push(
+            kind.build(name.clone(), config)
+                .ok_or(ComponentError::NotSupported(name))?,
+        );
     }
     Ok(out)
 }

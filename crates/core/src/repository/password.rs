@@ -2,42 +2,14 @@
 //! in that order. A password file readable by group or others is refused, because the
 //! password decrypts every backup of the platform.
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-use crate::config::RepositoryConfig;
+use crate::{config::RepositoryConfig, process::child_command};
 
 /// Environment variable that overrides the configured password source.
-pub const PASSWORD_ENV: &str = "AKBACKUP_PASSWORD";
+pub const PASSWORD_ENV: &str = crate::process::PASSWORD_ENV;
 /// The new password of `key add` / `key passwd`, in the environment.
-pub const NEW_PASSWORD_ENV: &str = "AKBACKUP_NEW_PASSWORD";
-
-/// A command for a child process (hook, service command, password command, `systemctl`,
-/// `tar`) that does not inherit akbackup's secrets from its environment: the repository
-/// passwords and every `AWS_*` variable (the S3 keys, session token, profile and credential
-/// file locations the storage library reads). The child gets what it needs in its own
-/// arguments and variables, never a secret it might log. Every child akbackup starts is
-/// built here; the README ("Hooks") lists what a child gets.
-#[must_use]
-pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env_remove(PASSWORD_ENV).env_remove(NEW_PASSWORD_ENV);
-    for (name, _) in std::env::vars_os() {
-        if is_secret_env(&name) {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd
-}
-
-/// True for a variable a child must not inherit: the password variables and every `AWS_*`
-/// one (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, and the ones that point at
-/// credentials, such as `AWS_SHARED_CREDENTIALS_FILE` or `AWS_PROFILE`).
-fn is_secret_env(name: &std::ffi::OsStr) -> bool {
-    let name = name.as_encoded_bytes();
-    name == PASSWORD_ENV.as_bytes()
-        || name == NEW_PASSWORD_ENV.as_bytes()
-        || name.starts_with(b"AWS_")
-}
+pub const NEW_PASSWORD_ENV: &str = crate::process::NEW_PASSWORD_ENV;
 
 /// Errors resolving the password. None of them contains the password.
 #[derive(Debug, thiserror::Error)]

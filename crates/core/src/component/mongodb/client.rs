@@ -10,7 +10,8 @@ use mongodb::{
     options::ClientOptions,
 };
 
-use crate::config::{MongodbConfig, redact_uri};
+use super::MongodbConfig;
+use crate::redact::redact_uri;
 
 /// Databases never dumped: server-internal state, not the platform's.
 pub const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];

@@ -13,7 +13,9 @@
 //! no directory to swap: a collection that failed to load is named in the error, and the
 //! ones before it are already replaced.
 
+pub mod archive;
 pub mod client;
+pub mod config;
 pub mod dump;
 pub mod format;
 pub mod load;
@@ -28,12 +30,14 @@ use super::{
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
-    config::{ComponentName, MongodbConfig, redact_uri},
+    config::ComponentName,
     progress::ProgressRef,
+    redact::redact_uri,
     repository::{PartStats, Repository, SourcePart},
     service,
 };
 use client::{Connection, NsFilter, NsRename};
+pub use config::MongodbConfig;
 
 /// A MongoDB instance.
 #[derive(Debug)]
@@ -329,6 +333,10 @@ impl Component for MongodbComponent {
                 "oplog_applied": summary.oplog_applied,
             }),
         })
+    }
+
+    fn unit(&self) -> Option<String> {
+        Some(self.config.unit(&self.name.name))
     }
 
     fn service_control(&self) -> Option<ServiceControl> {

@@ -23,10 +23,13 @@
 //! and health-checks it; when the check fails the previous directory is put back and started.
 
 pub mod checkpoint;
+pub mod config;
 pub mod inspect;
 pub mod manifest;
 pub mod protocol;
 pub mod table;
+
+pub use config::{SsdbConfig, SsdbMode};
 
 use std::path::{Path, PathBuf};
 
@@ -37,7 +40,7 @@ use super::{
 use crate::{
     backup_set::{ComponentRecord, Status},
     cleanup::{self, Action},
-    config::{ComponentName, SsdbConfig, SsdbMode},
+    config::ComponentName,
     fsutil,
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
@@ -110,10 +113,6 @@ impl SsdbComponent {
     #[must_use]
     pub const fn new(name: ComponentName, config: SsdbConfig) -> Self {
         Self { name, config }
-    }
-
-    fn unit(&self) -> String {
-        self.config.unit(&self.name.name)
     }
 
     fn err(&self, message: String) -> ComponentError {
@@ -287,7 +286,7 @@ impl SsdbComponent {
             .config
             .deep_check_every
             .as_deref()
-            .and_then(|d| crate::config::parse_duration(d).ok())
+            .and_then(|d| crate::units::parse_duration(d).ok())
         else {
             return false;
         };
@@ -529,7 +528,7 @@ impl Component for SsdbComponent {
                 (self.stage(&stage, MAX_ATTEMPTS)?, "online")
             }
             SsdbMode::Stop => {
-                let unit = self.unit();
+                let unit = self.config.unit(&self.name.name);
                 progress.note(&format!("{}: stopping {unit}", self.name));
                 let stopped = Stopped::stop(&unit).map_err(|e| self.service_err(e))?;
                 let staged = self.stage(&stage, 1);
@@ -592,7 +591,7 @@ impl Component for SsdbComponent {
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
-        let unit = self.unit();
+        let unit = self.config.unit(&self.name.name);
         let (destination, replaces, stop, start) = match target {
             RestoreTarget::Directory(dir) => (
                 dir.join("ssdb").join(&self.name.name),
@@ -681,7 +680,7 @@ impl Component for SsdbComponent {
         }
         // Found now: ssdb.conf next to the store moves aside with the swap.
         let endpoint = self.endpoint();
-        let unit = self.unit();
+        let unit = self.config.unit(&self.name.name);
         let stopped = if managed {
             // `restore --all` stopped the unit and starts it when everything is restored.
             Stopped::already()
@@ -761,8 +760,12 @@ impl Component for SsdbComponent {
         }
     }
 
+    fn unit(&self) -> Option<String> {
+        Some(self.config.unit(&self.name.name))
+    }
+
     fn service_control(&self) -> Option<ServiceControl> {
-        let unit = self.unit();
+        let unit = self.config.unit(&self.name.name);
         Some(ServiceControl {
             stop: Some(systemctl_argv("stop", &unit)),
             start: systemctl_argv("start", &unit),
@@ -773,7 +776,7 @@ impl Component for SsdbComponent {
         match self.endpoint() {
             Ok((host, port)) => self.wait_healthy(&host, port),
             Err(_) => {
-                let unit = self.unit();
+                let unit = self.config.unit(&self.name.name);
                 service::run(&systemctl_argv("is-active", &unit))
                     .map(|()| {
                         format!(
@@ -948,6 +951,29 @@ pub fn deep_check(
         }
     }
     problems
+}
+
+/// Opens the store an imported `tar.gz` held (`staged`, unpacked from `archive`) and adds
+/// its description to the set's `details`: an archive taken while SSDB was running may not
+/// open, and is refused before it becomes a set.
+///
+/// # Errors
+/// [`crate::archive::ArchiveError::BrokenStore`] naming the archive and the database.
+pub(crate) fn describe_import(
+    archive: &Path,
+    staged: &Path,
+    details: &mut serde_json::Value,
+) -> Result<(), crate::archive::ArchiveError> {
+    let summary = describe_store(staged).map_err(|(db, reason)| {
+        crate::archive::ArchiveError::BrokenStore {
+            path: archive.to_path_buf(),
+            db: db.to_string(),
+            reason,
+        }
+    })?;
+    details["mode"] = "import".into();
+    merge_description(details, &summary);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! directory next to the live one (same filesystem), swaps the two atomically, keeps the
 //! previous tree under a printed name, then runs the restart command.
 
+pub mod config;
+
+pub use config::{FilesConfig, OnReadError};
+
 use std::path::Path;
 
 use super::{
@@ -14,7 +18,7 @@ use super::{
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
-    config::{ComponentName, FilesConfig, OnReadError},
+    config::ComponentName,
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
     service,

@@ -1,0 +1,112 @@
+//! `[ssdb.NAME]`: the config of an SSDB store, its defaults, validation and redaction.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::kind::Section;
+
+/// How an SSDB store is copied for a backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SsdbMode {
+    /// Point-in-time copy while the server keeps writing (hard-linked tables, copied logs).
+    #[default]
+    Online,
+    /// Stop the unit, copy, start it again.
+    Stop,
+}
+
+/// `[ssdb.<name>]`: an SSDB store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SsdbConfig {
+    /// The store's work directory holding `data/` and `meta/`.
+    pub path: PathBuf,
+    /// systemd unit (default `ssdb-<name>`).
+    pub service: Option<String>,
+    /// `online` (default) or `stop`.
+    #[serde(default)]
+    pub mode: SsdbMode,
+    /// Host for health checks (default: from ssdb.conf when present).
+    pub host: Option<String>,
+    /// Port for health checks.
+    pub port: Option<u16>,
+    /// Password for the `auth` command of health checks.
+    pub auth: Option<String>,
+    /// How often a backup also reads every key (`7d`, `12h`; `0h`: every backup), recording
+    /// key counts and a digest that `verify --deep` compares. Unset (the default): never; a
+    /// backup checks only the table files new since the parent set and that the copy opens,
+    /// so its cost follows what changed, not the store's size.
+    pub deep_check_every: Option<String>,
+}
+
+impl SsdbConfig {
+    /// The systemd unit after defaults.
+    #[must_use]
+    pub fn unit(&self, name: &str) -> String {
+        self.service
+            .clone()
+            .unwrap_or_else(|| format!("ssdb-{name}"))
+    }
+}
+
+impl SsdbConfig {
+    /// The four stores of a standard install, `/var/lib/ssdb/{actions,hb,notify,stat}`,
+    /// copied online.
+    #[must_use]
+    pub fn standard() -> Vec<(String, Self)> {
+        ["actions", "hb", "notify", "stat"]
+            .into_iter()
+            .map(|name| {
+                (
+                    name.to_string(),
+                    Self {
+                        path: PathBuf::from(format!("/var/lib/ssdb/{name}")),
+                        service: None,
+                        mode: SsdbMode::Online,
+                        host: None,
+                        port: None,
+                        auth: None,
+                        deep_check_every: None,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl Section for SsdbConfig {
+    fn repo_path(&self, _name: &str) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn live_dir(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn path_keys(&self) -> Vec<(&'static str, &Path)> {
+        vec![("path", &self.path)]
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(d) = &self.deep_check_every {
+            crate::units::parse_duration(d).map_err(|e| format!("deep-check-every: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn inline_secrets(&self) -> Vec<(&'static str, &str)> {
+        self.auth
+            .as_deref()
+            .map(|a| ("auth in", a))
+            .into_iter()
+            .collect()
+    }
+
+    fn redact(&mut self) {
+        if self.auth.is_some() {
+            self.auth = Some("***".to_string());
+        }
+    }
+}

@@ -33,17 +33,13 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            let mut line = String::new();
-            for part in chain {
-                // Causes are often already contained in the message above them.
-                if !line.contains(&part) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&part);
-                }
-            }
+            // Each part once: the core's error rule (`akbackup_core::error`) keeps a cause
+            // either in a message or in the chain, never both.
+            let line = err
+                .chain()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
             render::log(render::Level::Error, None, &line);
             ExitCode::from(2)
         }

@@ -93,8 +93,7 @@ pub enum ArchiveError {
     Io {
         /// Where.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// Restoring the set for export.

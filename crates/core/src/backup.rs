@@ -57,8 +57,7 @@ pub enum BackupError {
     Staging {
         /// Where.
         path: String,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
 }

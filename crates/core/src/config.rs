@@ -27,7 +27,6 @@ pub enum ConfigError {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
         source: std::io::Error,
     },
     /// TOML syntax or a value of the wrong type.

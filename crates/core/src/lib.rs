@@ -33,6 +33,7 @@ pub mod config;
 pub mod copy;
 pub mod demo;
 pub mod doctor;
+pub mod error;
 pub mod forget;
 pub mod fsutil;
 pub mod hooks;

@@ -27,8 +27,7 @@ pub enum ScheduleError {
     Io {
         /// The unit file.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// systemctl failed.

@@ -9,8 +9,7 @@ pub enum ServiceError {
     Spawn {
         /// The command line, for the message.
         command: String,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// It exited non-zero.

@@ -42,8 +42,7 @@ pub enum JournalError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// The journal is not what this version writes.
@@ -51,8 +50,7 @@ pub enum JournalError {
     Damaged {
         /// The file.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: serde_json::Error,
     },
 }

@@ -77,8 +77,7 @@ pub enum TreeError {
     Write {
         /// The path.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// An entry of the set would land on a symlink or another entry of the set: the

@@ -46,8 +46,7 @@ pub enum ComponentError {
     Tree {
         /// Component.
         name: ComponentName,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: Box<TreeError>,
     },
     /// Repository errors.
@@ -55,8 +54,7 @@ pub enum ComponentError {
     Repo {
         /// Component.
         name: ComponentName,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: Box<RepoError>,
     },
     /// A restore step on disk failed.
@@ -80,8 +78,7 @@ pub enum ComponentError {
     Service {
         /// Component.
         name: ComponentName,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: Box<ServiceError>,
     },
 }

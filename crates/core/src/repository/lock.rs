@@ -92,8 +92,7 @@ pub enum LockError {
     Io {
         /// Repository path.
         repo: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
 }

@@ -25,7 +25,6 @@ pub enum PasswordError {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
         source: std::io::Error,
     },
     /// The file is readable by others.

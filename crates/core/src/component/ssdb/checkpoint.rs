@@ -62,8 +62,7 @@ pub enum CheckpointError {
     Io {
         /// Path.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: std::io::Error,
     },
     /// The MANIFEST could not be read as LevelDB writes it.
@@ -71,8 +70,7 @@ pub enum CheckpointError {
     Manifest {
         /// Path.
         path: PathBuf,
-        /// Cause.
-        #[source]
+        /// Cause (printed in the message, so not also the `source()`).
         source: manifest::ManifestError,
     },
     /// Races with compaction or log rotation kept winning.

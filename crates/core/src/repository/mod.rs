@@ -23,7 +23,7 @@ use crate::{
 };
 pub use engine::EngineError;
 pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
-use engine::{Engine, SnapshotInfo};
+use engine::{Engine, RusticEngine, SnapshotInfo};
 pub use lock::{LockError, LockHolder, LockWait, RepoLock};
 pub use locks::LockMode;
 pub use password::PasswordError;
@@ -90,7 +90,8 @@ pub struct Repository {
     shown: String,
     /// Whether `path` is the repository itself.
     local: bool,
-    engine: Arc<dyn Engine>,
+    /// The storage engine, as its one implementation (see [`Engine`]).
+    engine: Arc<RusticEngine>,
     /// The repository's files outside the engine's reach (lock files, the pack listing).
     store: store::Store,
     /// Whose sets `latest`, retention and cleanup act on.
@@ -494,7 +495,7 @@ impl Repository {
     fn remote_lock(&self, command: &str, mode: LockMode) -> Result<locks::RemoteLock, LockError> {
         locks::RemoteLock::acquire(
             &self.store,
-            Arc::clone(&self.engine),
+            Arc::<RusticEngine>::clone(&self.engine),
             mode,
             command,
             self.lock_wait,
@@ -757,6 +758,19 @@ impl Repository {
             },
             other => other,
         }
+    }
+
+    /// Copies the snapshots `ids` into `dst`, sending only the data `dst` lacks; snapshots
+    /// already copied there are skipped. Returns the ids (in this repository) that were
+    /// copied. The caller holds the locks of both repositories.
+    ///
+    /// # Errors
+    /// Storage errors of either repository (a full disk named as `dst`'s).
+    pub fn copy_to(&self, dst: &Self, ids: &[String]) -> Result<Vec<String>, RepoError> {
+        Ok(self
+            .engine
+            .copy_to(&dst.engine, ids)
+            .map_err(|e| dst.located(e))?)
     }
 
     /// The storage engine, for verify/forget.

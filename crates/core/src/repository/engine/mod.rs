@@ -214,6 +214,10 @@ pub struct EngineFinding {
 }
 
 /// The repository operations akbackup needs, in its own types.
+///
+/// The seam between akbackup and the storage library. [`RusticEngine`] is its one
+/// implementation, and `Repository` holds it as that type, so [`Engine::copy_to`] gets a
+/// destination of its own kind without a downcast; the lock files use it as `dyn Engine`.
 pub trait Engine: Send + Sync {
     /// Stores a new snapshot of `parts` (in one tree, each under its `repo_path`); the stats
     /// come back in the order of `parts`. Labels must be unique.
@@ -274,13 +278,15 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// When the check itself could not run.
     fn check(&self, read_data: bool, subset: Option<&str>) -> EngineResult<Vec<EngineFinding>>;
-    /// Copies the snapshots `ids` into `dest` (another repository of this engine), sending
-    /// only the data `dest` lacks; snapshots already copied there are skipped. Returns the
-    /// ids (in this repository) that were copied.
+    /// Copies the snapshots `ids` into `dest` (another repository of this engine, which the
+    /// type ensures), sending only the data `dest` lacks; snapshots already copied there are
+    /// skipped. Returns the ids (in this repository) that were copied.
     ///
     /// # Errors
-    /// Storage errors; a `dest` of another engine kind.
-    fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>>;
+    /// Storage errors.
+    fn copy_to(&self, dest: &Self, ids: &[String]) -> EngineResult<Vec<String>>
+    where
+        Self: Sized;
     /// Adds to the index the packs a crashed run uploaded but never indexed (and drops
     /// index entries of packs that are gone), so the next run reuses that data instead of
     /// sending it again.
@@ -294,8 +300,6 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// Storage errors.
     fn reload_index(&self) -> EngineResult<()>;
-    /// For [`Engine::copy_to`]: the concrete engine behind the trait.
-    fn as_any(&self) -> &dyn std::any::Any;
     /// The repository's keys (hex ids), and the one this process opened it with.
     ///
     /// # Errors

@@ -390,10 +390,6 @@ impl Engine for RusticEngine {
         Ok(bytes)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn seal(&self, data: &[u8]) -> EngineResult<Vec<u8>> {
         use aes256ctr_poly1305aes::aead::AeadInPlace;
         let cipher = self.cipher()?;
@@ -467,13 +463,7 @@ impl Engine for RusticEngine {
             .map_err(|e| EngineError::library("removing a key", &e))
     }
 
-    fn copy_to(&self, dest: &dyn Engine, ids: &[String]) -> EngineResult<Vec<String>> {
-        let Some(dest) = dest.as_any().downcast_ref::<Self>() else {
-            return Err(EngineError::Library {
-                what: "copying",
-                message: "the destination is not a repository of the same kind".to_string(),
-            });
-        };
+    fn copy_to(&self, dest: &Self, ids: &[String]) -> EngineResult<Vec<String>> {
         let src = self.repo()?;
         let snaps = src
             .get_snapshots(ids)

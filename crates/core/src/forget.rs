@@ -80,7 +80,7 @@ pub fn run(
             .filter(|s| &s.manifest.host == host)
             .map(|s| s.id.clone())
             .collect();
-        decisions.extend(repo.engine().retention(&ids, rules)?);
+        decisions.extend(repo.retention(&ids, rules)?);
     }
     let mut out = Vec::new();
     for set in &sets {

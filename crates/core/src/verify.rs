@@ -103,7 +103,7 @@ pub fn run(
         None => progress.note("checking repository structure"),
     }
     // Not being able to list the snapshots is a finding too: the checks below still run.
-    match repo.engine().damaged_snapshots() {
+    match repo.damaged_snapshots() {
         Ok(damaged) => {
             for (id, reason) in damaged {
                 findings.push(Finding {
@@ -129,7 +129,7 @@ pub fn run(
     // does not read the data a second time; otherwise it reads each file's blobs itself, to
     // name the files that damage touches.
     let mut all_read_clean = read_data && subset.is_none();
-    match repo.engine().check(read_data, subset) {
+    match repo.check(read_data, subset) {
         Ok(engine_findings) => {
             all_read_clean &= !engine_findings.iter().any(|f| f.error);
             for f in engine_findings {

@@ -773,10 +773,41 @@ impl Repository {
             .map_err(|e| dst.located(e))?)
     }
 
-    /// The storage engine, for verify/forget.
-    #[must_use]
-    pub fn engine(&self) -> &dyn Engine {
-        self.engine.as_ref()
+    /// Snapshot files that cannot be read (damaged, truncated, not decryptable), as
+    /// `(id, why)`. [`Repository::sets`] leaves them out, so one damaged file does not hide
+    /// every set; verify reports them.
+    ///
+    /// # Errors
+    /// Storage errors listing the snapshot files.
+    pub fn damaged_snapshots(&self) -> Result<Vec<engine::DamagedFile>, RepoError> {
+        Ok(self.engine.damaged_snapshots()?)
+    }
+
+    /// Checks the repository's structure (index, packs, trees), and with `read_data` reads
+    /// and authenticates every pack, or with `subset` a share of them. What is wrong comes
+    /// back as findings, not as an error.
+    ///
+    /// # Errors
+    /// When the check itself could not run.
+    pub fn check(
+        &self,
+        read_data: bool,
+        subset: Option<&str>,
+    ) -> Result<Vec<engine::EngineFinding>, RepoError> {
+        Ok(self.engine.check(read_data, subset)?)
+    }
+
+    /// Applies the retention `rules` to the snapshots `ids` (one host's sets: the caller
+    /// groups them), deciding for each whether it is kept and why. Nothing is deleted here.
+    ///
+    /// # Errors
+    /// When no rule is given; storage errors reading the snapshots.
+    pub fn retention(
+        &self,
+        ids: &[String],
+        rules: &engine::Retention,
+    ) -> Result<Vec<engine::RetentionDecision>, RepoError> {
+        Ok(self.engine.retention(ids, rules)?)
     }
 
     /// The host a backup records: the one in scope, else this machine's.

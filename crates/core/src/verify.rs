@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     backup_set::BackupSet,
     progress::ProgressRef,
-    repository::{BlobRef, EntryKind, RepoError, Repository},
+    repository::{BlobRef, EntryKind, ReadSubset, RepoError, Repository},
 };
 
 /// How bad a finding is.
@@ -88,7 +88,7 @@ pub fn run(
     repo: &Repository,
     sets: &[BackupSet],
     read_data: bool,
-    subset: Option<&str>,
+    subset: Option<&ReadSubset>,
     deep: bool,
     progress: &ProgressRef,
 ) -> Result<VerifySummary, RepoError> {
@@ -263,7 +263,7 @@ pub fn run(
     Ok(VerifySummary {
         ok,
         read_data,
-        read_data_subset: subset.map(str::to_string),
+        read_data_subset: subset.map(ToString::to_string),
         findings,
         sets: checks,
     })

@@ -22,7 +22,7 @@ use crate::{
     progress::ProgressRef,
 };
 pub use engine::EngineError;
-pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
+pub use engine::{BlobRef, Entry, EntryKind, PartStats, ReadSubset, SourcePart};
 use engine::{Engine, RusticEngine, SnapshotInfo};
 pub use lock::{LockError, LockHolder, LockWait, RepoLock};
 pub use locks::LockMode;
@@ -792,7 +792,7 @@ impl Repository {
     pub fn check(
         &self,
         read_data: bool,
-        subset: Option<&str>,
+        subset: Option<&ReadSubset>,
     ) -> Result<Vec<engine::EngineFinding>, RepoError> {
         Ok(self.engine.check(read_data, subset)?)
     }

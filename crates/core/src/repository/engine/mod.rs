@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{EngineError, EngineResult};
 pub use location::{Location, S3Options};
-pub use rustic::{RusticEngine, init, open, parse_subset};
+pub use rustic::{RusticEngine, init, open};
 
 use crate::progress::ProgressRef;
 
@@ -204,6 +204,41 @@ pub struct PruneSummary {
     pub delete_after_seconds: u64,
 }
 
+/// Which share of the packs a check reads (`--read-data-subset`): a share of their size
+/// like `5%`, a part like `1/7` (`1/7` .. `7/7` on the days of a week read everything once),
+/// or a size like `500MiB`.
+///
+/// Kept as the text it was parsed from, which is how it is shown; the engine turns it into
+/// its library's form when the check runs, which is also when a named part (`daily/week`)
+/// resolves against the date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSubset(String);
+
+impl ReadSubset {
+    /// The subset as given (`5%`, `1/7`, `500MiB`).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ReadSubset {
+    type Err = EngineError;
+
+    /// Parses a `--read-data-subset` value; the error says which forms are accepted.
+    fn from_str(s: &str) -> EngineResult<Self> {
+        let subset = Self(s.to_string());
+        subset.option()?;
+        Ok(subset)
+    }
+}
+
+impl std::fmt::Display for ReadSubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A problem found by a repository check.
 #[derive(Debug, Clone)]
 pub struct EngineFinding {
@@ -273,11 +308,16 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// [`EngineError::DamagedBlob`] when it cannot be read, decrypted or does not match.
     fn read_blob(&self, blob: &BlobRef) -> EngineResult<bytes::Bytes>;
-    /// Checks the repository structure, and with `read_data` every pack.
+    /// Checks the repository structure, and with `read_data` every pack (with `subset`, only
+    /// that share of them).
     ///
     /// # Errors
     /// When the check itself could not run.
-    fn check(&self, read_data: bool, subset: Option<&str>) -> EngineResult<Vec<EngineFinding>>;
+    fn check(
+        &self,
+        read_data: bool,
+        subset: Option<&ReadSubset>,
+    ) -> EngineResult<Vec<EngineFinding>>;
     /// Copies the snapshots `ids` into `dest` (another repository of this engine, which the
     /// type ensures), sending only the data `dest` lacks; snapshots already copied there are
     /// skipped. Returns the ids (in this repository) that were copied.

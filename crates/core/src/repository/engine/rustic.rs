@@ -14,31 +14,32 @@ use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, DataId, Id, IndexedFullStatus,
-    KeepOptions, KeyOptions, ParentOptions, PruneOptions, Repository, RepositoryOptions,
-    RusticError, SnapshotOptions, StringList,
+    KeepOptions, KeyOptions, ParentOptions, PruneOptions, ReadSubsetOption, Repository,
+    RepositoryOptions, RusticError, SnapshotOptions, StringList,
     repofile::{SnapshotFile, SnapshotId},
 };
 use sha2::{Digest, Sha256};
 
 use super::{
     BlobRef, DamagedFile, Engine, EngineError, EngineFinding, EngineResult, Entry, Location,
-    NewSnapshot, PartStats, PruneSummary, Retention, RetentionDecision, SnapshotInfo, SourcePart,
+    NewSnapshot, PartStats, PruneSummary, ReadSubset, Retention, RetentionDecision, SnapshotInfo,
+    SourcePart,
     error::{first_line, is_not_found, poisoned},
     source::SetSource,
     tree,
 };
 use crate::progress::ProgressRef;
 
-/// Parses a `--read-data-subset` value (`5%`, `n/m`, a size).
-///
-/// # Errors
-/// [`EngineError::Library`] saying which forms are accepted.
-pub fn parse_subset(sub: &str) -> EngineResult<rustic_core::ReadSubsetOption> {
-    sub.parse()
-        .map_err(|_: Box<RusticError>| EngineError::Library {
-            what: "--read-data-subset",
-            message: format!("\"{sub}\" is not a subset: use a share like 5%, a part like 1/7, or a size like 500MiB"),
-        })
+impl ReadSubset {
+    /// The library's form of the subset (a named part resolves against today's date).
+    pub(super) fn option(&self) -> EngineResult<ReadSubsetOption> {
+        let sub = self.as_str();
+        sub.parse()
+            .map_err(|_: Box<RusticError>| EngineError::Library {
+                what: "--read-data-subset",
+                message: format!("\"{sub}\" is not a subset: use a share like 5%, a part like 1/7, or a size like 500MiB"),
+            })
+    }
 }
 
 /// Creates a new repository.
@@ -495,19 +496,16 @@ impl Engine for RusticEngine {
             .collect())
     }
 
-    fn check(&self, read_data: bool, subset: Option<&str>) -> EngineResult<Vec<EngineFinding>> {
+    fn check(
+        &self,
+        read_data: bool,
+        subset: Option<&ReadSubset>,
+    ) -> EngineResult<Vec<EngineFinding>> {
         let mut opts = CheckOptions::default().read_data(read_data || subset.is_some());
         if let Some(sub) = subset {
-            let parsed: rustic_core::ReadSubsetOption =
-                sub.parse()
-                    .map_err(|e: Box<RusticError>| EngineError::Library {
-                        what: "read-data-subset",
-                        message: format!(
-                            "\"{sub}\" is not a subset like 5%, 1/7 or 500MiB ({})",
-                            first_line(&e)
-                        ),
-                    })?;
-            opts = opts.read_data_subset(parsed);
+            // Parsed again now: it parsed when it was made, and a named part resolves
+            // against the date the check runs.
+            opts = opts.read_data_subset(sub.option()?);
         }
         let results = self
             .repo()?

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{backup::human_bytes, forget, repository::engine::Retention};
+use akbackup_core::{backup::human_bytes, forget, repository::Retention};
 
 use super::{Globals, open_repo};
 use crate::render::{self, Reporter};

@@ -17,10 +17,7 @@ use serde::Serialize;
 
 use crate::{
     progress::ProgressRef,
-    repository::{
-        LockMode, RepoError, Repository,
-        engine::{PruneSummary, Retention},
-    },
+    repository::{LockMode, PruneSummary, RepoError, Repository, Retention},
 };
 
 /// One set and what happens to it.

@@ -2,10 +2,13 @@
 //!
 //! Components never touch storage directly; they hand directories to [`Repository::store_set`]
 //! and read back through [`Repository::walk`] and [`Repository::read_blob`]. The storage
-//! format is the engine's business ([`engine`]); this module adds akbackup's meaning on top:
-//! which snapshots are sets, which set is `latest`, and who may write.
+//! format is the engine's business (the private `engine` module, the only one naming
+//! `rustic_core`; the plain types it speaks are re-exported here); this module adds akbackup's
+//! meaning on top: which snapshots are sets, which set is `latest`, and who may write. Nothing
+//! outside it reaches the engine: verify, forget and copy call [`Repository::check`],
+//! [`Repository::retention`] and [`Repository::copy_to`].
 
-pub mod engine;
+mod engine;
 pub mod lock;
 pub mod locks;
 pub mod password;
@@ -21,8 +24,10 @@ use crate::{
     config::{Config, RepositoryConfig},
     progress::ProgressRef,
 };
-pub use engine::EngineError;
-pub use engine::{BlobRef, Entry, EntryKind, PartStats, ReadSubset, SourcePart};
+pub use engine::{
+    BlobRef, DamagedFile, EngineError, EngineFinding, Entry, EntryKind, Location, PartStats,
+    PruneSummary, ReadSubset, Retention, RetentionDecision, S3Options, SourcePart,
+};
 use engine::{Engine, RusticEngine, SnapshotInfo};
 pub use lock::{LockError, LockHolder, LockWait, RepoLock};
 pub use locks::LockMode;

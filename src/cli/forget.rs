@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{forget, repository::engine::Retention, units::human_bytes};
+use akbackup_core::{forget, repository::Retention, units::human_bytes};
 
 use super::{Globals, open_repo};
 use crate::render::{self, Reporter};

@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{units::human_bytes, verify};
+use akbackup_core::{repository::ReadSubset, units::human_bytes, verify};
 
 use super::{Globals, exit, open_repo};
 use crate::render::{self, Reporter};
@@ -34,9 +34,11 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
-    if let Some(sub) = &args.read_data_subset {
-        akbackup_core::repository::engine::parse_subset(sub)?;
-    }
+    let subset = args
+        .read_data_subset
+        .as_deref()
+        .map(str::parse::<ReadSubset>)
+        .transpose()?;
     let config = g.load_config()?;
     let repo = open_repo(&config)?;
     let sets = match &args.set {
@@ -48,7 +50,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         &repo,
         &sets,
         args.read_data,
-        args.read_data_subset.as_deref(),
+        subset.as_ref(),
         args.deep,
         &progress,
     )

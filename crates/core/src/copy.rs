@@ -54,10 +54,7 @@ pub fn run(
         dst.location()
     ));
     let ids: Vec<String> = sets.iter().map(|s| s.id.clone()).collect();
-    let copied = src
-        .engine()
-        .copy_to(dst.engine(), &ids)
-        .map_err(|e| dst.located(e))?;
+    let copied = src.copy_to(dst, &ids)?;
     Ok(CopySummary {
         from: src.location().to_string(),
         to: dst.location().to_string(),

@@ -17,10 +17,7 @@ use serde::Serialize;
 
 use crate::{
     progress::ProgressRef,
-    repository::{
-        LockMode, RepoError, Repository,
-        engine::{PruneSummary, Retention},
-    },
+    repository::{LockMode, PruneSummary, RepoError, Repository, Retention},
 };
 
 /// One set and what happens to it.
@@ -80,7 +77,7 @@ pub fn run(
             .filter(|s| &s.manifest.host == host)
             .map(|s| s.id.clone())
             .collect();
-        decisions.extend(repo.engine().retention(&ids, rules)?);
+        decisions.extend(repo.retention(&ids, rules)?);
     }
     let mut out = Vec::new();
     for set in &sets {

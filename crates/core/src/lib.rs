@@ -7,7 +7,7 @@
 //!                          │
 //!                          ├──> component::{files, ...}   (what a platform part is)
 //!                          └──> repository                (sets, locks; the only user of the engine)
-//!                                   └──> repository::engine   (the only module naming rustic_core)
+//!                                   └──> repository::engine   (private; the only module naming rustic_core)
 //! ```
 //!
 //! - [`config`] owns the TOML schema and the defaults of a standard Altcraft install.

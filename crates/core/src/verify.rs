@@ -15,7 +15,7 @@ use crate::{
     backup_set::BackupSet,
     component::kind::Kind,
     progress::ProgressRef,
-    repository::{BlobRef, EntryKind, RepoError, Repository},
+    repository::{BlobRef, EntryKind, ReadSubset, RepoError, Repository},
 };
 
 /// How bad a finding is.
@@ -89,7 +89,7 @@ pub fn run(
     repo: &Repository,
     sets: &[BackupSet],
     read_data: bool,
-    subset: Option<&str>,
+    subset: Option<&ReadSubset>,
     deep: bool,
     progress: &ProgressRef,
 ) -> Result<VerifySummary, RepoError> {
@@ -104,7 +104,7 @@ pub fn run(
         None => progress.note("checking repository structure"),
     }
     // Not being able to list the snapshots is a finding too: the checks below still run.
-    match repo.engine().damaged_snapshots() {
+    match repo.damaged_snapshots() {
         Ok(damaged) => {
             for (id, reason) in damaged {
                 findings.push(Finding {
@@ -130,7 +130,7 @@ pub fn run(
     // does not read the data a second time; otherwise it reads each file's blobs itself, to
     // name the files that damage touches.
     let mut all_read_clean = read_data && subset.is_none();
-    match repo.engine().check(read_data, subset) {
+    match repo.check(read_data, subset) {
         Ok(engine_findings) => {
             all_read_clean &= !engine_findings.iter().any(|f| f.error);
             for f in engine_findings {
@@ -255,7 +255,7 @@ pub fn run(
     Ok(VerifySummary {
         ok,
         read_data,
-        read_data_subset: subset.map(str::to_string),
+        read_data_subset: subset.map(ToString::to_string),
         findings,
         sets: checks,
     })

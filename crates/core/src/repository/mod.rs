@@ -2,10 +2,13 @@
 //!
 //! Components never touch storage directly; they hand directories to [`Repository::store_set`]
 //! and read back through [`Repository::walk`] and [`Repository::read_blob`]. The storage
-//! format is the engine's business ([`engine`]); this module adds akbackup's meaning on top:
-//! which snapshots are sets, which set is `latest`, and who may write.
+//! format is the engine's business (the private `engine` module, the only one naming
+//! `rustic_core`; the plain types it speaks are re-exported here); this module adds akbackup's
+//! meaning on top: which snapshots are sets, which set is `latest`, and who may write. Nothing
+//! outside it reaches the engine: verify, forget and copy call [`Repository::check`],
+//! [`Repository::retention`] and [`Repository::copy_to`].
 
-pub mod engine;
+mod engine;
 pub mod lock;
 pub mod locks;
 pub mod password;
@@ -21,9 +24,11 @@ use crate::{
     config::{Config, RepositoryConfig},
     progress::ProgressRef,
 };
-pub use engine::EngineError;
-pub use engine::{BlobRef, Entry, EntryKind, PartStats, SourcePart};
-use engine::{Engine, SnapshotInfo};
+pub use engine::{
+    BlobRef, DamagedFile, EngineError, EngineFinding, Entry, EntryKind, Location, PartStats,
+    PruneSummary, ReadSubset, Retention, RetentionDecision, S3Options, SourcePart,
+};
+use engine::{Engine, RusticEngine, SnapshotInfo};
 pub use lock::{LockError, LockHolder, LockWait, RepoLock};
 pub use locks::LockMode;
 pub use password::PasswordError;
@@ -90,7 +95,8 @@ pub struct Repository {
     shown: String,
     /// Whether `path` is the repository itself.
     local: bool,
-    engine: Arc<dyn Engine>,
+    /// The storage engine, as its one implementation (see [`Engine`]).
+    engine: Arc<RusticEngine>,
     /// The repository's files outside the engine's reach (lock files, the pack listing).
     store: store::Store,
     /// Whose sets `latest`, retention and cleanup act on.
@@ -494,7 +500,7 @@ impl Repository {
     fn remote_lock(&self, command: &str, mode: LockMode) -> Result<locks::RemoteLock, LockError> {
         locks::RemoteLock::acquire(
             &self.store,
-            Arc::clone(&self.engine),
+            Arc::<RusticEngine>::clone(&self.engine),
             mode,
             command,
             self.lock_wait,
@@ -759,10 +765,54 @@ impl Repository {
         }
     }
 
-    /// The storage engine, for verify/forget.
-    #[must_use]
-    pub fn engine(&self) -> &dyn Engine {
-        self.engine.as_ref()
+    /// Copies the snapshots `ids` into `dst`, sending only the data `dst` lacks; snapshots
+    /// already copied there are skipped. Returns the ids (in this repository) that were
+    /// copied. The caller holds the locks of both repositories.
+    ///
+    /// # Errors
+    /// Storage errors of either repository (a full disk named as `dst`'s).
+    pub fn copy_to(&self, dst: &Self, ids: &[String]) -> Result<Vec<String>, RepoError> {
+        Ok(self
+            .engine
+            .copy_to(&dst.engine, ids)
+            .map_err(|e| dst.located(e))?)
+    }
+
+    /// Snapshot files that cannot be read (damaged, truncated, not decryptable), as
+    /// `(id, why)`. [`Repository::sets`] leaves them out, so one damaged file does not hide
+    /// every set; verify reports them.
+    ///
+    /// # Errors
+    /// Storage errors listing the snapshot files.
+    pub fn damaged_snapshots(&self) -> Result<Vec<engine::DamagedFile>, RepoError> {
+        Ok(self.engine.damaged_snapshots()?)
+    }
+
+    /// Checks the repository's structure (index, packs, trees), and with `read_data` reads
+    /// and authenticates every pack, or with `subset` a share of them. What is wrong comes
+    /// back as findings, not as an error.
+    ///
+    /// # Errors
+    /// When the check itself could not run.
+    pub fn check(
+        &self,
+        read_data: bool,
+        subset: Option<&ReadSubset>,
+    ) -> Result<Vec<engine::EngineFinding>, RepoError> {
+        Ok(self.engine.check(read_data, subset)?)
+    }
+
+    /// Applies the retention `rules` to the snapshots `ids` (one host's sets: the caller
+    /// groups them), deciding for each whether it is kept and why. Nothing is deleted here.
+    ///
+    /// # Errors
+    /// When no rule is given; storage errors reading the snapshots.
+    pub fn retention(
+        &self,
+        ids: &[String],
+        rules: &engine::Retention,
+    ) -> Result<Vec<engine::RetentionDecision>, RepoError> {
+        Ok(self.engine.retention(ids, rules)?)
     }
 
     /// The host a backup records: the one in scope, else this machine's.

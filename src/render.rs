@@ -296,6 +296,14 @@ impl Progress for Reporter {
             None => log(Level::Info, component_of(message), message),
         }
     }
+
+    fn warn(&self, message: &str) {
+        log(Level::Warn, None, message);
+    }
+
+    fn error(&self, message: &str) {
+        log(Level::Error, None, message);
+    }
 }
 
 /// The component a progress label is about (`files.control`, `ssdb.stat: detail`,

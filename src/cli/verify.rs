@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use akbackup_core::{repository::ReadSubset, units::human_bytes, verify};
+use akbackup_core::{monitoring, repository::ReadSubset, units::human_bytes, verify};
 
 use super::{Globals, exit, open_repo};
 use crate::render::{self, Reporter};
@@ -57,7 +57,7 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     .map_err(|e| {
         let e = anyhow::Error::new(e);
         let body = serde_json::json!({ "ok": false, "error": format!("{e:#}") });
-        super::backup::notify(&config, "verify", body, 2);
+        monitoring::notify(&config, "verify", body, 2, &progress);
         e
     })?;
     render::out(g, &summary, || {
@@ -120,7 +120,6 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         s
     })?;
     if let Some(path) = &config.monitoring.textfile {
-        use akbackup_core::monitoring;
         let facts = monitoring::VerifyFacts {
             finished: jiff::Timestamp::now(),
             success: summary.ok,
@@ -137,6 +136,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     let body = serde_json::to_value(&summary).unwrap_or_default();
-    super::backup::notify(&config, "verify", body, if summary.ok { 0 } else { 1 });
+    monitoring::notify(
+        &config,
+        "verify",
+        body,
+        if summary.ok { 0 } else { 1 },
+        &progress,
+    );
     Ok(exit(summary.ok))
 }

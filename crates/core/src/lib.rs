@@ -37,6 +37,7 @@ pub mod error;
 pub mod forget;
 pub mod fsutil;
 pub mod hooks;
+pub mod job;
 pub mod monitoring;
 pub mod plan;
 pub mod platform;

@@ -320,6 +320,33 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{host}{more}")
 }
 
+/// Calls `[monitoring] webhook` with `body` (plus `command` and `exit_code`) when the config
+/// asks for it after a run of `command` with this exit code. A failed call is a warning: the
+/// run itself is what the exit code reports, and the receiver can alert on a run it did not
+/// hear about.
+pub fn notify(
+    config: &crate::config::Config,
+    command: &str,
+    mut body: serde_json::Value,
+    exit_code: u8,
+    progress: &crate::progress::ProgressRef,
+) {
+    let m = &config.monitoring;
+    let Some(url) = &m.webhook else {
+        return;
+    };
+    if exit_code == 0 && m.webhook_on == crate::config::WebhookOn::Failure {
+        return;
+    }
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("command".to_string(), command.into());
+        fields.insert("exit_code".to_string(), exit_code.into());
+    }
+    if let Err(e) = post_webhook(url, &body, m.webhook_timeout()) {
+        progress.warn(&format!("{e} (the {command} result is not affected)"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{merge, redact_url};

@@ -14,8 +14,17 @@ pub trait Progress: Send + Sync {
     fn advance(&self, label: &str, bytes: u64);
     /// The unit is finished.
     fn end(&self, label: &str);
-    /// A line worth showing to the operator (a step started, a warning).
+    /// A line worth showing to the operator (a step started).
     fn note(&self, message: &str);
+    /// A problem that does not change the outcome (a metrics file not written); shown even
+    /// when notes are not.
+    fn warn(&self, message: &str) {
+        self.note(message);
+    }
+    /// A problem that makes the run fail (a hook, a copy); shown even when notes are not.
+    fn error(&self, message: &str) {
+        self.note(message);
+    }
 }
 
 /// Progress that goes nowhere, for tests and library callers that do not care.

@@ -66,8 +66,8 @@ pub enum ArchiveError {
         path: PathBuf,
         /// The database.
         db: String,
-        /// The LevelDB error.
-        reason: String,
+        /// What LevelDB or the table check found (printed in the message).
+        reason: crate::component::ssdb::inspect::InspectError,
     },
     /// A MongoDB dump that cannot be read.
     #[error(

@@ -9,11 +9,68 @@
 //! over `len(key) key len(value) value` in key order, so two copies holding the same data give
 //! the same digest whatever their file layout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusty_leveldb::{DB, LdbIterator, Options};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// Why a copy of a LevelDB database does not open or check.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// A file of the database cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause (printed in the message, so not also the `source()`).
+        source: std::io::Error,
+    },
+    /// A table file is damaged.
+    #[error("table {table}: {damage}")]
+    Table {
+        /// The table's file name.
+        table: String,
+        /// What is wrong and where (printed in the message).
+        damage: super::table::Damage,
+    },
+    /// `CURRENT` cannot be read.
+    #[error("no readable CURRENT file: {source}")]
+    Current {
+        /// Cause (printed in the message).
+        source: std::io::Error,
+    },
+    /// `CURRENT` does not name a MANIFEST.
+    #[error("CURRENT names no MANIFEST ({0:?})")]
+    NoManifest(String),
+    /// The MANIFEST does not parse.
+    #[error("{name}: {source}")]
+    Manifest {
+        /// The MANIFEST's file name.
+        name: String,
+        /// Cause (printed in the message).
+        source: super::manifest::ManifestError,
+    },
+    /// A table the MANIFEST lists is not there.
+    #[error("table {number:06}.ldb (level {level}) listed by {manifest} is missing")]
+    MissingTable {
+        /// The table's number.
+        number: u64,
+        /// Its level.
+        level: u32,
+        /// The MANIFEST listing it.
+        manifest: String,
+    },
+    /// LevelDB refused to open or read the database.
+    #[error("{0}")]
+    LevelDb(rusty_leveldb::Status),
+    /// The LevelDB reader panicked on it.
+    #[error("the LevelDB reader failed on it ({0}): damaged?")]
+    Panicked(String),
+    /// The scratch copy LevelDB opens could not be made.
+    #[error("cannot make a scratch copy: {0}")]
+    Scratch(super::checkpoint::CheckpointError),
+}
 
 /// Key counts by SSDB type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +121,8 @@ pub struct TableCheck {
 /// the LevelDB reader would skip a damaged block without a word, giving a wrong summary.
 ///
 /// # Errors
-/// The damaged table and block, or the LevelDB error as text, e.g. a missing table file.
-pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
+/// [`InspectError`]: the damaged table and block, or the LevelDB error (a missing table).
+pub fn summarize(dir: &Path) -> Result<DbSummary, InspectError> {
     check_tables(dir, |_, _| false)?;
     caught(|| walk(dir))
 }
@@ -74,31 +131,33 @@ pub fn summarize(dir: &Path) -> Result<DbSummary, String> {
 /// (given the file's name and metadata) says no: a table a set already holds unchanged.
 ///
 /// # Errors
-/// The damaged table and block, or the I/O error.
+/// [`InspectError`]: the damaged table and block, or the I/O error.
 pub fn check_tables(
     dir: &Path,
     known: impl Fn(&std::ffi::OsStr, &std::fs::Metadata) -> bool,
-) -> Result<TableCheck, String> {
+) -> Result<TableCheck, InspectError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InspectError::Io { path, source }
+    };
     let mut out = TableCheck::default();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(io(dir))?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entry = entry.map_err(io(dir))?;
         let path = entry.path();
         if !path.extension().is_some_and(|x| x == "ldb" || x == "sst") {
             continue;
         }
         out.tables += 1;
-        let meta = entry
-            .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = entry.metadata().map_err(io(&path))?;
         if known(&entry.file_name(), &meta) {
             out.carried += 1;
             continue;
         }
-        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        out.blocks += super::table::check(&data).map_err(|e| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            format!("table {name}: {e}")
+        let data = std::fs::read(&path).map_err(io(&path))?;
+        out.blocks += super::table::check(&data).map_err(|damage| InspectError::Table {
+            table: entry.file_name().to_string_lossy().into_owned(),
+            damage,
         })?;
         out.checked += 1;
         out.checked_bytes += data.len() as u64;
@@ -112,22 +171,30 @@ pub fn check_tables(
 /// separately ([`check_tables`]).
 ///
 /// # Errors
-/// What is missing or what LevelDB said.
-pub fn opens(dir: &Path) -> Result<(), String> {
+/// [`InspectError`]: what is missing or what LevelDB said.
+pub fn opens(dir: &Path) -> Result<(), InspectError> {
     let current = std::fs::read_to_string(dir.join("CURRENT"))
-        .map_err(|e| format!("no readable CURRENT file: {e}"))?;
+        .map_err(|source| InspectError::Current { source })?;
     let name = current.trim_end_matches('\n');
     if name.is_empty() || name.contains('/') {
-        return Err(format!("CURRENT names no MANIFEST ({name:?})"));
+        return Err(InspectError::NoManifest(name.to_string()));
     }
-    let manifest = std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
-    let version = super::manifest::parse(&manifest).map_err(|e| format!("{name}: {e}"))?;
-    for (level, number) in &version.tables {
+    let manifest = std::fs::read(dir.join(name)).map_err(|source| InspectError::Io {
+        path: PathBuf::from(name),
+        source,
+    })?;
+    let version = super::manifest::parse(&manifest).map_err(|source| InspectError::Manifest {
+        name: name.to_string(),
+        source,
+    })?;
+    for &(level, number) in &version.tables {
         let ldb = dir.join(format!("{number:06}.ldb"));
         if !ldb.is_file() && !dir.join(format!("{number:06}.sst")).is_file() {
-            return Err(format!(
-                "table {number:06}.ldb (level {level}) listed by {name} is missing"
-            ));
+            return Err(InspectError::MissingTable {
+                number,
+                level,
+                manifest: name.to_string(),
+            });
         }
     }
     caught(|| {
@@ -136,33 +203,35 @@ pub fn opens(dir: &Path) -> Result<(), String> {
             paranoid_checks: false,
             ..Options::default()
         };
-        let mut db = DB::open(dir, opts).map_err(|e| e.to_string())?;
-        db.close().map_err(|e| e.to_string())
+        let mut db = DB::open(dir, opts).map_err(InspectError::LevelDb)?;
+        db.close().map_err(InspectError::LevelDb)
     })
 }
 
 /// Runs `f`, turning a panic of the LevelDB reader into an error. Defence in depth: it
 /// asserts on some damage the table checks cannot see (a table it expects but of another
 /// shape); a damaged store is a failed component, never a crash of the whole run.
-fn caught<T>(f: impl FnOnce() -> Result<T, String> + std::panic::UnwindSafe) -> Result<T, String> {
+fn caught<T>(
+    f: impl FnOnce() -> Result<T, InspectError> + std::panic::UnwindSafe,
+) -> Result<T, InspectError> {
     std::panic::catch_unwind(f).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<String>()
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("no message");
-        Err(format!("the LevelDB reader failed on it ({why}): damaged?"))
+        Err(InspectError::Panicked(why.to_string()))
     })
 }
 
-fn walk(dir: &Path) -> Result<DbSummary, String> {
+fn walk(dir: &Path) -> Result<DbSummary, InspectError> {
     let opts = Options {
         create_if_missing: false,
         paranoid_checks: false,
         ..Options::default()
     };
-    let mut db = DB::open(dir, opts).map_err(|e| e.to_string())?;
-    let mut it = db.new_iter().map_err(|e| e.to_string())?;
+    let mut db = DB::open(dir, opts).map_err(InspectError::LevelDb)?;
+    let mut it = db.new_iter().map_err(InspectError::LevelDb)?;
     let mut keys = KeyCounts::default();
     let mut hasher = Sha256::new();
     // advance/current rather than next: next copies every key and value into two new Vecs.
@@ -183,7 +252,7 @@ fn walk(dir: &Path) -> Result<DbSummary, String> {
         hasher.update(&v);
     }
     drop(it);
-    db.close().map_err(|e| e.to_string())?;
+    db.close().map_err(InspectError::LevelDb)?;
     Ok(DbSummary {
         keys,
         digest: hex::encode(hasher.finalize()),
@@ -290,13 +359,18 @@ mod tests {
         let gone = copy("gone");
         std::fs::remove_file(gone.join(&first)).unwrap();
         let err = opens(&gone).unwrap_err();
+        assert!(matches!(err, InspectError::MissingTable { .. }), "{err:?}");
+        let text = err.to_string();
         assert!(
-            err.contains(&*first.to_string_lossy()) && err.contains("missing"),
-            "{err}"
+            text.contains(&*first.to_string_lossy()) && text.contains("missing"),
+            "{text}"
         );
         let no_current = copy("nocurrent");
         std::fs::remove_file(no_current.join("CURRENT")).unwrap();
-        assert!(opens(&no_current).unwrap_err().contains("CURRENT"));
+        assert!(matches!(
+            opens(&no_current),
+            Err(InspectError::Current { .. })
+        ));
     }
 
     #[test]

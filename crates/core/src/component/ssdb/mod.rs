@@ -228,7 +228,7 @@ impl SsdbComponent {
             if !staged.exists() {
                 continue;
             }
-            let failed = |e: String| {
+            let failed = |e: inspect::InspectError| {
                 self.source_err(
                     &staged,
                     format!("the staged copy does not open with LevelDB: {e}"),
@@ -383,13 +383,16 @@ fn last_full_read(
 
 /// Runs `f` on a scratch copy of the database `staged` (LevelDB's recovery writes to what it
 /// opens), made beside it in the same private directory and removed afterwards.
-fn scratch<T>(staged: &Path, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+fn scratch<T>(
+    staged: &Path,
+    f: impl FnOnce(&Path) -> Result<T, inspect::InspectError>,
+) -> Result<T, inspect::InspectError> {
     let name = staged
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let scratch = staged.with_file_name(format!(".scratch-{name}"));
     let result = checkpoint::scratch_copy(staged, &scratch)
-        .map_err(|e| e.to_string())
+        .map_err(inspect::InspectError::Scratch)
         .and_then(|()| f(&scratch));
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -400,7 +403,7 @@ fn scratch<T>(staged: &Path, f: impl FnOnce(&Path) -> Result<T, String>) -> Resu
 ///
 /// # Errors
 /// The database that does not open, and why.
-pub fn check_opens(store: &Path) -> Result<(), (&'static str, String)> {
+pub fn check_opens(store: &Path) -> Result<(), (&'static str, inspect::InspectError)> {
     for db in DATABASES {
         let dir = store.join(db);
         if dir.exists() {
@@ -415,7 +418,9 @@ pub fn check_opens(store: &Path) -> Result<(), (&'static str, String)> {
 ///
 /// # Errors
 /// The database that does not open, and the LevelDB error.
-pub fn describe_store(store: &Path) -> Result<serde_json::Value, (&'static str, String)> {
+pub fn describe_store(
+    store: &Path,
+) -> Result<serde_json::Value, (&'static str, inspect::InspectError)> {
     let mut out = serde_json::Map::new();
     for db in DATABASES {
         let staged = store.join(db);

@@ -27,11 +27,21 @@ const TRAILER: usize = 5;
 /// length asks for.
 const MAX_BLOCK: usize = 64 << 20;
 
+/// Damage found in a table file: what is wrong and where, e.g. `the block at offset 8123
+/// (size 4021) fails its checksum (damaged)`. A finding about bytes, not a lower layer's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Damage(String);
+
 /// Checks the table `data` (a whole file); returns how many blocks it checked.
 ///
 /// # Errors
-/// What is wrong and where, e.g. `block at offset 8123 (size 4021) fails its checksum`.
-pub fn check(data: &[u8]) -> Result<u64, String> {
+/// [`Damage`] naming what is wrong and where.
+pub fn check(data: &[u8]) -> Result<u64, Damage> {
+    check_blocks(data).map_err(Damage)
+}
+
+fn check_blocks(data: &[u8]) -> Result<u64, String> {
     if data.len() < FOOTER {
         return Err(format!(
             "{} bytes, shorter than a table's {FOOTER}-byte footer (truncated)",

@@ -10,6 +10,9 @@ pub mod files;
 pub mod kind;
 pub mod mongodb;
 pub mod ssdb;
+pub mod staged;
+
+pub use staged::{InPlace, LiveDirectory, StagedRestore};
 
 use std::path::{Path, PathBuf};
 
@@ -478,125 +481,6 @@ pub fn restore_for_check(
     )
     .map_err(|e| format!("cannot restore it for a deep check: {e}"))?;
     Ok((tmp, dest))
-}
-
-/// The first half of an in-place restore: the set written next to `live`, not yet swapped in.
-#[derive(Debug)]
-pub struct StagedRestore {
-    /// The hidden staging directory holding the restored data.
-    pub staging: PathBuf,
-    /// Where the live data goes when swapped out.
-    pub keep: PathBuf,
-    /// The timestamp both names carry.
-    pub stamp: String,
-    /// What was written.
-    pub written: MaterializeSummary,
-    /// The owner lock of `staging`: another run's sweep leaves it alone while we live.
-    pub owner: crate::stage::Stage,
-}
-
-impl StagedRestore {
-    /// Writes the set into a hidden sibling of `live` (same filesystem, so the swap is a
-    /// rename); on failure the staging is removed and the error says nothing changed.
-    ///
-    /// # Errors
-    /// [`ComponentError::Restore`].
-    pub fn write(
-        name: &ComponentName,
-        live: &Path,
-        repo: &Repository,
-        set_id: &str,
-        progress: &ProgressRef,
-    ) -> Result<Self, ComponentError> {
-        let err = |message: String| ComponentError::Restore {
-            name: name.clone(),
-            message,
-        };
-        // A restore of the same path that was killed may have left data behind: settle it
-        // first (the caller holds the repository lock, so no live restore owns it).
-        for note in crate::fsutil::recover_interrupted_restore(live) {
-            progress.note(&format!("{name}: {note}"));
-        }
-        let stamp = stamp();
-        let keep = crate::fsutil::unused_name(&crate::fsutil::sibling(
-            live,
-            &format!("prev-{stamp}"),
-            false,
-        ));
-        let parent = live.parent().unwrap_or_else(|| Path::new("/"));
-        std::fs::create_dir_all(parent)
-            .map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
-        // `.<name>.akbackup-restore-<pid>-<random>`: two restores of the same directory (from
-        // two repositories) never share it, and neither removes the other's.
-        let owner = crate::stage::Stage::create(parent, &crate::stage::restore_prefix(live))
-            .map_err(|e| {
-                err(format!(
-                    "cannot create a staging directory in {}: {e}; nothing was changed",
-                    parent.display()
-                ))
-            })?;
-        let staging = owner.path().to_path_buf();
-        match crate::tree::materialize(
-            repo,
-            set_id,
-            live,
-            &staging,
-            &name.to_string(),
-            progress,
-            crate::tree::Durability::Synced,
-        ) {
-            Ok(written) => Ok(Self {
-                staging,
-                keep,
-                stamp,
-                written,
-                owner,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                Err(err(format!(
-                    "{e}; nothing was changed at {}",
-                    live.display()
-                )))
-            }
-        }
-    }
-
-    /// Swaps the staged data into `live`, keeping the previous data (see
-    /// [`crate::fsutil::swap_into_place`]); on failure the staging is removed.
-    ///
-    /// # Errors
-    /// [`ComponentError::Restore`] saying nothing was changed.
-    pub fn swap(
-        &self,
-        name: &ComponentName,
-        live: &Path,
-        progress: &ProgressRef,
-    ) -> Result<Option<PathBuf>, ComponentError> {
-        if live.exists() {
-            // Said before the swap, so even a run killed right after it has named the place.
-            progress.note(&format!(
-                "{name}: swapping the restored data into {}; the current contents will be kept at {}",
-                live.display(),
-                self.keep.display()
-            ));
-        }
-        crate::fsutil::swap_into_place(&self.staging, live, &self.keep).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&self.staging);
-            ComponentError::Restore {
-                name: name.clone(),
-                message: format!(
-                    "cannot swap the restored data into {}: {e}; nothing was changed",
-                    live.display()
-                ),
-            }
-        })
-    }
-
-    /// Drops the staged data (a later step failed before the swap).
-    pub fn discard(&self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
-    }
 }
 
 /// A timestamp usable in file names: `20261124T235959Z`.

@@ -13,8 +13,8 @@ pub use config::{FilesConfig, OnReadError};
 use std::path::Path;
 
 use super::{
-    Component, ComponentError, ComponentRestore, Estimate, Prepared, RestoreStep, RestoreTarget,
-    ServiceControl, StagedRestore, StoredIndex,
+    Component, ComponentError, ComponentRestore, Estimate, InPlace, LiveDirectory, Prepared,
+    RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -44,6 +44,65 @@ impl FilesComponent {
 
     fn excludes(&self) -> globset::GlobSet {
         crate::fsutil::glob_set(&self.config.exclude)
+    }
+}
+
+/// The control module: no service to stop; a restart command (default `akd restart`) after
+/// the swap.
+impl LiveDirectory for FilesComponent {
+    fn component(&self) -> &ComponentName {
+        &self.name
+    }
+
+    fn live(&self) -> &Path {
+        &self.config.path
+    }
+
+    fn service_steps(&self, how: InPlace) -> (Vec<String>, Vec<String>) {
+        let start = if how.no_restart || how.services_managed {
+            Vec::new()
+        } else {
+            self.restart()
+                .map(|a| shell_words::join(&a))
+                .into_iter()
+                .collect()
+        };
+        (Vec::new(), start)
+    }
+
+    fn swap_in(
+        &self,
+        staged: StagedRestore,
+        how: InPlace,
+        progress: &ProgressRef,
+    ) -> Result<ComponentRestore, ComponentError> {
+        let label = self.name.to_string();
+        let live = &self.config.path;
+        let previous = staged.swap(&self.name, live, progress)?;
+        let mut warnings = Vec::new();
+        let mut status = Status::Complete;
+        let mut restarted = None;
+        if !(how.no_restart || how.services_managed)
+            && let Some(argv) = self.restart()
+        {
+            let shown = shell_words::join(&argv);
+            progress.note(&format!("{label}: running {shown}"));
+            if let Err(e) = service::run(&argv) {
+                warnings.push(format!("data restored, but the restart failed: {e}"));
+                status = Status::Failed;
+            }
+            restarted = Some(shown);
+        }
+        Ok(ComponentRestore {
+            name: label,
+            destination: live.clone(),
+            previous,
+            restarted,
+            written: staged.written,
+            status,
+            warnings,
+            details: serde_json::Value::Null,
+        })
     }
 }
 
@@ -185,38 +244,7 @@ impl Component for FilesComponent {
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
-        let (destination, replaces, start) = match target {
-            RestoreTarget::Directory(dir) => {
-                (dir.join("files").join(&self.name.name), false, Vec::new())
-            }
-            RestoreTarget::InPlace {
-                no_restart,
-                services_managed,
-                ..
-            } => (
-                self.config.path.clone(),
-                self.config.path.exists(),
-                if *no_restart || *services_managed {
-                    Vec::new()
-                } else {
-                    self.restart()
-                        .map(|a| shell_words::join(&a))
-                        .into_iter()
-                        .collect()
-                },
-            ),
-        };
-        RestoreStep {
-            name: self.name.to_string(),
-            repo_path: self.config.path.clone(),
-            destination,
-            replaces_existing: replaces,
-            keeps_previous: true,
-            stop: Vec::new(),
-            start,
-            files: record.files,
-            bytes: record.bytes,
-        }
+        self.plan_step(target, record)
     }
 
     fn restore(
@@ -226,50 +254,7 @@ impl Component for FilesComponent {
         target: &RestoreTarget,
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
-        let label = self.name.to_string();
-        match target {
-            RestoreTarget::Directory(dir) => super::restore_to_directory(
-                &self.name,
-                &self.config.path,
-                dir,
-                repo,
-                set_id,
-                progress,
-            ),
-            RestoreTarget::InPlace {
-                no_restart,
-                services_managed,
-                ..
-            } => {
-                let no_restart = *no_restart || *services_managed;
-                let live = &self.config.path;
-                let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
-                let previous = staged.swap(&self.name, live, progress)?;
-                let written = staged.written;
-                let mut warnings = Vec::new();
-                let mut status = Status::Complete;
-                let mut restarted = None;
-                if !no_restart && let Some(argv) = self.restart() {
-                    let shown = shell_words::join(&argv);
-                    progress.note(&format!("{label}: running {shown}"));
-                    if let Err(e) = service::run(&argv) {
-                        warnings.push(format!("data restored, but the restart failed: {e}"));
-                        status = Status::Failed;
-                    }
-                    restarted = Some(shown);
-                }
-                Ok(ComponentRestore {
-                    name: label,
-                    destination: live.clone(),
-                    previous,
-                    restarted,
-                    written,
-                    status,
-                    warnings,
-                    details: serde_json::Value::Null,
-                })
-            }
-        }
+        self.restore_live(repo, set_id, target, progress)
     }
 
     fn service_control(&self) -> Option<ServiceControl> {

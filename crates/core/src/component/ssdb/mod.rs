@@ -34,8 +34,8 @@ pub use config::{SsdbConfig, SsdbMode};
 use std::path::{Path, PathBuf};
 
 use super::{
-    Component, ComponentError, ComponentRestore, Estimate, ParentSet, Prepared, RestoreStep,
-    RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
+    Component, ComponentError, ComponentRestore, Estimate, InPlace, LiveDirectory, ParentSet,
+    Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -450,6 +450,132 @@ pub fn merge_description(details: &mut serde_json::Value, summary: &serde_json::
     }
 }
 
+/// An SSDB store: LevelDB must open the restored copy; the unit is stopped for the swap, the
+/// files beside `data/` and `meta/` carried over, and the unit started and health-checked,
+/// with a rollback to the previous store when it does not come up.
+impl LiveDirectory for SsdbComponent {
+    fn component(&self) -> &ComponentName {
+        &self.name
+    }
+
+    fn live(&self) -> &Path {
+        &self.config.path
+    }
+
+    fn check_restored(&self, dir: &Path) -> Result<(), String> {
+        check_opens(dir).map_err(|(db, e)| format!("{db}/ does not open with LevelDB: {e}"))
+    }
+
+    fn service_steps(&self, how: InPlace) -> (Vec<String>, Vec<String>) {
+        let unit = self.config.unit(&self.name.name);
+        let stop = if how.services_managed {
+            vec![]
+        } else {
+            vec![format!("systemctl stop {unit}")]
+        };
+        let start = if how.no_restart || how.services_managed {
+            vec![]
+        } else {
+            vec![
+                format!("systemctl start {unit}"),
+                "health check".to_string(),
+            ]
+        };
+        (stop, start)
+    }
+
+    fn swap_in(
+        &self,
+        staged: StagedRestore,
+        how: InPlace,
+        progress: &ProgressRef,
+    ) -> Result<ComponentRestore, ComponentError> {
+        let label = self.name.to_string();
+        let (no_restart, managed) = (how.no_restart, how.services_managed);
+        let live = &self.config.path;
+        // Found now: ssdb.conf next to the store moves aside with the swap.
+        let endpoint = self.endpoint();
+        let unit = self.config.unit(&self.name.name);
+        let stopped = if managed {
+            // `restore --all` stopped the unit and starts it when everything is restored.
+            Stopped::already()
+        } else {
+            progress.note(&format!("{label}: stopping {unit}"));
+            match Stopped::stop(&unit) {
+                Ok(s) => s,
+                Err(e) => {
+                    staged.discard();
+                    return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
+                }
+            }
+        };
+        // The set holds data/ and meta/ only; everything else in the store directory
+        // (ssdb.conf, ...) is carried over, once the server is down and its pid file gone.
+        if let Err(e) = carry_over(live, &staged.staging) {
+            staged.discard();
+            drop(stopped); // starts the unit on the untouched data
+            return Err(self.err(format!(
+                "cannot carry {} over: {e}; nothing was changed",
+                live.display()
+            )));
+        }
+        let previous = match staged.swap(&self.name, live, progress) {
+            Ok(p) => p,
+            Err(e) => {
+                drop(stopped); // starts the unit on the untouched data
+                return Err(e);
+            }
+        };
+        let (written, stamp) = (staged.written, staged.stamp);
+        let mut warnings = Vec::new();
+        if no_restart || managed {
+            let mut stopped = stopped;
+            if let Some(g) = stopped.guard.take() {
+                g.disarm();
+            }
+            if !managed {
+                warnings.push(format!(
+                    "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
+                ));
+            }
+            return Ok(ComponentRestore {
+                name: label,
+                destination: live.clone(),
+                previous,
+                restarted: None,
+                written,
+                status: Status::Complete,
+                warnings,
+                details: serde_json::Value::Null,
+            });
+        }
+        progress.note(&format!("{label}: starting {unit}"));
+        let check = stopped
+            .start()
+            .map_err(|e| e.to_string())
+            .and_then(|()| match &endpoint {
+                Ok((host, port)) => self.wait_healthy(host, *port),
+                Err(why) => Ok(why.clone()),
+            });
+        match check {
+            Ok(note) => {
+                warnings.push(note);
+                Ok(ComponentRestore {
+                    name: label,
+                    destination: live.clone(),
+                    previous,
+                    restarted: Some(format!("systemctl start {unit}")),
+                    written,
+                    status: Status::Complete,
+                    warnings,
+                    details: serde_json::Value::Null,
+                })
+            }
+            Err(why) => Err(self.rollback(live, previous.as_deref(), &unit, &stamp, &why)),
+        }
+    }
+}
+
 impl Component for SsdbComponent {
     fn name(&self) -> &ComponentName {
         &self.name
@@ -596,47 +722,7 @@ impl Component for SsdbComponent {
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
-        let unit = self.config.unit(&self.name.name);
-        let (destination, replaces, stop, start) = match target {
-            RestoreTarget::Directory(dir) => (
-                dir.join("ssdb").join(&self.name.name),
-                false,
-                vec![],
-                vec![],
-            ),
-            RestoreTarget::InPlace {
-                no_restart,
-                services_managed,
-                ..
-            } => (
-                self.config.path.clone(),
-                self.config.path.exists(),
-                if *services_managed {
-                    vec![]
-                } else {
-                    vec![format!("systemctl stop {unit}")]
-                },
-                if *no_restart || *services_managed {
-                    vec![]
-                } else {
-                    vec![
-                        format!("systemctl start {unit}"),
-                        "health check".to_string(),
-                    ]
-                },
-            ),
-        };
-        RestoreStep {
-            name: self.name.to_string(),
-            repo_path: self.config.path.clone(),
-            destination,
-            replaces_existing: replaces,
-            keeps_previous: true,
-            stop,
-            start,
-            files: record.files,
-            bytes: record.bytes,
-        }
+        self.plan_step(target, record)
     }
 
     fn restore(
@@ -646,123 +732,7 @@ impl Component for SsdbComponent {
         target: &RestoreTarget,
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
-        let label = self.name.to_string();
-        let (no_restart, managed) = match target {
-            RestoreTarget::Directory(dir) => {
-                let restored = super::restore_to_directory(
-                    &self.name,
-                    &self.config.path,
-                    dir,
-                    repo,
-                    set_id,
-                    progress,
-                )?;
-                check_opens(&restored.destination).map_err(|(db, e)| {
-                    self.err(format!(
-                        "restored to {} but {db}/ does not open with LevelDB: {e}",
-                        restored.destination.display()
-                    ))
-                })?;
-                return Ok(restored);
-            }
-            RestoreTarget::InPlace {
-                no_restart,
-                services_managed,
-                ..
-            } => (*no_restart, *services_managed),
-        };
-        let live = &self.config.path;
-        // Written while the server still runs: downtime is only the swap.
-        let staged = StagedRestore::write(&self.name, live, repo, set_id, progress)?;
-        // Every byte was authenticated as it was written; that LevelDB opens the result
-        // (MANIFEST, tables it lists, log replay) is checked before anything is stopped.
-        if let Err((db, e)) = check_opens(&staged.staging) {
-            staged.discard();
-            return Err(self.err(format!(
-                "the restored {db}/ does not open with LevelDB: {e}; nothing was changed at {}",
-                live.display()
-            )));
-        }
-        // Found now: ssdb.conf next to the store moves aside with the swap.
-        let endpoint = self.endpoint();
-        let unit = self.config.unit(&self.name.name);
-        let stopped = if managed {
-            // `restore --all` stopped the unit and starts it when everything is restored.
-            Stopped::already()
-        } else {
-            progress.note(&format!("{label}: stopping {unit}"));
-            match Stopped::stop(&unit) {
-                Ok(s) => s,
-                Err(e) => {
-                    staged.discard();
-                    return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
-                }
-            }
-        };
-        // The set holds data/ and meta/ only; everything else in the store directory
-        // (ssdb.conf, ...) is carried over, once the server is down and its pid file gone.
-        if let Err(e) = carry_over(live, &staged.staging) {
-            staged.discard();
-            drop(stopped); // starts the unit on the untouched data
-            return Err(self.err(format!(
-                "cannot carry {} over: {e}; nothing was changed",
-                live.display()
-            )));
-        }
-        let previous = match staged.swap(&self.name, live, progress) {
-            Ok(p) => p,
-            Err(e) => {
-                drop(stopped); // starts the unit on the untouched data
-                return Err(e);
-            }
-        };
-        let (written, stamp) = (staged.written, staged.stamp);
-        let mut warnings = Vec::new();
-        if no_restart || managed {
-            let mut stopped = stopped;
-            if let Some(g) = stopped.guard.take() {
-                g.disarm();
-            }
-            if !managed {
-                warnings.push(format!(
-                    "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
-                ));
-            }
-            return Ok(ComponentRestore {
-                name: label,
-                destination: live.clone(),
-                previous,
-                restarted: None,
-                written,
-                status: Status::Complete,
-                warnings,
-                details: serde_json::Value::Null,
-            });
-        }
-        progress.note(&format!("{label}: starting {unit}"));
-        let check = stopped
-            .start()
-            .map_err(|e| e.to_string())
-            .and_then(|()| match &endpoint {
-                Ok((host, port)) => self.wait_healthy(host, *port),
-                Err(why) => Ok(why.clone()),
-            });
-        match check {
-            Ok(note) => {
-                warnings.push(note);
-                Ok(ComponentRestore {
-                    name: label,
-                    destination: live.clone(),
-                    previous,
-                    restarted: Some(format!("systemctl start {unit}")),
-                    written,
-                    status: Status::Complete,
-                    warnings,
-                    details: serde_json::Value::Null,
-                })
-            }
-            Err(why) => Err(self.rollback(live, previous.as_deref(), &unit, &stamp, &why)),
-        }
+        self.restore_live(repo, set_id, target, progress)
     }
 
     fn unit(&self) -> Option<String> {

@@ -196,32 +196,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                     "  dropped setuid/setgid (owner not restored; restore as root to keep it): {k}"
                 );
             }
-            if let Some(cols) = c.details.get("collections").and_then(|v| v.as_array()) {
-                for col in cols {
-                    let _ = writeln!(
-                        s,
-                        "  {:<40} {:>9} docs {:>10} {:>7.2}s{}",
-                        format!(
-                            "{} -> {}",
-                            col["ns"].as_str().unwrap_or(""),
-                            col["target"].as_str().unwrap_or("")
-                        ),
-                        col["documents"].as_u64().unwrap_or(0),
-                        human_bytes(col["bytes"].as_u64().unwrap_or(0)),
-                        col["seconds"].as_f64().unwrap_or(0.0),
-                        match col["failed"].as_u64().unwrap_or(0) {
-                            0 => String::new(),
-                            n => format!(" ({n} refused)"),
-                        }
-                    );
-                }
-                let _ = writeln!(
-                    s,
-                    "  {} documents, {} in {:.1}s",
-                    c.details["documents"].as_u64().unwrap_or(0),
-                    human_bytes(c.details["bytes"].as_u64().unwrap_or(0)),
-                    c.details["seconds"].as_f64().unwrap_or(0.0)
-                );
+            let kind = c.name.parse::<ComponentName>().ok().map(|n| n.kind);
+            for line in kind
+                .map(|k| k.restore_lines(&c.details))
+                .unwrap_or_default()
+            {
+                let _ = writeln!(s, "  {line}");
             }
             if let Some(prev) = &c.previous {
                 let _ = writeln!(s, "  previous contents kept at {}", prev.display());

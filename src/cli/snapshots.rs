@@ -2,7 +2,7 @@
 
 use std::{fmt::Write as _, process::ExitCode};
 
-use akbackup_core::units::human_bytes;
+use akbackup_core::{config::Kind, units::human_bytes};
 use serde::Serialize;
 
 use super::{Globals, open_repo};
@@ -59,24 +59,11 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
                     c.source,
                     format!("{:?}", c.status).to_lowercase()
                 );
-                if let Some(text) = c.details.get("consistency_note").and_then(|v| v.as_str()) {
-                    let _ = writeln!(s, "    consistency: {text}");
-                }
-                for col in c
-                    .details
-                    .get("collections")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
+                for line in Kind::parse(&c.kind)
+                    .map(|k| k.set_lines(&c.details))
+                    .unwrap_or_default()
                 {
-                    let _ = writeln!(
-                        s,
-                        "    {:<40} {:<10} {:>9} docs {:>10}",
-                        col["ns"].as_str().unwrap_or(""),
-                        col["type"].as_str().unwrap_or(""),
-                        col["documents"].as_u64().unwrap_or(0),
-                        human_bytes(col["bytes"].as_u64().unwrap_or(0))
-                    );
+                    let _ = writeln!(s, "    {line}");
                 }
                 for w in &c.warnings {
                     let _ = writeln!(s, "    warning: {w}");

@@ -210,6 +210,26 @@ impl Kind {
         }
     }
 
+    /// The lines `snapshots SET` prints under a component of this kind, from its manifest
+    /// `details` (MongoDB: the consistency and one line a namespace).
+    #[must_use]
+    pub fn set_lines(self, details: &serde_json::Value) -> Vec<String> {
+        match self {
+            Self::Files | Self::Ssdb => Vec::new(),
+            Self::Mongodb => mongodb::details::SetDetails::of(details).lines(),
+        }
+    }
+
+    /// The lines `restore` prints under a component of this kind, from its restore report's
+    /// `details` (MongoDB: one line a namespace loaded, then the totals).
+    #[must_use]
+    pub fn restore_lines(self, details: &serde_json::Value) -> Vec<String> {
+        match self {
+            Self::Files | Self::Ssdb => Vec::new(),
+            Self::Mongodb => mongodb::details::RestoreDetails::lines(details),
+        }
+    }
+
     /// The stem of the documented archive name of `name` (`altcraft` for the control module,
     /// `ssdb-actions`, `mongodb-control`), without date and suffix.
     #[must_use]

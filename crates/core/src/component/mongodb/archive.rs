@@ -38,26 +38,24 @@ pub(crate) fn unpack(
     if !staged.is_dir() {
         fs::create_dir_all(&staged).map_err(io(&staged))?;
     }
-    let collections: Vec<_> = found
-        .iter()
-        .filter(|n| !n.db.is_empty())
-        .map(|n| {
-            serde_json::json!({
-                "ns": n.namespace(),
-                "type": n.kind,
-                "documents": n.documents,
-                "bytes": n.bytes,
+    let details = super::details::SetDetails {
+        consistency: "unknown".to_string(),
+        consistency_note: "imported from a mongodump made outside akbackup".to_string(),
+        oplog_entries: found.iter().find(|n| n.db.is_empty()).map(|n| n.documents),
+        collections: found
+            .iter()
+            .filter(|n| !n.db.is_empty())
+            .map(|n| super::dump::CollectionRecord {
+                ns: n.namespace(),
+                kind: n.kind.clone(),
+                documents: n.documents,
+                bytes: n.bytes,
             })
-        })
-        .collect();
-    let oplog_entries = found.iter().find(|n| n.db.is_empty()).map(|n| n.documents);
-    let details = serde_json::json!({
-        "imported_from": path.display().to_string(),
-        "consistency": "unknown",
-        "consistency_note": "imported from a mongodump made outside akbackup",
-        "oplog_entries": oplog_entries,
-        "collections": collections,
-    });
+            .collect(),
+        imported_from: Some(path.display().to_string()),
+        ..super::details::SetDetails::default()
+    }
+    .to_value();
     Ok((staged, details))
 }
 
@@ -75,14 +73,10 @@ pub(crate) fn write(
     };
     match mongo {
         MongoExport::Archive => {
-            let server_version = rec
-                .details
-                .get("server_version")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("");
+            let server_version = super::details::SetDetails::of(&rec.details).server_version;
             let file = fs::File::create(partial).map_err(io(partial))?;
             let mut out = std::io::BufWriter::new(file);
-            format::write_archive(tree, &mut out, true, server_version).map_err(bad)?;
+            format::write_archive(tree, &mut out, true, &server_version).map_err(bad)?;
             let file = out.into_inner().map_err(|e| ArchiveError::Io {
                 path: partial.to_path_buf(),
                 source: e.into_error(),

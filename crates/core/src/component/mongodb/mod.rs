@@ -16,6 +16,7 @@
 pub mod archive;
 pub mod client;
 pub mod config;
+pub mod details;
 pub mod dump;
 pub mod format;
 pub mod load;
@@ -324,14 +325,19 @@ impl Component for MongodbComponent {
                 Status::Complete
             },
             warnings,
-            details: serde_json::json!({
-                "documents": documents,
-                "bytes": bytes,
-                "seconds": seconds,
-                "documents_per_second": if seconds > 0.0 { documents as f64 / seconds } else { 0.0 },
-                "collections": summary.collections,
-                "oplog_applied": summary.oplog_applied,
-            }),
+            details: serde_json::to_value(details::RestoreDetails {
+                documents,
+                bytes,
+                seconds,
+                documents_per_second: if seconds > 0.0 {
+                    documents as f64 / seconds
+                } else {
+                    0.0
+                },
+                collections: serde_json::to_value(&summary.collections).unwrap_or_default(),
+                oplog_applied: summary.oplog_applied,
+            })
+            .unwrap_or_default(),
         })
     }
 
@@ -381,12 +387,7 @@ pub fn deep_check(
         Ok(f) => f,
         Err(e) => return vec![format!("the stored dump does not read back: {e}")],
     };
-    let expected: Vec<dump::CollectionRecord> = record
-        .details
-        .get("collections")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let expected = details::SetDetails::of(&record.details).collections;
     compare_collections(&expected, &found)
 }
 

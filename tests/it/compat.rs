@@ -198,9 +198,15 @@ fn sets_written_by_0_1_0_list_verify_and_restore() {
         crate::support::files_under(&target.join("mongodb"))
     );
 
+    // The text forms print the MongoDB facts of the 0.1.0 manifest and of the load.
+    let shown = sb.ok(&["snapshots", "latest"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("consistency: ") && shown.contains(NS) && shown.contains("25 docs"),
+        "{shown}"
+    );
     let out = sb
         .cmd(&[
-            "--json",
             "restore",
             "latest",
             "--only",
@@ -211,5 +217,10 @@ fn sets_written_by_0_1_0_list_verify_and_restore() {
         .output()
         .expect("spawn");
     assert_exit(&out, 0, "restore of a 0.1.0 MongoDB dump into a server");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{NS} -> {NS}")) && text.contains("25 documents"),
+        "{text}"
+    );
     crate::support::mongo::assert_state_eq(&mongo.state(), &expected["mongo"], "0.1.0 set");
 }

@@ -24,12 +24,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod details;
 pub mod inspect;
 pub mod manifest;
 pub mod protocol;
 pub mod table;
 
 pub use config::{SsdbConfig, SsdbMode};
+pub use details::SsdbDetails;
 
 use std::path::{Path, PathBuf};
 
@@ -178,8 +180,9 @@ impl SsdbComponent {
         }
     }
 
-    fn stage(&self, stage: &Path, attempts: u32) -> Result<serde_json::Value, ComponentError> {
-        let mut dbs = serde_json::Map::new();
+    /// Checkpoints every database into `stage`: the details it starts a set's record with.
+    fn stage(&self, stage: &Path, attempts: u32) -> Result<SsdbDetails, ComponentError> {
+        let mut dbs = std::collections::BTreeMap::new();
         let mut total_attempts = 0;
         for db in DATABASES {
             let src = self.config.path.join(db);
@@ -201,7 +204,11 @@ impl SsdbComponent {
                 serde_json::to_value(&stats).unwrap_or_default(),
             );
         }
-        Ok(serde_json::json!({ "attempts": total_attempts, "databases": dbs }))
+        Ok(SsdbDetails {
+            attempts: Some(total_attempts),
+            databases: Some(dbs),
+            ..SsdbDetails::default()
+        })
     }
 
     /// Checks the staged copy for the set, at a cost that follows what changed since
@@ -262,18 +269,12 @@ impl SsdbComponent {
                 );
                 (how, None, Some(check))
             };
-            out.inspection.insert(db.to_string(), how.into());
+            out.inspection.insert(db.to_string(), how);
             if let Some(summary) = summary {
-                out.summary.insert(
-                    db.to_string(),
-                    serde_json::to_value(summary).unwrap_or_default(),
-                );
+                out.summary.insert(db, summary);
             }
             if let Some(check) = check {
-                out.tables.insert(
-                    db.to_string(),
-                    serde_json::to_value(check).unwrap_or_default(),
-                );
+                out.tables.insert(db.to_string(), check);
             }
         }
         Ok(out)
@@ -325,11 +326,11 @@ type FileIds = std::collections::BTreeMap<std::ffi::OsString, (u64, jiff::Timest
 #[derive(Default)]
 struct Inspected {
     /// Key counts and digest by database, for those read in full or carried over.
-    summary: serde_json::Map<String, serde_json::Value>,
+    summary: std::collections::BTreeMap<&'static str, inspect::DbSummary>,
     /// How each database was checked, in words.
-    inspection: serde_json::Map<String, serde_json::Value>,
-    /// The table checks ([`inspect::TableCheck`]) by database.
-    tables: serde_json::Map<String, serde_json::Value>,
+    inspection: std::collections::BTreeMap<String, String>,
+    /// The table checks by database.
+    tables: std::collections::BTreeMap<String, inspect::TableCheck>,
     /// When every key of the store was last read (this set or an earlier one).
     last_full_read: Option<jiff::Timestamp>,
 }
@@ -357,28 +358,16 @@ fn staged_files(dir: &Path) -> Option<FileIds> {
 
 /// The key counts and digest `record` holds for database `db`, when that set read them.
 fn recorded_summary(record: &ComponentRecord, db: &str) -> Option<inspect::DbSummary> {
-    let recorded = if db == "data" {
-        serde_json::json!({
-            "keys": record.details.get("keys")?,
-            "digest": record.details.get("digest")?,
-        })
-    } else {
-        record.details.get(db)?.clone()
-    };
-    serde_json::from_value(recorded).ok()
+    SsdbDetails::of(&record.details).summary(db)
 }
 
-/// When every key of the store in `record` was last read: its `last_full_read`, or for a
-/// set written before incremental inspection (every set read every key, or carried the
-/// counts of one that did), the set's start.
+/// When every key of the store in `record` was last read (see
+/// [`SsdbDetails::last_full_read`]).
 fn last_full_read(
     set: &crate::backup_set::BackupSet,
     record: &ComponentRecord,
 ) -> Option<jiff::Timestamp> {
-    match record.details.get("last_full_read") {
-        Some(t) => t.as_str()?.parse().ok(),
-        None => record.details.get("digest").map(|_| set.manifest.started),
-    }
+    SsdbDetails::of(&record.details).last_full_read(set.manifest.started)
 }
 
 /// Runs `f` on a scratch copy of the database `staged` (LevelDB's recovery writes to what it
@@ -413,41 +402,27 @@ pub fn check_opens(store: &Path) -> Result<(), (&'static str, inspect::InspectEr
     Ok(())
 }
 
-/// Describes a store directory (`data/`, `meta/`) by opening scratch copies of its databases:
-/// `{ "data": {keys, digest}, "meta": {...} }`. The store itself is not modified.
+/// Describes a store directory (`data/`, `meta/`) by opening scratch copies of its databases
+/// and reading every key: counts and digest by database. The store itself is not modified.
 ///
 /// # Errors
 /// The database that does not open, and the LevelDB error.
 pub fn describe_store(
     store: &Path,
-) -> Result<serde_json::Value, (&'static str, inspect::InspectError)> {
-    let mut out = serde_json::Map::new();
+) -> Result<
+    std::collections::BTreeMap<&'static str, inspect::DbSummary>,
+    (&'static str, inspect::InspectError),
+> {
+    let mut out = std::collections::BTreeMap::new();
     for db in DATABASES {
         let staged = store.join(db);
         if !staged.exists() {
             continue;
         }
         let summary = scratch(&staged, inspect::summarize).map_err(|e| (db, e))?;
-        out.insert(
-            db.to_string(),
-            serde_json::to_value(summary).unwrap_or_default(),
-        );
+        out.insert(db, summary);
     }
-    Ok(serde_json::Value::Object(out))
-}
-
-/// Puts the data database's counts and digest at the top of `details` and the meta
-/// database's under `meta`, as the manifest records them.
-pub fn merge_description(details: &mut serde_json::Value, summary: &serde_json::Value) {
-    if let Some(obj) = details.as_object_mut() {
-        if let Some(data) = summary.get("data") {
-            obj.insert("keys".into(), data["keys"].clone());
-            obj.insert("digest".into(), data["digest"].clone());
-        }
-        if let Some(meta) = summary.get("meta") {
-            obj.insert("meta".into(), meta.clone());
-        }
-    }
+    Ok(out)
 }
 
 /// An SSDB store: LevelDB must open the restored copy; the unit is stopped for the swap, the
@@ -678,30 +653,23 @@ impl Component for SsdbComponent {
         })?;
         let inspected = self.inspect_staged(&stage, parent)?;
         for (db, how) in &inspected.inspection {
-            progress.note(&format!(
-                "{}: {db}/: {}",
-                self.name,
-                how.as_str().unwrap_or("")
-            ));
+            progress.note(&format!("{}: {db}/: {}", self.name, how));
         }
-        if let Some(obj) = details.as_object_mut() {
-            obj.insert("mode".into(), mode.into());
-            obj.insert("inspection".into(), inspected.inspection.into());
-            obj.insert("tables".into(), inspected.tables.into());
-            if let Some(t) = inspected.last_full_read {
-                obj.insert("last_full_read".into(), t.to_string().into());
+        details.mode = Some(mode.to_string());
+        details.inspection = Some(inspected.inspection);
+        details.tables = Some(inspected.tables);
+        details.last_full_read = inspected.last_full_read;
+        details.consistency = Some(
+            if mode == "online" {
+                "point in time per database, crash-consistent (as after a power cut)"
+            } else {
+                "clean copy of the stopped store"
             }
-            obj.insert(
-                "consistency".into(),
-                (if mode == "online" {
-                    "point in time per database, crash-consistent (as after a power cut)"
-                } else {
-                    "clean copy of the stopped store"
-                })
-                .into(),
-            );
+            .to_string(),
+        );
+        for (db, summary) in inspected.summary {
+            details.set_summary(db, summary);
         }
-        merge_description(&mut details, &inspected.summary.into());
         Ok(Prepared {
             part: SourcePart {
                 label: self.name.to_string(),
@@ -712,7 +680,7 @@ impl Component for SsdbComponent {
                 ctime_from_mtime: true,
                 expected_bytes: None,
             },
-            details,
+            details: details.to_value(),
             guard: Some(Box::new(Staged { _stage: owned })),
         })
     }
@@ -885,17 +853,7 @@ pub fn deep_check(
     let mut problems = Vec::new();
     for db in DATABASES {
         let dir = dest.join(db);
-        let expected = if db == "data" {
-            record
-                .details
-                .get("keys")
-                .map(|k| (k.clone(), record.details.get("digest").cloned()))
-        } else {
-            record
-                .details
-                .get("meta")
-                .map(|m| (m["keys"].clone(), m.get("digest").cloned()))
-        };
+        let expected = recorded_summary(record, db);
         if !dir.exists() {
             if expected.is_some() {
                 problems.push(format!("{db}/ is in the manifest but not in the set"));
@@ -906,19 +864,23 @@ pub fn deep_check(
         // checks is the finding for a set that recorded no digest (incremental inspection).
         match inspect::summarize(&dir) {
             Ok(s) => {
-                let Some((keys, digest)) = expected else {
+                let Some(want) = expected else {
                     continue;
                 };
-                let got_keys = serde_json::to_value(&s.keys).unwrap_or_default();
-                if got_keys != keys {
+                if s.keys != want.keys {
+                    let shown = |k: &inspect::KeyCounts| {
+                        serde_json::to_value(k).unwrap_or_default().to_string()
+                    };
                     problems.push(format!(
-                        "{db}/: key counts {got_keys} differ from the manifest's {keys}"
+                        "{db}/: key counts {} differ from the manifest's {}",
+                        shown(&s.keys),
+                        shown(&want.keys)
                     ));
                 }
-                if digest.as_ref().and_then(|d| d.as_str()) != Some(s.digest.as_str()) {
+                if s.digest != want.digest {
                     problems.push(format!(
                         "{db}/: digest {} differs from the manifest's",
-                        &s.digest[..16]
+                        &s.digest[..16.min(s.digest.len())]
                     ));
                 }
             }
@@ -946,8 +908,15 @@ pub(crate) fn describe_import(
             reason,
         }
     })?;
-    details["mode"] = "import".into();
-    merge_description(details, &summary);
+    let mut described = SsdbDetails {
+        mode: Some("import".to_string()),
+        imported_from: Some(archive.display().to_string()),
+        ..SsdbDetails::of(details)
+    };
+    for (db, s) in summary {
+        described.set_summary(db, s);
+    }
+    *details = described.to_value();
     Ok(())
 }
 

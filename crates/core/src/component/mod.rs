@@ -13,6 +13,7 @@ pub mod ssdb;
 
 use std::path::{Path, PathBuf};
 
+use self::mongodb::MongoError;
 use crate::{
     backup_set::{ComponentRecord, Status},
     config::{ComponentName, Config},
@@ -65,13 +66,15 @@ pub enum ComponentError {
         /// What failed, and where the data is now.
         message: String,
     },
-    /// A database server refused or failed an operation.
-    #[error("{name}: {message}")]
+    /// A database component failed: its server refused or failed an operation, or its dump
+    /// could not be written or read.
+    #[error("{name}: {error}")]
     Database {
         /// Component.
         name: ComponentName,
-        /// What failed, naming the server (password redacted) and the fix.
-        message: String,
+        /// What failed, naming the server (password redacted), the namespace or file, and the
+        /// fix (printed in the message, so not also the `source()`).
+        error: Box<MongoError>,
     },
     /// A service command failed.
     #[error("{name}: {source}")]

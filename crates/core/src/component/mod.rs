@@ -86,6 +86,40 @@ pub enum ComponentError {
     },
 }
 
+/// Why a component's service does not answer ([`Component::health_check`]). Each variant
+/// prints its cause: the line goes into `restore --all`'s table and report, and into a
+/// rollback's message, where no chain walker reads.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// A command failed: the configured health command, `systemctl is-active`, or the start
+    /// before the check.
+    #[error("{error}")]
+    Service {
+        /// Cause (printed in the message).
+        error: ServiceError,
+    },
+    /// The SSDB server did not answer as it should.
+    #[error("{error}")]
+    Ssdb {
+        /// Cause (printed in the message).
+        error: ssdb::protocol::ProtocolError,
+    },
+    /// The MongoDB server cannot be reached or refused the client.
+    #[error("{error}")]
+    Mongodb {
+        /// Cause (printed in the message).
+        error: Box<MongoError>,
+    },
+    /// The check kept failing for the whole wait.
+    #[error("{last} (still failing after {seconds}s)")]
+    StillFailing {
+        /// How long it was retried.
+        seconds: u64,
+        /// The last failure (printed in the message).
+        last: Box<HealthError>,
+    },
+}
+
 /// Size of a component's data now.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Estimate {
@@ -315,8 +349,8 @@ pub trait Component: Send + Sync {
     /// for services that stay up. Waits a bounded time for a service that is starting.
     ///
     /// # Errors
-    /// One line: what did not answer, and how it failed.
-    fn health_check(&self) -> Result<String, String> {
+    /// [`HealthError`]: what did not answer, and how it failed.
+    fn health_check(&self) -> Result<String, HealthError> {
         Ok("no health check for this kind".to_string())
     }
 }
@@ -608,4 +642,28 @@ pub fn stamp() -> String {
     jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A health check that kept failing is one line: the last failure, then how long it was
+    /// retried; nothing is left for a chain walker to repeat.
+    #[test]
+    fn still_failing_prints_the_last_failure_once() {
+        let e = HealthError::StillFailing {
+            seconds: 60,
+            last: Box::new(HealthError::Ssdb {
+                error: ssdb::protocol::ProtocolError::NoAddress {
+                    addr: "ssdb-hb:8888".to_string(),
+                },
+            }),
+        };
+        assert_eq!(
+            crate::error::chain(&e),
+            "cannot resolve ssdb-hb:8888 (still failing after 60s)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+    }
 }

@@ -26,8 +26,8 @@ use std::{path::Path, path::PathBuf, time::Duration};
 use mongodb::bson::doc;
 
 use super::{
-    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, Prepared, RestoreStep,
-    RestoreTarget, ServiceControl, StoredIndex,
+    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, HealthError, Prepared,
+    RestoreStep, RestoreTarget, ServiceControl, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -350,15 +350,17 @@ impl Component for MongodbComponent {
         })
     }
 
-    fn health_check(&self) -> Result<String, String> {
-        let rt = self.runtime().map_err(|e| e.to_string())?;
-        rt.block_on(Connection::open(
-            &self.config.uri,
-            &self.config,
-            self.timeout(),
-        ))
-        .map(|c| format!("{} answers ping", c.shown))
-        .map_err(|e| e.to_string())
+    fn health_check(&self) -> Result<String, HealthError> {
+        let answers = self.runtime().and_then(|rt| {
+            rt.block_on(Connection::open(
+                &self.config.uri,
+                &self.config,
+                self.timeout(),
+            ))
+        });
+        answers
+            .map(|c| format!("{} answers ping", c.shown))
+            .map_err(|e| HealthError::Mongodb { error: Box::new(e) })
     }
 }
 

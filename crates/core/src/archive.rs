@@ -89,12 +89,12 @@ pub enum ArchiveError {
     #[error(transparent)]
     Backup(#[from] Box<backup::BackupError>),
     /// I/O.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// Where.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Restoring the set for export.
     #[error(transparent)]
@@ -113,7 +113,7 @@ impl ArchiveError {
 pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 

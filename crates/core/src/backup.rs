@@ -53,12 +53,12 @@ pub enum BackupError {
         free: String,
     },
     /// The staging directory could not be created.
-    #[error("cannot create a staging directory in {path}: {source}")]
+    #[error("cannot create a staging directory in {path}: {error}")]
     Staging {
         /// Where.
         path: String,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -135,7 +135,7 @@ pub fn run(
         crate::stage::Stage::create(repo.path(), crate::stage::BACKUP).map_err(|source| {
             BackupError::Staging {
                 path: repo.path().display().to_string(),
-                source,
+                error: source,
             }
         })?;
 

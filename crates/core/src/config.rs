@@ -22,12 +22,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/akbackup/akbackup.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TOML syntax or a value of the wrong type.
     #[error("config {path}, line {line}: {message}")]
@@ -317,7 +317,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let mut config = Self::from_toml(&text, path)?;
         config.source = Some(path.to_path_buf());
@@ -327,7 +327,7 @@ impl Config {
             let mode = std::fs::metadata(path)
                 .map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    error: source,
                 })?
                 .permissions()
                 .mode()

@@ -7,7 +7,8 @@
 //!   path or host it happened to. Strings are for causes that are themselves only text (a
 //!   server's reply, a finding).
 //! - **A variant either prints its cause or returns it from `source()`, never both.** Printed
-//!   (`"cannot read {path}: {source}"`, no `#[source]`) when the message must stand alone: the
+//!   (`"cannot read {path}: {error}"`, the field named `error`: thiserror makes any field named
+//!   `source` the source, attribute or not) when the message must stand alone: the
 //!   core writes error text into places no chain walker reads (a set's manifest, `--json`
 //!   reports, webhook bodies, progress lines). Returned (`#[source]`, `#[from]`, or
 //!   `#[error(transparent)]`) when the message is only the layer's own step ("backup failed")

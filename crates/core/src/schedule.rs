@@ -23,12 +23,12 @@ pub enum ScheduleError {
     #[error("--daily {0}: give a time as HH:MM, e.g. 02:30")]
     Time(String),
     /// Writing or removing a unit file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The unit file.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// systemctl failed.
     #[error(transparent)]
@@ -156,7 +156,7 @@ pub fn install(units: &Units, dir: &Path, enable: bool) -> Result<Vec<PathBuf>, 
         let path = dir.join(name);
         let io = |source| ScheduleError::Io {
             path: path.clone(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
@@ -200,7 +200,12 @@ pub fn remove(dir: &Path, disable: bool) -> Result<Vec<PathBuf>, ScheduleError> 
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ScheduleError::Io { path, source }),
+            Err(source) => {
+                return Err(ScheduleError::Io {
+                    path,
+                    error: source,
+                });
+            }
         }
     }
     if disable {
@@ -231,7 +236,7 @@ pub fn status() -> Result<Vec<(String, String)>, ScheduleError> {
             .output()
             .map_err(|source| service::ServiceError::Spawn {
                 command: format!("systemctl show {unit}"),
-                source,
+                error: source,
             })?;
         for line in String::from_utf8_lossy(&output.stdout).lines() {
             if let Some((k, v)) = line.split_once('=') {

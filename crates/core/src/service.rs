@@ -5,12 +5,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// It could not be started.
-    #[error("cannot run `{command}`: {source}")]
+    #[error("cannot run `{command}`: {error}")]
     Spawn {
         /// The command line, for the message.
         command: String,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It exited non-zero.
     #[error("`{command}` failed with {status}{stderr}")]
@@ -34,7 +34,7 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ServiceError::Spawn {
             command,
-            source: std::io::Error::other("empty command"),
+            error: std::io::Error::other("empty command"),
         });
     };
     // Restart and service commands never see the repository password.
@@ -44,7 +44,7 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
         .output()
         .map_err(|source| ServiceError::Spawn {
             command: command.clone(),
-            source,
+            error: source,
         })?;
     if out.status.success() {
         return Ok(());

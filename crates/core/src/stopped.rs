@@ -38,20 +38,20 @@ static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// The journal or its lock cannot be read or written.
-    #[error("cannot use the journal of stopped services {path}: {source}")]
+    #[error("cannot use the journal of stopped services {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The journal is not what this version writes.
-    #[error("the journal of stopped services {path} is damaged: {source}")]
+    #[error("the journal of stopped services {path} is damaged: {error}")]
     Damaged {
         /// The file.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -131,7 +131,10 @@ fn with_journal<T>(
     let path = dir.join(FILE);
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| JournalError::Io { path, source }
+        move |source| JournalError::Io {
+            path,
+            error: source,
+        }
     };
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -145,7 +148,7 @@ fn with_journal<T>(
         Ok(bytes) if !bytes.is_empty() => {
             serde_json::from_slice(&bytes).map_err(|source| JournalError::Damaged {
                 path: path.clone(),
-                source,
+                error: source,
             })?
         }
         Ok(_) => Vec::new(),

@@ -73,12 +73,12 @@ pub enum TreeError {
         why: String,
     },
     /// Writing failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The path.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An entry of the set would land on a symlink or another entry of the set: the
     /// destination is private and was empty, so only a crafted tree (a symlink `lnk` and an
@@ -234,7 +234,7 @@ impl<'a> Dirs<'a> {
 fn private_destination(dest: &Path) -> Result<OwnedFd, TreeError> {
     let write_err = |source: std::io::Error| TreeError::Write {
         path: dest.to_path_buf(),
-        source,
+        error: source,
     };
     match std::fs::symlink_metadata(dest) {
         Ok(m) if m.file_type().is_symlink() => return Err(TreeError::Symlink(dest.to_path_buf())),
@@ -324,7 +324,7 @@ pub fn materialize(
         } else {
             TreeError::Write {
                 path: dest.join(&e.path),
-                source,
+                error: source,
             }
         }
     };
@@ -455,7 +455,7 @@ pub fn materialize(
             {
                 f.get_or_insert_with(|| TreeError::Write {
                     path: dest.to_path_buf(),
-                    source: std::io::Error::other("a restore thread stopped unexpectedly"),
+                    error: std::io::Error::other("a restore thread stopped unexpectedly"),
                 });
             }
         }
@@ -515,7 +515,7 @@ pub fn materialize(
     if durability == Durability::Synced {
         nix::unistd::syncfs(&root).map_err(|e| TreeError::Write {
             path: dest.to_path_buf(),
-            source: e.into(),
+            error: e.into(),
         })?;
     }
     Ok(summary)

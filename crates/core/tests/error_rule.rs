@@ -49,7 +49,12 @@ fn offenders(text: &str, file: &str) -> Vec<String> {
             .collect();
         let inline_from = body.contains("(#[from]") || body.contains("(#[source]");
         let prints = |field: &str| message.contains(&format!("{{{field}}}"));
-        if marked.iter().any(|f| prints(f)) || (inline_from && prints("0")) {
+        // thiserror makes a field named `source` the source even without an attribute.
+        let named_source = body.lines().any(|l| l.trim_start().starts_with("source:"));
+        if marked.iter().any(|f| prints(f))
+            || (inline_from && prints("0"))
+            || (named_source && prints("source"))
+        {
             out.push(format!("{file}: {name}"));
         }
     }
@@ -82,10 +87,12 @@ fn the_check_catches_both_forms() {
     assert_eq!(offenders(named, "x"), vec!["x: Read"]);
     let tuple = "#[error(\"lock: {0}\")]\n    Lock(#[from] LockError),\n";
     assert_eq!(offenders(tuple, "x"), vec!["x: Lock"]);
-    let printed = "#[error(\"cannot read {path}: {source}\")]\n    Read {\n        path: PathBuf,\n        source: std::io::Error,\n    },\n";
+    let printed = "#[error(\"cannot read {path}: {error}\")]\n    Read {\n        path: PathBuf,\n        error: std::io::Error,\n    },\n";
     assert!(offenders(printed, "x").is_empty());
     let chained = "#[error(\"backup failed\")]\n    Backup(#[source] BackupError),\n";
     assert!(offenders(chained, "x").is_empty());
+    let implicit = "#[error(\"cannot run {command}: {source}\")]\n    Spawn {\n        command: String,\n        source: std::io::Error,\n    },\n";
+    assert_eq!(offenders(implicit, "x"), vec!["x: Spawn"]);
     let transparent = "#[error(transparent)]\n    Repo(#[from] RepoError),\n";
     assert!(offenders(transparent, "x").is_empty());
 }

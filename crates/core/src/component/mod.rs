@@ -16,6 +16,7 @@ pub use staged::{InPlace, LiveDirectory, StagedRestore};
 
 use std::path::{Path, PathBuf};
 
+use self::mongodb::MongoError;
 use crate::{
     backup_set::{ComponentRecord, Status},
     config::{ComponentName, Config},
@@ -45,20 +46,20 @@ pub enum ComponentError {
         message: String,
     },
     /// Writing the restore failed.
-    #[error("{name}: {source}")]
+    #[error("{name}: {error}")]
     Tree {
         /// Component.
         name: ComponentName,
         /// Cause (printed in the message, so not also the `source()`).
-        source: Box<TreeError>,
+        error: Box<TreeError>,
     },
     /// Repository errors.
-    #[error("{name}: {source}")]
+    #[error("{name}: {error}")]
     Repo {
         /// Component.
         name: ComponentName,
         /// Cause (printed in the message, so not also the `source()`).
-        source: Box<RepoError>,
+        error: Box<RepoError>,
     },
     /// A restore step on disk failed.
     #[error("{name}: {message}")]
@@ -68,21 +69,57 @@ pub enum ComponentError {
         /// What failed, and where the data is now.
         message: String,
     },
-    /// A database server refused or failed an operation.
-    #[error("{name}: {message}")]
+    /// A database component failed: its server refused or failed an operation, or its dump
+    /// could not be written or read.
+    #[error("{name}: {error}")]
     Database {
         /// Component.
         name: ComponentName,
-        /// What failed, naming the server (password redacted) and the fix.
-        message: String,
+        /// What failed, naming the server (password redacted), the namespace or file, and the
+        /// fix (printed in the message, so not also the `source()`).
+        error: Box<MongoError>,
     },
     /// A service command failed.
-    #[error("{name}: {source}")]
+    #[error("{name}: {error}")]
     Service {
         /// Component.
         name: ComponentName,
         /// Cause (printed in the message, so not also the `source()`).
-        source: Box<ServiceError>,
+        error: Box<ServiceError>,
+    },
+}
+
+/// Why a component's service does not answer ([`Component::health_check`]). Each variant
+/// prints its cause: the line goes into `restore --all`'s table and report, and into a
+/// rollback's message, where no chain walker reads.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// A command failed: the configured health command, `systemctl is-active`, or the start
+    /// before the check.
+    #[error("{error}")]
+    Service {
+        /// Cause (printed in the message).
+        error: ServiceError,
+    },
+    /// The SSDB server did not answer as it should.
+    #[error("{error}")]
+    Ssdb {
+        /// Cause (printed in the message).
+        error: ssdb::protocol::ProtocolError,
+    },
+    /// The MongoDB server cannot be reached or refused the client.
+    #[error("{error}")]
+    Mongodb {
+        /// Cause (printed in the message).
+        error: Box<MongoError>,
+    },
+    /// The check kept failing for the whole wait.
+    #[error("{last} (still failing after {seconds}s)")]
+    StillFailing {
+        /// How long it was retried.
+        seconds: u64,
+        /// The last failure (printed in the message).
+        last: Box<HealthError>,
     },
 }
 
@@ -315,8 +352,8 @@ pub trait Component: Send + Sync {
     /// for services that stay up. Waits a bounded time for a service that is starting.
     ///
     /// # Errors
-    /// One line: what did not answer, and how it failed.
-    fn health_check(&self) -> Result<String, String> {
+    /// [`HealthError`]: what did not answer, and how it failed.
+    fn health_check(&self) -> Result<String, HealthError> {
         Ok("no health check for this kind".to_string())
     }
 }
@@ -413,7 +450,7 @@ pub fn restore_to_directory(
         if std::fs::symlink_metadata(&inside).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(ComponentError::Tree {
                 name: name.clone(),
-                source: Box::new(crate::tree::TreeError::Symlink(inside)),
+                error: Box::new(crate::tree::TreeError::Symlink(inside)),
             });
         }
     }
@@ -422,7 +459,7 @@ pub fn restore_to_directory(
     if let Some((at, why)) = crate::fsutil::writable_by_others(&dest) {
         return Err(ComponentError::Tree {
             name: name.clone(),
-            source: Box::new(crate::tree::TreeError::Exposed {
+            error: Box::new(crate::tree::TreeError::Exposed {
                 path: dest,
                 dir: at,
                 why,
@@ -440,7 +477,7 @@ pub fn restore_to_directory(
     )
     .map_err(|source| ComponentError::Tree {
         name: name.clone(),
-        source: Box::new(source),
+        error: Box::new(source),
     })?;
     Ok(ComponentRestore {
         name: name.to_string(),
@@ -489,4 +526,28 @@ pub fn stamp() -> String {
     jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A health check that kept failing is one line: the last failure, then how long it was
+    /// retried; nothing is left for a chain walker to repeat.
+    #[test]
+    fn still_failing_prints_the_last_failure_once() {
+        let e = HealthError::StillFailing {
+            seconds: 60,
+            last: Box::new(HealthError::Ssdb {
+                error: ssdb::protocol::ProtocolError::NoAddress {
+                    addr: "ssdb-hb:8888".to_string(),
+                },
+            }),
+        };
+        assert_eq!(
+            crate::error::chain(&e),
+            "cannot resolve ssdb-hb:8888 (still failing after 60s)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+    }
 }

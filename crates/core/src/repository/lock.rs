@@ -88,12 +88,12 @@ pub enum LockError {
         stale_at: String,
     },
     /// The lock file cannot be written or read.
-    #[error("cannot lock repository {repo}: {source}")]
+    #[error("cannot lock repository {repo}: {error}")]
     Io {
         /// Repository path.
         repo: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -195,7 +195,7 @@ impl RepoLock {
         let path = repo.join(LOCK_FILE);
         let io = |source| LockError::Io {
             repo: repo.to_path_buf(),
-            source,
+            error: source,
         };
         let me = LockHolder {
             pid: std::process::id(),

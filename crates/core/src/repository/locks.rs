@@ -171,7 +171,7 @@ fn conflict(
 fn io_err(store: &Store, source: std::io::Error) -> LockError {
     LockError::Io {
         repo: store.shown().into(),
-        source,
+        error: source,
     }
 }
 

@@ -231,7 +231,7 @@ fn s3_credentials(
     let text = password::read_secret_file(file).and_then(|_| {
         std::fs::read_to_string(file).map_err(|source| PasswordError::Read {
             path: file.clone(),
-            source,
+            error: source,
         })
     })?;
     let profile = config.profile.as_deref().unwrap_or("default");
@@ -526,7 +526,7 @@ impl Repository {
                 self.engine.reload_index()?;
                 Ok(Some(lock))
             }
-            Err(LockError::Io { source, .. }) => {
+            Err(LockError::Io { error: source, .. }) => {
                 progress.note(&format!(
                     "cannot write a lock into {} ({source}): reading without one",
                     self.shown

@@ -20,12 +20,12 @@ pub enum PasswordError {
     )]
     Missing,
     /// The file cannot be read.
-    #[error("cannot read password file {path}: {source}")]
+    #[error("cannot read password file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is readable by others.
     #[error(
@@ -93,7 +93,7 @@ pub fn resolve(config: &RepositoryConfig) -> Result<String, PasswordError> {
 pub fn read_secret_file(path: &std::path::Path) -> Result<String, PasswordError> {
     let meta = std::fs::metadata(path).map_err(|source| PasswordError::Read {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -104,7 +104,7 @@ pub fn read_secret_file(path: &std::path::Path) -> Result<String, PasswordError>
     }
     let text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     non_empty(
         text.lines().next().unwrap_or("").to_string(),

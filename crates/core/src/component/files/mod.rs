@@ -13,8 +13,8 @@ pub use config::{FilesConfig, OnReadError};
 use std::path::Path;
 
 use super::{
-    Component, ComponentError, ComponentRestore, Estimate, InPlace, LiveDirectory, Prepared,
-    RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
+    Component, ComponentError, ComponentRestore, Estimate, HealthError, InPlace, LiveDirectory,
+    Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -262,11 +262,11 @@ impl Component for FilesComponent {
         Some(ServiceControl { stop, start })
     }
 
-    fn health_check(&self) -> Result<String, String> {
+    fn health_check(&self) -> Result<String, HealthError> {
         match &self.config.health {
             Some(argv) if !argv.is_empty() => service::run(argv)
                 .map(|()| format!("{} exited 0", shell_words::join(argv)))
-                .map_err(|e| e.to_string()),
+                .map_err(|error| HealthError::Service { error }),
             _ => Ok("started (no health command configured)".to_string()),
         }
     }

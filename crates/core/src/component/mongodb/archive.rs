@@ -69,7 +69,7 @@ pub(crate) fn write(
 ) -> Result<(), ArchiveError> {
     let bad = |e: format::FormatError| ArchiveError::Io {
         path: partial.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     };
     match mongo {
         MongoExport::Archive => {
@@ -79,7 +79,7 @@ pub(crate) fn write(
             format::write_archive(tree, &mut out, true, &server_version).map_err(bad)?;
             let file = out.into_inner().map_err(|e| ArchiveError::Io {
                 path: partial.to_path_buf(),
-                source: e.into_error(),
+                error: e.into_error(),
             })?;
             file.sync_all().map_err(io(partial))?;
         }

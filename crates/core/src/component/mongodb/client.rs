@@ -1,16 +1,14 @@
-//! Connecting to an instance, turning driver errors into one line an operator can act on,
-//! and the namespace rules shared by dump and restore (include/exclude globs, renames).
+//! Connecting to an instance, turning driver errors into [`MongoError`]s an operator can act
+//! on, and the namespace rules shared by dump and restore (include/exclude globs, renames).
 
 use std::time::Duration;
 
-use mongodb::{
-    Client,
-    bson::doc,
-    error::{Error, ErrorKind},
-    options::ClientOptions,
-};
+use mongodb::{Client, bson::doc, error::Error, options::ClientOptions};
 
-use super::MongodbConfig;
+use super::{
+    MongodbConfig,
+    error::{MongoError, ServerError},
+};
 use crate::redact::redact_uri;
 
 /// Databases never dumped: server-internal state, not the platform's.
@@ -32,25 +30,25 @@ impl Connection {
     /// Opens a client and checks the server answers (`ping`), within `timeout`.
     ///
     /// # Errors
-    /// One line naming what failed: the URI, the password file, reachability, authentication.
+    /// [`MongoError`] naming what failed: the URI, the password file, reachability,
+    /// authentication.
     pub async fn open(
         uri: &str,
         config: &MongodbConfig,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, MongoError> {
         let shown = redact_uri(uri);
-        let mut options = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| format!("invalid uri {shown}: {}", first_line(&e.to_string())))?;
+        let mut options = match ClientOptions::parse(uri).await {
+            Ok(o) => o,
+            Err(error) => return Err(MongoError::InvalidUri { shown, error }),
+        };
         let mut secret = options.credential.as_ref().and_then(|c| c.password.clone());
         if let Some(path) = &config.password_file {
             let password = crate::repository::password::read_secret_file(path)
-                .map_err(|e| format!("password-file: {e}"))?;
+                .map_err(|error| MongoError::PasswordFile { error })?;
             let credential = options.credential.get_or_insert_with(Default::default);
             if credential.username.is_none() {
-                return Err(format!(
-                    "password-file is set but {shown} names no user: write mongodb://USER@host:port"
-                ));
+                return Err(MongoError::NoUser { shown });
             }
             credential.password = Some(password.clone());
             secret = Some(password);
@@ -60,8 +58,12 @@ impl Connection {
         options
             .app_name
             .get_or_insert_with(|| "akbackup".to_string());
+        let client = match Client::with_options(options) {
+            Ok(c) => c,
+            Err(error) => return Err(MongoError::Client { shown, error }),
+        };
         let conn = Self {
-            client: Client::with_options(options).map_err(|e| format!("{shown}: {e}"))?,
+            client,
             shown,
             secret,
         };
@@ -69,42 +71,29 @@ impl Connection {
             .database("admin")
             .run_command(doc! { "ping": 1 })
             .await
-            .map_err(|e| conn.describe(&e))?;
+            .map_err(|e| conn.error(e))?;
         Ok(conn)
     }
 
-    /// One line for a driver error: what happened and what to do, with no secret in it.
+    /// The driver's error `e` at this server: one line saying what happened and what to do,
+    /// with no secret in it.
     #[must_use]
-    pub fn describe(&self, err: &Error) -> String {
-        let text = match err.kind.as_ref() {
-            ErrorKind::ServerSelection { .. } => format!(
-                "cannot reach {}: no answer within the timeout; is the server running and the \
-                 uri right?",
-                self.shown
-            ),
-            ErrorKind::Authentication { message, .. } => format!(
-                "authentication failed at {}: {}; check the user and password (uri or \
-                 password-file)",
-                self.shown,
-                first_line(message)
-            ),
-            ErrorKind::Io(io) => format!("connection to {} lost: {io}", self.shown),
-            ErrorKind::ConnectionPoolCleared { .. } => {
-                format!("connection to {} lost (server went away)", self.shown)
-            }
-            ErrorKind::Command(c) => format!(
-                "{} answered {} ({}): {}",
-                self.shown,
-                c.code_name,
-                c.code,
-                first_line(&c.message)
-            ),
-            _ => format!("{}: {}", self.shown, first_line(&err.to_string())),
-        };
-        match &self.secret {
-            Some(s) if !s.is_empty() => text.replace(s.as_str(), "***"),
-            _ => text,
+    pub fn error(&self, e: Error) -> MongoError {
+        MongoError::Server(self.server_error(e))
+    }
+
+    /// The same for one `step` of a dump or load (`listIndexes`, `insert`, ...), which the
+    /// line starts with.
+    #[must_use]
+    pub fn failed(&self, step: &'static str, e: Error) -> MongoError {
+        MongoError::Step {
+            step,
+            error: self.server_error(e),
         }
+    }
+
+    fn server_error(&self, e: Error) -> ServerError {
+        ServerError::new(&self.shown, self.secret.as_deref(), e)
     }
 }
 
@@ -171,16 +160,15 @@ impl NsRename {
     /// Checks that both patterns have the same number of `*`.
     ///
     /// # Errors
-    /// A message saying how to fix the patterns.
-    pub fn new(from: &str, to: &str) -> Result<Self, String> {
+    /// [`MongoError::RenameWildcards`], saying how to fix the patterns.
+    pub fn new(from: &str, to: &str) -> Result<Self, MongoError> {
         let from: Vec<String> = from.split('*').map(str::to_string).collect();
         let to: Vec<String> = to.split('*').map(str::to_string).collect();
         if from.len() != to.len() {
-            return Err(format!(
-                "--ns-from has {} wildcard(s) and --ns-to {}: use the same number of *",
-                from.len() - 1,
-                to.len() - 1
-            ));
+            return Err(MongoError::RenameWildcards {
+                from: from.len() - 1,
+                to: to.len() - 1,
+            });
         }
         Ok(Self { from, to })
     }
@@ -231,11 +219,11 @@ fn capture<'a>(pieces: &[String], s: &'a str) -> Option<Vec<&'a str>> {
 /// has failed should not go on reading or writing) and that failure is returned.
 ///
 /// # Errors
-/// The first task's error, or a task that panicked.
+/// The first task's error, or [`MongoError::Task`] for a task that panicked.
 pub async fn join_all<T: 'static>(
-    mut tasks: tokio::task::JoinSet<Result<T, String>>,
-    what: &str,
-) -> Result<Vec<T>, String> {
+    mut tasks: tokio::task::JoinSet<Result<T, MongoError>>,
+    what: &'static str,
+) -> Result<Vec<T>, MongoError> {
     let mut done = Vec::new();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
@@ -248,8 +236,8 @@ pub async fn join_all<T: 'static>(
                 }
             }
             Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                first_error.get_or_insert_with(|| format!("{what} task failed: {e}"));
+            Err(error) => {
+                first_error.get_or_insert(MongoError::Task { what, error });
             }
         }
     }
@@ -281,7 +269,10 @@ mod tests {
         assert_eq!(r.apply("a.bc"), None);
         let r = NsRename::new("acc_*.*", "*_old.*").unwrap();
         assert_eq!(r.apply("acc_1.contacts").as_deref(), Some("1_old.contacts"));
-        assert!(NsRename::new("a.*", "b.c").is_err());
+        assert_eq!(
+            NsRename::new("a.*", "b.c").unwrap_err().to_string(),
+            "--ns-from has 1 wildcard(s) and --ns-to 0: use the same number of *"
+        );
     }
 
     #[test]

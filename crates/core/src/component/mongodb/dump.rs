@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::{
     client::{Connection, NsFilter},
+    error::MongoError,
     format,
 };
 use crate::progress::ProgressRef;
@@ -68,7 +69,7 @@ struct Spec {
 /// Dumps every wanted namespace of the instance under `dest`.
 ///
 /// # Errors
-/// One line naming the namespace and what failed; the caller fails the component.
+/// [`MongoError`] naming the namespace and what failed; the caller fails the component.
 pub async fn dump(
     conn: &Connection,
     filter: &NsFilter,
@@ -76,13 +77,13 @@ pub async fn dump(
     dest: &Path,
     label: &str,
     progress: &ProgressRef,
-) -> Result<DumpSummary, String> {
+) -> Result<DumpSummary, MongoError> {
     let client = &conn.client;
     let admin = client.database("admin");
     let hello = admin
         .run_command(doc! { "hello": 1 })
         .await
-        .map_err(|e| conn.describe(&e))?;
+        .map_err(|e| conn.error(e))?;
     let replica_set = hello.get_str("setName").ok().map(str::to_string);
     let server_version = admin
         .run_command(doc! { "buildInfo": 1 })
@@ -111,10 +112,16 @@ pub async fn dump(
         let progress = Arc::clone(progress);
         let label = label.to_string();
         tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .map_err(|error| MongoError::Limit { error })?;
             dump_one(&conn, &spec, &dest, &label, &progress)
                 .await
-                .map_err(|e| format!("{}.{}: {e}", spec.db, spec.name))
+                .map_err(|e| MongoError::InNamespace {
+                    ns: format!("{}.{}", spec.db, spec.name),
+                    error: Box::new(e),
+                })
         });
     }
     let mut collections = super::client::join_all(tasks, "dump").await?;
@@ -150,30 +157,33 @@ pub async fn dump(
 }
 
 /// Lists the wanted namespaces of every database, views included, system collections out.
-async fn list_namespaces(conn: &Connection, filter: &NsFilter) -> Result<Vec<Spec>, String> {
+async fn list_namespaces(conn: &Connection, filter: &NsFilter) -> Result<Vec<Spec>, MongoError> {
     let client = &conn.client;
     let names = client
         .list_database_names()
         .await
-        .map_err(|e| conn.describe(&e))?;
+        .map_err(|e| conn.error(e))?;
     let mut out = Vec::new();
     for db_name in names {
         if !filter.wants_database(&db_name) {
             continue;
         }
         let db = client.database(&db_name);
+        let in_db = |e: MongoError| MongoError::InDatabase {
+            db: db_name.clone(),
+            error: Box::new(e),
+        };
         let mut cursor = db
             .run_cursor_command(doc! { "listCollections": 1 })
             .await
-            .map_err(|e| format!("{db_name}: {}", conn.describe(&e)))?;
-        while cursor
-            .advance()
-            .await
-            .map_err(|e| format!("{db_name}: {}", conn.describe(&e)))?
-        {
-            let entry: Document = cursor
-                .deserialize_current()
-                .map_err(|e| format!("{db_name}: unreadable listCollections entry: {e}"))?;
+            .map_err(|e| in_db(conn.error(e)))?;
+        while cursor.advance().await.map_err(|e| in_db(conn.error(e)))? {
+            let entry: Document = cursor.deserialize_current().map_err(|error| {
+                in_db(MongoError::Unreadable {
+                    what: "listCollections entry",
+                    error,
+                })
+            })?;
             let Ok(name) = entry.get_str("name") else {
                 continue;
             };
@@ -238,10 +248,10 @@ async fn dump_one(
     dest: &Path,
     label: &str,
     progress: &ProgressRef,
-) -> Result<CollectionRecord, String> {
+) -> Result<CollectionRecord, MongoError> {
     let db = conn.client.database(&spec.db);
     let dir = dest.join(&spec.db);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| MongoError::io("create", &dir, e))?;
     let stem = format::collection_file_stem(&spec.name);
     let is_view = spec.kind == "view";
 
@@ -251,16 +261,20 @@ async fn dump_one(
         let mut cursor = db
             .run_cursor_command(doc! { "listIndexes": &spec.name })
             .await
-            .map_err(|e| format!("listIndexes: {}", conn.describe(&e)))?;
+            .map_err(|e| conn.failed("listIndexes", e))?;
         let mut out = Vec::new();
         while cursor
             .advance()
             .await
-            .map_err(|e| format!("listIndexes: {}", conn.describe(&e)))?
+            .map_err(|e| conn.failed("listIndexes", e))?
         {
-            let mut spec: Document = cursor
-                .deserialize_current()
-                .map_err(|e| format!("unreadable index spec: {e}"))?;
+            let mut spec: Document =
+                cursor
+                    .deserialize_current()
+                    .map_err(|error| MongoError::Unreadable {
+                        what: "index spec",
+                        error,
+                    })?;
             // Old servers repeat the namespace in every spec; a restore under another name
             // must not carry it.
             spec.remove("ns");
@@ -277,30 +291,29 @@ async fn dump_one(
     };
     if !is_view {
         let path = dir.join(format!("{stem}.bson"));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let file = std::fs::File::create(&path).map_err(|e| MongoError::io("create", &path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let coll = db.collection::<RawDocumentBuf>(&spec.name);
         let mut cursor = coll
             .find(doc! {})
             .with_options(FindOptions::builder().batch_size(1000).build())
             .await
-            .map_err(|e| format!("find: {}", conn.describe(&e)))?;
+            .map_err(|e| conn.failed("find", e))?;
         while cursor
             .advance()
             .await
-            .map_err(|e| format!("reading documents: {}", conn.describe(&e)))?
+            .map_err(|e| conn.failed("reading documents", e))?
         {
             let raw = cursor.current().as_bytes();
             out.write_all(raw)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                .map_err(|e| MongoError::io("write", &path, e))?;
             record.documents += 1;
             record.bytes += raw.len() as u64;
             progress.advance(label, raw.len() as u64);
         }
         out.flush()
             .and_then(|()| out.get_ref().sync_data())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| MongoError::io("write", &path, e))?;
     }
     let meta = metadata_json(
         &spec.options,
@@ -310,13 +323,15 @@ async fn dump_one(
         &spec.kind,
     );
     let meta_path = dir.join(format!("{stem}.metadata.json"));
-    std::fs::write(&meta_path, meta)
-        .map_err(|e| format!("cannot write {}: {e}", meta_path.display()))?;
+    std::fs::write(&meta_path, meta).map_err(|e| MongoError::io("write", &meta_path, e))?;
     Ok(record)
 }
 
+/// The step named when reading the oplog fails.
+const OPLOG: &str = "reading local.oplog.rs";
+
 /// The newest oplog entry's timestamp: where the captured oplog starts.
-async fn oplog_position(conn: &Connection) -> Result<Timestamp, String> {
+async fn oplog_position(conn: &Connection) -> Result<Timestamp, MongoError> {
     let oplog = conn
         .client
         .database("local")
@@ -325,51 +340,45 @@ async fn oplog_position(conn: &Connection) -> Result<Timestamp, String> {
         .find_one(doc! {})
         .sort(doc! { "$natural": -1 })
         .await
-        .map_err(|e| format!("reading local.oplog.rs: {}", conn.describe(&e)))?
-        .ok_or_else(|| "local.oplog.rs is empty: cannot take a point-in-time dump".to_string())?;
+        .map_err(|e| conn.failed(OPLOG, e))?
+        .ok_or(MongoError::OplogEmpty)?;
     last.get_timestamp("ts")
-        .map_err(|_| "local.oplog.rs entry without ts".to_string())
+        .map_err(|_| MongoError::OplogWithoutTs)
 }
 
 /// Writes every oplog entry from `start` on to `path` and checks that `start` itself is still
 /// there: if it was overwritten, entries in between may be lost and the dump is not one
 /// point in time.
-async fn capture_oplog(conn: &Connection, start: Timestamp, path: &PathBuf) -> Result<u64, String> {
+async fn capture_oplog(
+    conn: &Connection,
+    start: Timestamp,
+    path: &PathBuf,
+) -> Result<u64, MongoError> {
     let oplog = conn
         .client
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs");
-    let file = std::fs::File::create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let file = std::fs::File::create(path).map_err(|e| MongoError::io("create", path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let mut cursor = oplog
         .find(doc! { "ts": { "$gte": start } })
         .sort(doc! { "$natural": 1 })
         .await
-        .map_err(|e| format!("reading local.oplog.rs: {}", conn.describe(&e)))?;
+        .map_err(|e| conn.failed(OPLOG, e))?;
     let mut count = 0u64;
     let mut saw_start = false;
-    while cursor
-        .advance()
-        .await
-        .map_err(|e| format!("reading local.oplog.rs: {}", conn.describe(&e)))?
-    {
+    while cursor.advance().await.map_err(|e| conn.failed(OPLOG, e))? {
         let raw = cursor.current();
         if count == 0 {
             saw_start = matches!(raw.get_timestamp("ts"), Ok(ts) if ts == start);
         }
         out.write_all(raw.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| MongoError::io("write", path, e))?;
         count += 1;
     }
-    out.flush()
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    out.flush().map_err(|e| MongoError::io("write", path, e))?;
     if !saw_start {
-        return Err(
-            "the oplog rolled over while the dump ran (its start is gone): make the oplog larger \
-             or back up at a quieter hour"
-                .to_string(),
-        );
+        return Err(MongoError::OplogRolledOver);
     }
     Ok(count)
 }

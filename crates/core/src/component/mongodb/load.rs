@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{
     client::{Connection, NsFilter, NsRename, split_ns},
+    error::MongoError,
     format,
 };
 use crate::progress::ProgressRef;
@@ -80,17 +81,29 @@ struct Item {
     metadata: Document,
 }
 
+impl Item {
+    /// `e`, naming the namespace it happened to.
+    fn failed(&self, e: MongoError) -> MongoError {
+        MongoError::Loading {
+            ns: self.ns.clone(),
+            target: self.target.clone(),
+            error: Box::new(e),
+        }
+    }
+}
+
 /// Loads the plain mongodump directory `dir` into the server behind `conn`.
 ///
 /// # Errors
-/// One line naming the namespace and what failed; namespaces already loaded stay loaded.
+/// [`MongoError`] naming the namespace and what failed; namespaces already loaded stay
+/// loaded.
 pub async fn load(
     conn: &Connection,
     dir: &Path,
     options: &LoadOptions,
     label: &str,
     progress: &ProgressRef,
-) -> Result<LoadSummary, String> {
+) -> Result<LoadSummary, MongoError> {
     let items = plan(dir, options)?;
     let (views, collections): (Vec<Item>, Vec<Item>) =
         items.into_iter().partition(|i| i.kind == "view");
@@ -103,10 +116,13 @@ pub async fn load(
         let label = label.to_string();
         let (drop, batch) = (options.drop, options.batch_docs);
         tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await.map_err(|e| e.to_string())?;
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .map_err(|error| MongoError::Limit { error })?;
             load_one(&conn, &item, drop, batch, &label, &progress)
                 .await
-                .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))
+                .map_err(|e| item.failed(e))
         });
     }
     let mut summary = LoadSummary {
@@ -124,7 +140,7 @@ pub async fn load(
             progress,
         )
         .await
-        .map_err(|e| format!("{} -> {}: {e}", item.ns, item.target))?;
+        .map_err(|e| item.failed(e))?;
         summary.collections.push(rec);
     }
     summary.collections.sort_by(|a, b| a.target.cmp(&b.target));
@@ -146,8 +162,8 @@ pub async fn load(
 }
 
 /// Reads every metadata file of the dump and decides what goes where.
-fn plan(dir: &Path, options: &LoadOptions) -> Result<Vec<Item>, String> {
-    let found = format::scan_directory(dir).map_err(|e| e.to_string())?;
+fn plan(dir: &Path, options: &LoadOptions) -> Result<Vec<Item>, MongoError> {
+    let found = format::scan_directory(dir).map_err(|error| MongoError::Format { error })?;
     let mut items = Vec::new();
     for ns in found {
         if ns.db.is_empty() {
@@ -162,9 +178,10 @@ fn plan(dir: &Path, options: &LoadOptions) -> Result<Vec<Item>, String> {
             None => source.clone(),
         };
         if split_ns(&target).is_none() {
-            return Err(format!(
-                "{source} would be renamed to \"{target}\", which is not db.collection"
-            ));
+            return Err(MongoError::RenamedOutOfShape {
+                from: source,
+                target,
+            });
         }
         let stem = format::collection_file_stem(&ns.collection);
         let meta_path = dir.join(&ns.db).join(format!("{stem}.metadata.json"));
@@ -181,18 +198,33 @@ fn plan(dir: &Path, options: &LoadOptions) -> Result<Vec<Item>, String> {
 }
 
 /// Parses a `.metadata.json` (canonical or relaxed Extended JSON).
-fn read_metadata(path: &Path) -> Result<Document, String> {
+fn read_metadata(path: &Path) -> Result<Document, MongoError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Document::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(MongoError::io("read", path, e)),
     };
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|error| MongoError::MetadataJson {
+            path: path.to_path_buf(),
+            error,
+        })?;
     match Bson::try_from(value) {
         Ok(Bson::Document(d)) => Ok(d),
-        Ok(_) => Err(format!("{}: not a JSON object", path.display())),
-        Err(e) => Err(format!("{}: bad Extended JSON: {e}", path.display())),
+        Ok(_) => Err(MongoError::MetadataNotObject {
+            path: path.to_path_buf(),
+        }),
+        Err(error) => Err(MongoError::MetadataExtJson {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
+fn bson_file(path: &Path, error: format::FormatError) -> MongoError {
+    MongoError::BsonFile {
+        path: path.to_path_buf(),
+        error,
     }
 }
 
@@ -214,16 +246,17 @@ async fn load_one(
     batch_docs: usize,
     label: &str,
     progress: &ProgressRef,
-) -> Result<LoadedCollection, String> {
+) -> Result<LoadedCollection, MongoError> {
     let started = Instant::now();
-    let (db_name, coll_name) = split_ns(&item.target)
-        .ok_or_else(|| format!("\"{}\" is not db.collection", item.target))?;
+    let (db_name, coll_name) = split_ns(&item.target).ok_or_else(|| MongoError::NotNamespace {
+        target: item.target.clone(),
+    })?;
     let db = conn.client.database(db_name);
     if drop
         && let Err(e) = db.run_command(doc! { "drop": coll_name }).await
         && command_code(&e) != Some(NAMESPACE_NOT_FOUND)
     {
-        return Err(format!("drop: {}", conn.describe(&e)));
+        return Err(conn.failed("drop", e));
     }
     let options = item
         .metadata
@@ -240,7 +273,7 @@ async fn load_one(
     if let Err(e) = db.run_command(create).await
         && command_code(&e) != Some(NAMESPACE_EXISTS)
     {
-        return Err(format!("create: {}", conn.describe(&e)));
+        return Err(conn.failed("create", e));
     }
     let mut rec = LoadedCollection {
         ns: item.ns.clone(),
@@ -280,7 +313,7 @@ async fn load_one(
         rec.indexes = indexes.len();
         db.run_command(doc! { "createIndexes": coll_name, "indexes": indexes })
             .await
-            .map_err(|e| format!("createIndexes: {}", conn.describe(&e)))?;
+            .map_err(|e| conn.failed("createIndexes", e))?;
     }
     rec.seconds = started.elapsed().as_secs_f64();
     Ok(rec)
@@ -293,9 +326,8 @@ async fn insert_all(
     rec: &mut LoadedCollection,
     label: &str,
     progress: &ProgressRef,
-) -> Result<(), String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+) -> Result<(), MongoError> {
+    let file = std::fs::File::open(path).map_err(|e| MongoError::io("read", path, e))?;
     let mut reader =
         format::BsonFileReader::new(std::io::BufReader::with_capacity(1 << 20, file), path);
     let coll = conn.client.database(db).collection::<RawDocumentBuf>(coll);
@@ -303,12 +335,14 @@ async fn insert_all(
     let mut batch_bytes = 0usize;
     let mut buf = Vec::new();
     loop {
-        let more = reader
-            .next_into(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let more = reader.next_into(&mut buf).map_err(|e| bson_file(path, e))?;
         if more {
-            let doc = RawDocumentBuf::from_bytes(std::mem::take(&mut buf))
-                .map_err(|e| format!("{}: bad document: {e}", path.display()))?;
+            let doc = RawDocumentBuf::from_bytes(std::mem::take(&mut buf)).map_err(|error| {
+                MongoError::BadDocument {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
             batch_bytes += doc.as_bytes().len();
             batch.push(doc);
         }
@@ -335,7 +369,7 @@ async fn insert_batch(
     conn: &Connection,
     coll: &mongodb::Collection<RawDocumentBuf>,
     batch: &[RawDocumentBuf],
-) -> Result<u64, String> {
+) -> Result<u64, MongoError> {
     match coll.insert_many(batch).ordered(false).await {
         Ok(_) => Ok(0),
         Err(e) => match e.kind.as_ref() {
@@ -344,27 +378,32 @@ async fn insert_batch(
             {
                 Ok(m.write_errors.as_ref().map_or(0, |w| w.len() as u64))
             }
-            _ => Err(format!("insert: {}", conn.describe(&e))),
+            _ => Err(conn.failed("insert", e)),
         },
     }
 }
 
 /// Replays the captured oplog (entries of the restored namespaces only) with `applyOps`.
-async fn replay_oplog(conn: &Connection, path: &Path, wanted: &[String]) -> Result<u64, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+async fn replay_oplog(
+    conn: &Connection,
+    path: &Path,
+    wanted: &[String],
+) -> Result<u64, MongoError> {
+    let file = std::fs::File::open(path).map_err(|e| MongoError::io("read", path, e))?;
     let mut reader = format::BsonFileReader::new(std::io::BufReader::new(file), path);
     let admin = conn.client.database("admin");
     let mut buf = Vec::new();
     let mut batch: Vec<Bson> = Vec::new();
     let mut applied = 0u64;
     loop {
-        let more = reader
-            .next_into(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let more = reader.next_into(&mut buf).map_err(|e| bson_file(path, e))?;
         if more {
-            let entry = mongodb::bson::Document::from_reader(buf.as_slice())
-                .map_err(|e| format!("{}: bad oplog entry: {e}", path.display()))?;
+            let entry = mongodb::bson::Document::from_reader(buf.as_slice()).map_err(|error| {
+                MongoError::BadOplogEntry {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
             if oplog_entry_applies(&entry, wanted) {
                 batch.push(Bson::Document(entry));
             }
@@ -374,7 +413,7 @@ async fn replay_oplog(conn: &Connection, path: &Path, wanted: &[String]) -> Resu
             admin
                 .run_command(doc! { "applyOps": std::mem::take(&mut batch) })
                 .await
-                .map_err(|e| format!("oplog replay: {}", conn.describe(&e)))?;
+                .map_err(|e| conn.failed("oplog replay", e))?;
             applied += n;
         }
         if !more {

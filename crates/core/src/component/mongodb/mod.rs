@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod details;
 pub mod dump;
+pub mod error;
 pub mod format;
 pub mod load;
 
@@ -26,8 +27,8 @@ use std::{path::Path, path::PathBuf, time::Duration};
 use mongodb::bson::doc;
 
 use super::{
-    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, Prepared, RestoreStep,
-    RestoreTarget, ServiceControl, StoredIndex,
+    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, HealthError, Prepared,
+    RestoreStep, RestoreTarget, ServiceControl, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -39,6 +40,7 @@ use crate::{
 };
 use client::{Connection, NsFilter, NsRename};
 pub use config::MongodbConfig;
+pub use error::MongoError;
 
 /// A MongoDB instance.
 #[derive(Debug)]
@@ -60,10 +62,10 @@ impl MongodbComponent {
         }
     }
 
-    fn err(&self, message: String) -> ComponentError {
+    fn err(&self, error: MongoError) -> ComponentError {
         ComponentError::Database {
             name: self.name.clone(),
-            message,
+            error: Box::new(error),
         }
     }
 
@@ -72,12 +74,12 @@ impl MongodbComponent {
     }
 
     /// A runtime for one operation: the driver is async, the rest of akbackup is not.
-    fn runtime(&self) -> Result<tokio::runtime::Runtime, ComponentError> {
+    fn runtime(&self) -> Result<tokio::runtime::Runtime, MongoError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.config.parallel_collections.clamp(1, 4))
             .enable_all()
             .build()
-            .map_err(|e| self.err(format!("cannot start the async runtime: {e}")))
+            .map_err(|error| MongoError::Runtime { error })
     }
 
     fn filter(&self) -> NsFilter {
@@ -110,7 +112,7 @@ impl Component for MongodbComponent {
     }
 
     fn estimate(&self, _stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
-        let rt = self.runtime()?;
+        let rt = self.runtime().map_err(|e| self.err(e))?;
         let filter = self.filter();
         rt.block_on(async {
             let conn = Connection::open(&self.config.uri, &self.config, self.timeout())
@@ -120,7 +122,7 @@ impl Component for MongodbComponent {
                 .client
                 .list_database_names()
                 .await
-                .map_err(|e| self.err(conn.describe(&e)))?;
+                .map_err(|e| self.err(conn.error(e)))?;
             let mut est = Estimate::default();
             for db in names.iter().filter(|d| filter.wants_database(d)) {
                 // dataSize is the uncompressed BSON a dump writes; a server that cannot say
@@ -143,17 +145,13 @@ impl Component for MongodbComponent {
 
     fn prepare(&self, staging: &Path, progress: &ProgressRef) -> Result<Prepared, ComponentError> {
         let dest = staging.join(format!("mongodb-{}", self.name.name));
-        std::fs::create_dir_all(&dest).map_err(|e| {
-            self.err(format!(
-                "cannot create the dump directory {}: {e}",
-                dest.display()
-            ))
-        })?;
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| self.err(MongoError::io("create the dump directory", &dest, e)))?;
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o700));
         }
-        let rt = self.runtime()?;
+        let rt = self.runtime().map_err(|e| self.err(e))?;
         let label = self.name.to_string();
         let filter = self.filter();
         let summary = rt.block_on(async {
@@ -265,9 +263,10 @@ impl Component for MongodbComponent {
         // Removed when dropped, and on SIGINT/SIGTERM.
         let scratch = crate::stage::Stage::create(repo.path(), crate::stage::MONGODB_RESTORE)
             .map_err(|e| {
-                self.err(format!(
-                    "cannot create a scratch directory in {}: {e}",
-                    repo.path().display()
+                self.err(MongoError::io(
+                    "create a scratch directory in",
+                    repo.path(),
+                    e,
                 ))
             })?;
         let dir = scratch.path().join("dump");
@@ -280,9 +279,9 @@ impl Component for MongodbComponent {
             progress,
             crate::tree::Durability::Cached,
         )
-        .map_err(|e| self.err(format!("{e}; the server was not touched")))?;
+        .map_err(|e| self.err(MongoError::Unpack { error: Box::new(e) }))?;
 
-        let rt = self.runtime()?;
+        let rt = self.runtime().map_err(|e| self.err(e))?;
         let started = std::time::Instant::now();
         let summary = rt
             .block_on(async {
@@ -306,9 +305,8 @@ impl Component for MongodbComponent {
         } else {
             let unit = self.config.unit(&self.name.name);
             progress.note(&format!("{label}: systemctl restart {unit}"));
-            service::systemctl("restart", &unit).map_err(|e| {
-                self.err(format!("the data is loaded, but the restart failed: {e}"))
-            })?;
+            service::systemctl("restart", &unit)
+                .map_err(|error| self.err(MongoError::Restart { error }))?;
             Some(format!("systemctl restart {unit}"))
         };
         let documents: u64 = summary.collections.iter().map(|c| c.documents).sum();
@@ -358,14 +356,17 @@ impl Component for MongodbComponent {
         })
     }
 
-    fn health_check(&self) -> Result<String, String> {
-        let rt = self.runtime().map_err(|e| e.to_string())?;
-        rt.block_on(Connection::open(
-            &self.config.uri,
-            &self.config,
-            self.timeout(),
-        ))
-        .map(|c| format!("{} answers ping", c.shown))
+    fn health_check(&self) -> Result<String, HealthError> {
+        let answers = self.runtime().and_then(|rt| {
+            rt.block_on(Connection::open(
+                &self.config.uri,
+                &self.config,
+                self.timeout(),
+            ))
+        });
+        answers
+            .map(|c| format!("{} answers ping", c.shown))
+            .map_err(|e| HealthError::Mongodb { error: Box::new(e) })
     }
 }
 
@@ -439,13 +440,7 @@ impl MongodbComponent {
         let rename = match (&db.ns_from, &db.ns_to) {
             (Some(from), Some(to)) => Some(NsRename::new(from, to).map_err(|e| self.err(e))?),
             (None, None) => None,
-            _ => {
-                return Err(self.err(
-                    "--ns-from and --ns-to go together: give both, e.g. --ns-from 'control.*' \
-                     --ns-to 'control_copy.*'"
-                        .to_string(),
-                ));
-            }
+            _ => return Err(self.err(MongoError::RenameHalf)),
         };
         Ok(load::LoadOptions {
             filter: NsFilter::new(&db.ns_include, &db.ns_exclude),
@@ -478,6 +473,21 @@ mod tests {
             documents,
             bytes,
         }
+    }
+
+    /// A component's MongoDB error is one line that stands alone: the component, then the
+    /// cause, which is not also returned from `source()`.
+    #[test]
+    fn database_errors_print_their_cause_once() {
+        let e = ComponentError::Database {
+            name: "mongodb.control".parse().unwrap(),
+            error: Box::new(MongoError::RenameWildcards { from: 2, to: 1 }),
+        };
+        assert_eq!(
+            crate::error::chain(&e),
+            "mongodb.control: --ns-from has 2 wildcard(s) and --ns-to 1: use the same number of *"
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

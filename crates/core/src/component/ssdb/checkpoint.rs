@@ -58,20 +58,20 @@ pub struct CheckpointStats {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// I/O on the source or staging.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// Path.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The MANIFEST could not be read as LevelDB writes it.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Manifest {
         /// Path.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: manifest::ManifestError,
+        error: manifest::ManifestError,
     },
     /// Races with compaction or log rotation kept winning.
     #[error(
@@ -95,7 +95,7 @@ enum Attempt {
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -150,7 +150,7 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
     if current.contains('/') || !current.starts_with("MANIFEST-") {
         return Err(CheckpointError::Io {
             path: src.join("CURRENT"),
-            source: std::io::Error::other(format!("names \"{current}\", not a MANIFEST")),
+            error: std::io::Error::other(format!("names \"{current}\", not a MANIFEST")),
         });
     }
     let manifest_path = src.join(&current);
@@ -178,7 +178,7 @@ fn try_once(src: &Path, dst: &Path) -> Result<Attempt, CheckpointError> {
                 Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
                     return Err(CheckpointError::Io {
                         path: from,
-                        source: std::io::Error::other(format!(
+                        error: std::io::Error::other(format!(
                             "cannot hard-link it into {} (another filesystem: is the store or its data/ a mount point?); online mode needs the staging directory on the store's filesystem: use mode = \"stop\"",
                             dst.display()
                         )),
@@ -282,7 +282,7 @@ fn read_manifest(
     };
     let version = manifest::parse(&data).map_err(|source| CheckpointError::Manifest {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     Ok(Some((data, version)))
 }

@@ -19,12 +19,12 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     /// A file of the database cannot be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// Cause (printed in the message, so not also the `source()`).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A table file is damaged.
     #[error("table {table}: {damage}")]
@@ -35,21 +35,21 @@ pub enum InspectError {
         damage: super::table::Damage,
     },
     /// `CURRENT` cannot be read.
-    #[error("no readable CURRENT file: {source}")]
+    #[error("no readable CURRENT file: {error}")]
     Current {
         /// Cause (printed in the message).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `CURRENT` does not name a MANIFEST.
     #[error("CURRENT names no MANIFEST ({0:?})")]
     NoManifest(String),
     /// The MANIFEST does not parse.
-    #[error("{name}: {source}")]
+    #[error("{name}: {error}")]
     Manifest {
         /// The MANIFEST's file name.
         name: String,
         /// Cause (printed in the message).
-        source: super::manifest::ManifestError,
+        error: super::manifest::ManifestError,
     },
     /// A table the MANIFEST lists is not there.
     #[error("table {number:06}.ldb (level {level}) listed by {manifest} is missing")]
@@ -138,7 +138,10 @@ pub fn check_tables(
 ) -> Result<TableCheck, InspectError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| InspectError::Io { path, source }
+        move |source| InspectError::Io {
+            path,
+            error: source,
+        }
     };
     let mut out = TableCheck::default();
     let entries = std::fs::read_dir(dir).map_err(io(dir))?;
@@ -174,18 +177,18 @@ pub fn check_tables(
 /// [`InspectError`]: what is missing or what LevelDB said.
 pub fn opens(dir: &Path) -> Result<(), InspectError> {
     let current = std::fs::read_to_string(dir.join("CURRENT"))
-        .map_err(|source| InspectError::Current { source })?;
+        .map_err(|source| InspectError::Current { error: source })?;
     let name = current.trim_end_matches('\n');
     if name.is_empty() || name.contains('/') {
         return Err(InspectError::NoManifest(name.to_string()));
     }
     let manifest = std::fs::read(dir.join(name)).map_err(|source| InspectError::Io {
         path: PathBuf::from(name),
-        source,
+        error: source,
     })?;
     let version = super::manifest::parse(&manifest).map_err(|source| InspectError::Manifest {
         name: name.to_string(),
-        source,
+        error: source,
     })?;
     for &(level, number) in &version.tables {
         let ldb = dir.join(format!("{number:06}.ldb"));

@@ -36,8 +36,8 @@ pub use details::SsdbDetails;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Component, ComponentError, ComponentRestore, Estimate, InPlace, LiveDirectory, ParentSet,
-    Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
+    Component, ComponentError, ComponentRestore, Estimate, HealthError, InPlace, LiveDirectory,
+    ParentSet, Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -135,7 +135,7 @@ impl SsdbComponent {
     fn service_err(&self, e: service::ServiceError) -> ComponentError {
         ComponentError::Service {
             name: self.name.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         }
     }
 
@@ -527,7 +527,7 @@ impl LiveDirectory for SsdbComponent {
         progress.note(&format!("{label}: starting {unit}"));
         let check = stopped
             .start()
-            .map_err(|e| e.to_string())
+            .map_err(|error| HealthError::Service { error })
             .and_then(|()| match &endpoint {
                 Ok((host, port)) => self.wait_healthy(host, *port),
                 Err(why) => Ok(why.clone()),
@@ -715,7 +715,7 @@ impl Component for SsdbComponent {
         })
     }
 
-    fn health_check(&self) -> Result<String, String> {
+    fn health_check(&self) -> Result<String, HealthError> {
         match self.endpoint() {
             Ok((host, port)) => self.wait_healthy(&host, port),
             Err(_) => {
@@ -727,7 +727,7 @@ impl Component for SsdbComponent {
                             self.name
                         )
                     })
-                    .map_err(|e| e.to_string())
+                    .map_err(|error| HealthError::Service { error })
             }
         }
     }
@@ -782,16 +782,16 @@ fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
 impl SsdbComponent {
     /// Polls the server until it answers or [`protocol::START_TIMEOUT`] has passed: a large
     /// store takes a while to open after `systemctl start` returns.
-    fn wait_healthy(&self, host: &str, port: u16) -> Result<String, String> {
+    fn wait_healthy(&self, host: &str, port: u16) -> Result<String, HealthError> {
         let deadline = std::time::Instant::now() + *protocol::START_TIMEOUT;
         loop {
             match protocol::health_check(host, port, self.config.auth.as_deref()) {
                 Ok(size) => return Ok(format!("health check ok: ping answered, dbsize {size}")),
-                Err(e) if std::time::Instant::now() >= deadline => {
-                    return Err(format!(
-                        "{e} (still failing after {}s)",
-                        protocol::START_TIMEOUT.as_secs()
-                    ));
+                Err(error) if std::time::Instant::now() >= deadline => {
+                    return Err(HealthError::StillFailing {
+                        seconds: protocol::START_TIMEOUT.as_secs(),
+                        last: Box::new(HealthError::Ssdb { error }),
+                    });
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
             }
@@ -805,7 +805,7 @@ impl SsdbComponent {
         previous: Option<&Path>,
         unit: &str,
         stamp: &str,
-        why: &str,
+        why: &HealthError,
     ) -> ComponentError {
         // Journaled like every stop: a kill -9 during the rollback leaves a record.
         let restart = cleanup::register(Action::StartUnit(unit.to_string()));

@@ -48,39 +48,120 @@ fn request(stream: &mut TcpStream, args: &[&str]) -> std::io::Result<Vec<String>
     }
 }
 
+/// Why an SSDB server did not pass a health check. Each variant prints its cause: the line
+/// goes into restore reports, where no chain walker reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The host name does not resolve.
+    #[error("cannot resolve {addr}: {error}")]
+    Resolve {
+        /// `host:port`.
+        addr: String,
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// The host name resolves to no address.
+    #[error("cannot resolve {addr}")]
+    NoAddress {
+        /// `host:port`.
+        addr: String,
+    },
+    /// Nothing accepts connections there.
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// The connection's timeouts cannot be set.
+    #[error("{error}")]
+    Socket {
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// A request or its reply failed on the wire.
+    #[error("{addr} {command}: {error}")]
+    Request {
+        /// `host:port`.
+        addr: String,
+        /// `auth`, `ping`, `dbsize`.
+        command: &'static str,
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// The server refused the password.
+    #[error("{addr} auth answered {status:?}")]
+    AuthRefused {
+        /// `host:port`.
+        addr: String,
+        /// The reply's status block (`nothing` for an empty reply).
+        status: String,
+    },
+    /// The server answered a command with a status other than `ok`.
+    #[error("{addr} {command} answered {status:?}")]
+    Status {
+        /// `host:port`.
+        addr: String,
+        /// `ping`, `dbsize`.
+        command: &'static str,
+        /// The reply's status block (`nothing` for an empty reply).
+        status: String,
+    },
+}
+
 /// Connects, authenticates when `auth` is given, and runs `ping` and `dbsize`.
 /// Returns the dbsize reply.
 ///
 /// # Errors
-/// A line describing what failed (connection, auth, a non-ok status).
-pub fn health_check(host: &str, port: u16, auth: Option<&str>) -> Result<String, String> {
+/// [`ProtocolError`]: the address, the connection, a refused password, a non-ok status.
+pub fn health_check(host: &str, port: u16, auth: Option<&str>) -> Result<String, ProtocolError> {
     let addr = format!("{host}:{port}");
     let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .map_err(|error| ProtocolError::Resolve {
+            addr: addr.clone(),
+            error,
+        })?
         .next()
-        .ok_or_else(|| format!("cannot resolve {addr}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, TIMEOUT)
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .ok_or_else(|| ProtocolError::NoAddress { addr: addr.clone() })?;
+    let mut s =
+        TcpStream::connect_timeout(&sock, TIMEOUT).map_err(|error| ProtocolError::Connect {
+            addr: addr.clone(),
+            error,
+        })?;
     s.set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut call = |args: &[&str]| -> Result<Vec<String>, String> {
-        let reply = request(&mut s, args).map_err(|e| format!("{addr} {}: {e}", args[0]))?;
+        .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
+        .map_err(|error| ProtocolError::Socket { error })?;
+    // The command's arguments (the password) never reach an error.
+    let mut call = |command: &'static str, arg: Option<&str>| {
+        let args: Vec<&str> = std::iter::once(command).chain(arg).collect();
+        let reply = request(&mut s, &args).map_err(|error| ProtocolError::Request {
+            addr: addr.clone(),
+            command,
+            error,
+        })?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(reply),
-            other => Err(format!(
-                "{addr} {} answered {:?}",
-                args[0],
-                other.unwrap_or("nothing")
-            )),
+            other => {
+                let status = other.unwrap_or("nothing").to_string();
+                let addr = addr.clone();
+                Err(if command == "auth" {
+                    ProtocolError::AuthRefused { addr, status }
+                } else {
+                    ProtocolError::Status {
+                        addr,
+                        command,
+                        status,
+                    }
+                })
+            }
         }
     };
     if let Some(pw) = auth {
-        call(&["auth", pw])?;
+        call("auth", Some(pw))?;
     }
-    call(&["ping"])?;
-    let size = call(&["dbsize"])?;
+    call("ping", None)?;
+    let size = call("dbsize", None)?;
     Ok(size.get(1).cloned().unwrap_or_default())
 }
 
@@ -153,6 +234,12 @@ mod tests {
         });
         assert_eq!(health_check("127.0.0.1", port, None).unwrap(), "1234");
         server.join().unwrap();
-        assert!(health_check("127.0.0.1", port, None).is_err());
+        let refused = health_check("127.0.0.1", port, None).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+            "{refused}"
+        );
     }
 }

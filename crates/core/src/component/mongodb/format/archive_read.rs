@@ -73,7 +73,7 @@ pub fn unpack_archive(
     let mut prefix = [0u8; 4];
     let n = read_up_to(&mut input, &mut prefix).map_err(|source| FormatError::Read {
         path: label.to_path_buf(),
-        source,
+        error: source,
     })?;
     let head = &prefix[..n];
     let chained = head.chain(input);
@@ -121,7 +121,7 @@ impl<R: Read> ArchiveReader<'_, R> {
             }
             FrameError::Io(source) => FormatError::Read {
                 path: self.label.to_path_buf(),
-                source,
+                error: source,
             },
             FrameError::BadLength(n) => FormatError::corrupt(
                 self.label,
@@ -160,7 +160,7 @@ fn unpack_stream<R: Read>(
     let mut magic = [0u8; 4];
     let n = read_up_to(r, &mut magic).map_err(|source| FormatError::Read {
         path: label.to_path_buf(),
-        source,
+        error: source,
     })?;
     if n == 0 {
         return Err(FormatError::NotArchive {

@@ -53,7 +53,7 @@ pub fn write_archive(
 ) -> Result<Vec<NsSummary>, FormatError> {
     let werr = |source| FormatError::ArchiveWrite {
         src: src.to_path_buf(),
-        source,
+        error: source,
     };
     if gzip {
         let mut w = GzEncoder::new(
@@ -78,7 +78,7 @@ fn write_archive_to(
 ) -> Result<Vec<NsSummary>, FormatError> {
     let werr = |source| FormatError::ArchiveWrite {
         src: src.to_path_buf(),
-        source,
+        error: source,
     };
     let (mut spaces, _) = list_dump_dir(src)?;
     spaces.sort_by(|a, b| {

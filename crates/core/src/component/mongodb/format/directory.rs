@@ -48,7 +48,7 @@ pub(super) struct DirNs {
 fn open_dump_file(f: &DumpFile) -> Result<Box<dyn Read>, FormatError> {
     let file = File::open(&f.path).map_err(|source| FormatError::Read {
         path: f.path.clone(),
-        source,
+        error: source,
     })?;
     let buffered = BufReader::with_capacity(IO_BUFFER, file);
     if f.gz {
@@ -69,7 +69,7 @@ pub(super) fn read_metadata(f: &DumpFile) -> Result<String, FormatError> {
     r.read_to_end(&mut bytes)
         .map_err(|source| FormatError::Read {
             path: f.path.clone(),
-            source,
+            error: source,
         })?;
     if bytes.len() > MAX_DOCUMENT {
         return Err(FormatError::corrupt(&f.path, "metadata larger than 16 MiB"));
@@ -96,13 +96,13 @@ fn classify(name: &str) -> Option<(&str, bool, bool)> {
 fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, FormatError> {
     let rd = fs::read_dir(dir).map_err(|source| FormatError::Read {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut entries = Vec::new();
     for e in rd {
         entries.push(e.map_err(|source| FormatError::Read {
             path: dir.to_path_buf(),
-            source,
+            error: source,
         })?);
     }
     entries.sort_by_key(fs::DirEntry::file_name);
@@ -124,7 +124,7 @@ pub(super) fn list_dump_dir(src: &Path) -> Result<(Vec<DirNs>, Vec<PathBuf>), Fo
         let path = entry.path();
         let ft = entry.file_type().map_err(|source| FormatError::Read {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
@@ -180,7 +180,7 @@ fn list_db_dir(dir: &Path, db: &str) -> Result<Vec<DirNs>, FormatError> {
         let path = entry.path();
         let ft = entry.file_type().map_err(|source| FormatError::Read {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         let name = entry.file_name();
         let classified = name.to_str().filter(|_| ft.is_file()).and_then(classify);
@@ -339,7 +339,7 @@ impl OutFile {
             Self::Plain(w) => w,
             Self::Gzip(w) => w.finish().map_err(|source| FormatError::Write {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             })?,
         };
         finish_file(w, path)
@@ -351,7 +351,7 @@ fn convert_directory(src: &Path, dest: &Path, gzip: bool) -> Result<Vec<NsSummar
     let gz = if gzip { ".gz" } else { "" };
     fs::create_dir_all(dest).map_err(|source| FormatError::Write {
         path: dest.to_path_buf(),
-        source,
+        error: source,
     })?;
     for extra in extras {
         let Some(name) = extra.file_name() else {
@@ -361,11 +361,11 @@ fn convert_directory(src: &Path, dest: &Path, gzip: bool) -> Result<Vec<NsSummar
         let mut w = create_file(&to)?;
         let mut r = File::open(&extra).map_err(|source| FormatError::Read {
             path: extra.clone(),
-            source,
+            error: source,
         })?;
         io::copy(&mut r, &mut w).map_err(|source| FormatError::Write {
             path: to.clone(),
-            source,
+            error: source,
         })?;
         finish_file(w, &to)?;
     }

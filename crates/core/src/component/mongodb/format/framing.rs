@@ -140,7 +140,7 @@ impl<R: Read> BsonFileReader<R> {
             }
             Err(FrameError::Io(source)) => Err(FormatError::Read {
                 path: self.path.clone(),
-                source,
+                error: source,
             }),
             Err(FrameError::BadLength(n)) => Err(FormatError::corrupt(
                 &self.path,

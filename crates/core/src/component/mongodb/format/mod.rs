@@ -94,28 +94,28 @@ impl NsSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     /// A file or stream could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file, or the archive's label.
         path: PathBuf,
         /// Cause.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: io::Error,
+        error: io::Error,
     },
     /// The archive stream being written could not be written.
-    #[error("cannot write the archive of {}: {source}", src.display())]
+    #[error("cannot write the archive of {}: {error}", src.display())]
     ArchiveWrite {
         /// The dump directory being written.
         src: PathBuf,
         /// Cause.
-        source: io::Error,
+        error: io::Error,
     },
     /// The stream does not start with the archive magic number.
     #[error("{}: not a mongodump archive ({detail})", path.display())]
@@ -190,7 +190,7 @@ fn create_file(path: &Path) -> Result<BufWriter<File>, FormatError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|source| FormatError::Write {
             path: parent.to_path_buf(),
-            source,
+            error: source,
         })?;
     }
     let file = OpenOptions::new()
@@ -199,7 +199,7 @@ fn create_file(path: &Path) -> Result<BufWriter<File>, FormatError> {
         .open(path)
         .map_err(|source| FormatError::Write {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
     Ok(BufWriter::with_capacity(IO_BUFFER, file))
 }
@@ -208,14 +208,14 @@ fn create_file(path: &Path) -> Result<BufWriter<File>, FormatError> {
 fn finish_file(mut w: BufWriter<File>, path: &Path) -> Result<(), FormatError> {
     w.flush().map_err(|source| FormatError::Write {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })
 }
 
 fn write_all(w: &mut impl Write, data: &[u8], path: &Path) -> Result<(), FormatError> {
     w.write_all(data).map_err(|source| FormatError::Write {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })
 }
 

@@ -202,12 +202,9 @@ impl Component for Unpacked {
     }
     fn restore(
         &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
+        req: &component::RestoreRequest<'_>,
     ) -> Result<component::ComponentRestore, ComponentError> {
-        self.inner.restore(repo, set_id, target, progress)
+        self.inner.restore(req)
     }
 }
 

@@ -279,7 +279,13 @@ pub fn run(
                 step.name,
                 step.destination.display()
             ));
-            match c.restore(repo, &plan.restore.set, &target, progress) {
+            let req = crate::component::RestoreRequest {
+                repo,
+                set_id: &plan.restore.set,
+                target: &target,
+                progress,
+            };
+            match c.restore(&req) {
                 Ok(r) => {
                     let row = run.row(&step.name);
                     row.data = DataState::Restored;

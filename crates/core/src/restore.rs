@@ -69,7 +69,13 @@ pub fn run(
             step.name,
             step.destination.display()
         ));
-        match c.restore(repo, &plan.set, target, progress) {
+        let req = crate::component::RestoreRequest {
+            repo,
+            set_id: &plan.set,
+            target,
+            progress,
+        };
+        match c.restore(&req) {
             Ok(r) => done.push(r),
             Err(e) => error = Some(describe(&e)),
         }

@@ -10,6 +10,7 @@
 //! Deliberately not here: anything a component instance can answer itself (its unit, its
 //! service commands, its health check), which is on the [`Component`] trait.
 
+use crate::component::Details;
 use std::{
     collections::BTreeMap,
     fmt,

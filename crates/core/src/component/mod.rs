@@ -123,6 +123,23 @@ pub enum HealthError {
     },
 }
 
+/// Kind-specific facts of a manifest record (`details`): typed in memory, stored as JSON, so
+/// records of earlier releases read unchanged (every field has a default) and a record that
+/// does not parse reads as empty rather than making the set unlistable.
+pub trait Details: serde::Serialize + serde::de::DeserializeOwned + Default {
+    /// Reads a record's `details`.
+    #[must_use]
+    fn of(details: &serde_json::Value) -> Self {
+        serde_json::from_value(details.clone()).unwrap_or_default()
+    }
+
+    /// The manifest's JSON form.
+    #[must_use]
+    fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// Size of a component's data now.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Estimate {
@@ -176,6 +193,19 @@ impl std::fmt::Debug for Prepared {
             .field("part", &self.part)
             .finish_non_exhaustive()
     }
+}
+
+/// One restore of one component: the set it reads and where it goes.
+#[derive(Clone, Copy)]
+pub struct RestoreRequest<'a> {
+    /// The repository holding the set.
+    pub repo: &'a Repository,
+    /// The set.
+    pub set_id: &'a str,
+    /// Where the data goes.
+    pub target: &'a RestoreTarget,
+    /// Progress and notes.
+    pub progress: &'a ProgressRef,
 }
 
 /// Where a restore goes.
@@ -330,13 +360,7 @@ pub trait Component: Send + Sync {
     ///
     /// # Errors
     /// When nothing was changed, or when the old data was put back; the message says which.
-    fn restore(
-        &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
-    ) -> Result<ComponentRestore, ComponentError>;
+    fn restore(&self, req: &RestoreRequest<'_>) -> Result<ComponentRestore, ComponentError>;
     /// The systemd unit serving this component's data, which `doctor` expects installed;
     /// `None` when no unit does (a directory tree).
     fn unit(&self) -> Option<String> {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ComponentError, ComponentRestore, RestoreStep, RestoreTarget, stamp};
+use super::{ComponentError, ComponentRestore, RestoreRequest, RestoreStep, RestoreTarget, stamp};
 use crate::{
     backup_set::ComponentRecord, config::ComponentName, progress::ProgressRef,
     repository::Repository, tree::MaterializeSummary,
@@ -94,13 +94,13 @@ pub trait LiveDirectory {
     /// # Errors
     /// [`ComponentError`]: nothing was changed, or (from [`LiveDirectory::swap_in`]) where
     /// the data is now.
-    fn restore_live(
-        &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
-    ) -> Result<ComponentRestore, ComponentError> {
+    fn restore_live(&self, req: &RestoreRequest<'_>) -> Result<ComponentRestore, ComponentError> {
+        let RestoreRequest {
+            repo,
+            set_id,
+            target,
+            progress,
+        } = *req;
         let name = self.component();
         let err = |message: String| ComponentError::Restore {
             name: name.clone(),

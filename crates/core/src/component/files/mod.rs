@@ -14,13 +14,14 @@ use std::path::Path;
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, HealthError, InPlace, LiveDirectory,
-    Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
+    Prepared, RestoreRequest, RestoreStep, RestoreTarget, ServiceControl, StagedRestore,
+    StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
     config::ComponentName,
     progress::ProgressRef,
-    repository::{PartStats, Repository, SourcePart},
+    repository::{PartStats, SourcePart},
     service,
 };
 
@@ -247,14 +248,8 @@ impl Component for FilesComponent {
         self.plan_step(target, record)
     }
 
-    fn restore(
-        &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
-    ) -> Result<ComponentRestore, ComponentError> {
-        self.restore_live(repo, set_id, target, progress)
+    fn restore(&self, req: &RestoreRequest<'_>) -> Result<ComponentRestore, ComponentError> {
+        self.restore_live(req)
     }
 
     fn service_control(&self) -> Option<ServiceControl> {

@@ -2,6 +2,7 @@
 //! or not) and `mongodump --out` directories, for `import` and `export` (see
 //! [`crate::archive`], which owns the naming and the staging around them).
 
+use crate::component::Details;
 use std::{
     fs,
     io::BufReader,

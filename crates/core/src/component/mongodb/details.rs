@@ -37,20 +37,9 @@ pub struct SetDetails {
     pub imported_from: Option<String>,
 }
 
+impl crate::component::Details for SetDetails {}
+
 impl SetDetails {
-    /// Reads a record's `details`; what does not parse reads as empty (a damaged or foreign
-    /// manifest must still list).
-    #[must_use]
-    pub fn of(details: &serde_json::Value) -> Self {
-        serde_json::from_value(details.clone()).unwrap_or_default()
-    }
-
-    /// The manifest's JSON form.
-    #[must_use]
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
     /// The lines `snapshots SET` prints under the component: consistency, then one line a
     /// namespace.
     #[must_use]
@@ -150,6 +139,7 @@ impl RestoreDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::Details;
 
     /// A manifest record of an earlier release and an imported one both read, and write back
     /// the same fields.

@@ -22,13 +22,14 @@ pub mod error;
 pub mod format;
 pub mod load;
 
+use crate::component::Details;
 use std::{path::Path, path::PathBuf, time::Duration};
 
 use mongodb::bson::doc;
 
 use super::{
     Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, HealthError, Prepared,
-    RestoreStep, RestoreTarget, ServiceControl, StoredIndex,
+    RestoreRequest, RestoreStep, RestoreTarget, ServiceControl, StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -227,13 +228,13 @@ impl Component for MongodbComponent {
         }
     }
 
-    fn restore(
-        &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
-    ) -> Result<ComponentRestore, ComponentError> {
+    fn restore(&self, req: &RestoreRequest<'_>) -> Result<ComponentRestore, ComponentError> {
+        let RestoreRequest {
+            repo,
+            set_id,
+            target,
+            progress,
+        } = *req;
         let (no_restart, db) = match target {
             RestoreTarget::Directory(dir) => {
                 return super::restore_to_directory(

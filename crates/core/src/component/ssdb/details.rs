@@ -47,19 +47,9 @@ pub struct SsdbDetails {
     pub imported_from: Option<String>,
 }
 
+impl crate::component::Details for SsdbDetails {}
+
 impl SsdbDetails {
-    /// Reads a record's `details`; what does not parse reads as empty (no counts recorded).
-    #[must_use]
-    pub fn of(details: &serde_json::Value) -> Self {
-        serde_json::from_value(details.clone()).unwrap_or_default()
-    }
-
-    /// The manifest's JSON form.
-    #[must_use]
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
     /// The counts and digest recorded for database `db`, when that set read (or carried)
     /// them.
     #[must_use]
@@ -99,6 +89,7 @@ impl SsdbDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::Details;
 
     /// A record of the earlier format (counts and digest, no tables, no last full read) and
     /// one of today's read back, and write back the same JSON.

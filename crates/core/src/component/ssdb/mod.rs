@@ -33,11 +33,13 @@ pub mod table;
 pub use config::{SsdbConfig, SsdbMode};
 pub use details::SsdbDetails;
 
+use crate::component::Details;
 use std::path::{Path, PathBuf};
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, HealthError, InPlace, LiveDirectory,
-    ParentSet, Prepared, RestoreStep, RestoreTarget, ServiceControl, StagedRestore, StoredIndex,
+    ParentSet, Prepared, RestoreRequest, RestoreStep, RestoreTarget, ServiceControl, StagedRestore,
+    StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -693,14 +695,8 @@ impl Component for SsdbComponent {
         self.plan_step(target, record)
     }
 
-    fn restore(
-        &self,
-        repo: &Repository,
-        set_id: &str,
-        target: &RestoreTarget,
-        progress: &ProgressRef,
-    ) -> Result<ComponentRestore, ComponentError> {
-        self.restore_live(repo, set_id, target, progress)
+    fn restore(&self, req: &RestoreRequest<'_>) -> Result<ComponentRestore, ComponentError> {
+        self.restore_live(req)
     }
 
     fn unit(&self) -> Option<String> {

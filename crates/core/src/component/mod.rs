@@ -519,17 +519,17 @@ pub fn restore_to_directory(
 /// files themselves (`verify --deep`); the directory goes when the guard is dropped.
 ///
 /// # Errors
-/// One line for the verify report.
+/// [`CheckRestoreError`]: no temporary directory, or the data could not be restored.
 pub fn restore_for_check(
     repo: &Repository,
     set_id: &str,
     record: &ComponentRecord,
     progress: &ProgressRef,
-) -> Result<(crate::stage::Stage, PathBuf), String> {
+) -> Result<(crate::stage::Stage, PathBuf), CheckRestoreError> {
     let tmp_dir = std::env::temp_dir();
     let _ = crate::stage::sweep(&tmp_dir, crate::stage::VERIFY);
     let tmp = crate::stage::Stage::create(&tmp_dir, crate::stage::VERIFY)
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        .map_err(|error| CheckRestoreError::Temporary { error })?;
     let dest = tmp.path().join("data");
     crate::tree::materialize(
         repo,
@@ -540,8 +540,26 @@ pub fn restore_for_check(
         progress,
         crate::tree::Durability::Cached,
     )
-    .map_err(|e| format!("cannot restore it for a deep check: {e}"))?;
+    .map_err(|error| CheckRestoreError::Restore { error })?;
     Ok((tmp, dest))
+}
+
+/// Why [`restore_for_check`] could not give a deep check its files; a finding of the verify
+/// report.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckRestoreError {
+    /// No private temporary directory.
+    #[error("cannot create a temporary directory: {error}")]
+    Temporary {
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// The stored data could not be restored (damaged, or the disk is full).
+    #[error("cannot restore it for a deep check: {error}")]
+    Restore {
+        /// Cause (printed in the message).
+        error: TreeError,
+    },
 }
 
 /// A timestamp usable in file names: `20261124T235959Z`.

@@ -383,7 +383,7 @@ pub fn deep_check(
 ) -> Vec<String> {
     let (_tmp, dest) = match super::restore_for_check(repo, set_id, record, progress) {
         Ok(t) => t,
-        Err(e) => return vec![e],
+        Err(e) => return vec![e.to_string()],
     };
     let found = match format::scan_directory(&dest) {
         Ok(f) => f,

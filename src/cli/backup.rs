@@ -58,6 +58,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let open_destination = |section: &akbackup_core::config::RepositoryConfig| {
         Repository::open_section(section).map(super::with_wait)
     };
+    // Printed as soon as the set is recorded, before the follow-ups' lines; a failure to
+    // print (a closed pipe) is returned once the run is over.
+    let printed = std::cell::RefCell::new(Ok(()));
+    let on_summary = |summary: &BackupSummary| {
+        *printed.borrow_mut() = render::out(g, summary, || summary_text(summary));
+    };
     let job = job::BackupJob {
         config: &config,
         repo: &repo,
@@ -65,12 +71,12 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
         tags: &args.tag,
         force: args.force,
         open_destination: &open_destination,
+        on_summary: &on_summary,
     };
-    match job::run_backup(&job, &progress)? {
-        JobOutcome::Ran { summary, ok } => {
-            render::out(g, &summary, || summary_text(&summary))?;
-            Ok(exit(ok))
-        }
+    let outcome = job::run_backup(&job, &progress)?;
+    printed.into_inner()?;
+    match outcome {
+        JobOutcome::Ran { ok, .. } => Ok(exit(ok)),
         JobOutcome::Cancelled | JobOutcome::StoreFailed { .. } => Ok(ExitCode::from(1)),
     }
 }

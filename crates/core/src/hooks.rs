@@ -101,11 +101,58 @@ pub struct Context {
     pub component: Option<String>,
 }
 
+/// Why a hook failed: one line naming the hook (`before hook \`cmd\``) and what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The command could not be started.
+    #[error("{when} hook `{shown}` cannot start: {error}")]
+    Start {
+        /// When it ran.
+        when: &'static str,
+        /// The command as configured.
+        shown: String,
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// Waiting for it failed.
+    #[error("{when} hook `{shown}`: {error}")]
+    Wait {
+        /// When it ran.
+        when: &'static str,
+        /// The command as configured.
+        shown: String,
+        /// Cause (printed in the message).
+        error: std::io::Error,
+    },
+    /// It ran longer than its timeout and was killed.
+    #[error("{when} hook `{shown}` timed out after {seconds} s and was killed")]
+    Timeout {
+        /// When it ran.
+        when: &'static str,
+        /// The command as configured.
+        shown: String,
+        /// Its timeout.
+        seconds: u64,
+    },
+    /// It exited with a failure.
+    #[error("{when} hook `{shown}` failed with {status}{}", last.as_ref().map_or_else(String::new, |l| format!(": {l}")))]
+    Failed {
+        /// When it ran.
+        when: &'static str,
+        /// The command as configured.
+        shown: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The last non-empty line it wrote to stderr.
+        last: Option<String>,
+    },
+}
+
 /// Runs one hook and waits for it, at most its timeout.
 ///
 /// # Errors
-/// One line: the command, and its exit status and last stderr line, or the timeout.
-pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
+/// [`HookError`]: the command, and its exit status and last stderr line, or the timeout.
+pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), HookError> {
     let mut cmd = if hook.shell {
         let mut c = child_command("/bin/sh");
         c.arg("-c").arg(hook.command.join(" "));
@@ -125,9 +172,11 @@ pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let shown = hook.shown();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{} hook `{shown}` cannot start: {e}", when.as_str()))?;
+    let mut child = cmd.spawn().map_err(|error| HookError::Start {
+        when: when.as_str(),
+        shown: shown.clone(),
+        error,
+    })?;
     let deadline = Instant::now() + Duration::from_secs(hook.timeout);
     let status = loop {
         match child.try_wait() {
@@ -135,14 +184,20 @@ pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{} hook `{shown}` timed out after {} s and was killed",
-                    when.as_str(),
-                    hook.timeout
-                ));
+                return Err(HookError::Timeout {
+                    when: when.as_str(),
+                    shown,
+                    seconds: hook.timeout,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("{} hook `{shown}`: {e}", when.as_str())),
+            Err(error) => {
+                return Err(HookError::Wait {
+                    when: when.as_str(),
+                    shown,
+                    error,
+                });
+            }
         }
     };
     if status.success() {
@@ -156,12 +211,13 @@ pub fn run(hook: &Hook, when: When, ctx: &Context) -> Result<(), String> {
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .map(|l| format!(": {}", l.trim()))
-        .unwrap_or_default();
-    Err(format!(
-        "{} hook `{shown}` failed with {status}{last}",
-        when.as_str()
-    ))
+        .map(|l| l.trim().to_string());
+    Err(HookError::Failed {
+        when: when.as_str(),
+        shown,
+        status,
+        last,
+    })
 }
 
 /// Runs every hook for `when`: those of the whole run, then each component's (with
@@ -176,7 +232,7 @@ pub fn run_all(
     components: &[String],
     ctx: &Context,
     component_status: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Vec<HookError>> {
     let mut failures = Vec::new();
     for hook in hooks.iter().filter(|h| h.on == when) {
         let mut c = ctx.clone();
@@ -227,10 +283,16 @@ mod tests {
             &ctx,
         )
         .unwrap_err();
+        assert!(
+            matches!(&e, HookError::Failed { last: Some(l), .. } if l == "nope"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("after hook") && e.contains("nope"), "{e}");
         let started = Instant::now();
         let e = run(&hook(&["sleep", "30"], false, 1), When::Before, &ctx).unwrap_err();
-        assert!(e.contains("timed out after 1 s"), "{e}");
+        assert!(matches!(e, HookError::Timeout { seconds: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("timed out after 1 s"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         // No shell unless asked: the `;` is an argument, not syntax.
         assert!(run(&hook(&["true;", "false"], false, 5), When::Before, &ctx).is_err());

@@ -36,6 +36,9 @@ pub struct BackupJob<'a> {
     /// Opens a `copy-to` destination the way the caller opens repositories (its lock wait and
     /// host scope).
     pub open_destination: &'a dyn Fn(&RepositoryConfig) -> Result<Repository, RepoError>,
+    /// Called with the summary as soon as the backup has one, before copies, retention and
+    /// the after hooks run: the operator reads the set's result first, then the follow-ups.
+    pub on_summary: &'a dyn Fn(&BackupSummary),
 }
 
 /// Errors that end a run before anything was stored: the lock, the plan, a precondition of
@@ -124,6 +127,7 @@ pub fn run_backup(job: &BackupJob<'_>, progress: &ProgressRef) -> Result<JobOutc
             return Err(e);
         }
     };
+    (job.on_summary)(&summary);
     let mut ok = summary.status != Status::Failed;
     if ok {
         ok = after_backup(job, summary.set.as_deref(), progress);
@@ -196,7 +200,7 @@ impl<'j, 'a> Lifecycle<'j, 'a> {
         hooks::run_all(&self.job.config.hooks, when, &self.names, ctx, status)
             .map_err(|failures| {
                 for f in &failures {
-                    progress.error(f);
+                    progress.error(&f.to_string());
                 }
             })
             .is_ok()

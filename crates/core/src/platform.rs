@@ -31,7 +31,6 @@ use crate::{
     backup_set::Status,
     cleanup::{self, Action},
     component::{Component, ComponentRestore, RestoreTarget},
-    config::Kind,
     plan::RestorePlan,
     progress::ProgressRef,
     repository::{LockMode, Repository},
@@ -78,15 +77,14 @@ pub fn target() -> RestoreTarget {
 /// components.
 #[must_use]
 pub fn plan(components: &[Box<dyn Component>], mut restore: RestorePlan) -> PlatformPlan {
-    let kind_of = |name: &str| {
+    // A step with no component (none: the plan was built from these) would go last.
+    let rank = |name: &str| {
         components
             .iter()
             .find(|c| c.name().to_string() == name)
-            .map_or(Kind::Files, |c| c.name().kind)
+            .map_or(u8::MAX, |c| c.name().kind.restore_rank())
     };
-    restore
-        .steps
-        .sort_by_key(|s| kind_of(&s.name).restore_rank());
+    restore.steps.sort_by_key(|s| rank(&s.name));
     let mut ordered: Vec<&dyn Component> = components
         .iter()
         .map(AsRef::as_ref)

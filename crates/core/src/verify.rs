@@ -234,7 +234,10 @@ pub fn run(
                 progress.end(&label);
             }
             // A kind this release does not know (a set from a later one) has no deep check.
-            if deep && let Some(kind) = Kind::parse(&rec.kind) {
+            if deep
+                && let Some(kind) = Kind::parse(&rec.kind)
+                && kind.has_deep_check()
+            {
                 progress.note(&format!(
                     "deep check of {} in set {}",
                     rec.name,

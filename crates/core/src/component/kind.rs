@@ -78,8 +78,9 @@ fn entries_mut<T: Section>(map: &mut BTreeMap<String, T>) -> Vec<(&str, &mut dyn
 }
 
 impl Kind {
-    /// Every kind, in the order of their names.
-    pub const ALL: [Self; 3] = [Self::Files, Self::Mongodb, Self::Ssdb];
+    /// Every kind, in the order config checks and messages take them (the control module,
+    /// the stores, the databases).
+    pub const ALL: [Self; 3] = [Self::Files, Self::Ssdb, Self::Mongodb];
 
     /// The config section and name prefix of this kind.
     #[must_use]
@@ -190,6 +191,16 @@ impl Kind {
         match self {
             Self::Mongodb => true,
             Self::Files | Self::Ssdb => false,
+        }
+    }
+
+    /// Whether `verify --deep` has a check of its own for this kind (beyond the data read
+    /// every verify does).
+    #[must_use]
+    pub const fn has_deep_check(self) -> bool {
+        match self {
+            Self::Files => false,
+            Self::Mongodb | Self::Ssdb => true,
         }
     }
 

@@ -34,8 +34,8 @@ pub trait LiveDirectory {
     /// Checks a restored copy before it counts (SSDB: every database opens with LevelDB).
     ///
     /// # Errors
-    /// What is wrong with the copy, one line.
-    fn check_restored(&self, _dir: &Path) -> Result<(), String> {
+    /// What is wrong with the copy, as the kind's own error (printed as one line).
+    fn check_restored(&self, _dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
     /// The commands an in-place restore runs before the swap and after it (for the plan).

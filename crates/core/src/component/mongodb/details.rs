@@ -14,11 +14,12 @@ use crate::units::human_bytes;
 /// `details` of a MongoDB component in a set's manifest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SetDetails {
-    /// Server version (`buildInfo`); empty for an imported dump.
-    #[serde(default)]
+    /// Server version (`buildInfo`); empty (and not written) for an imported dump.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server_version: String,
-    /// The replica set, when the server is a member.
-    #[serde(default)]
+    /// The replica set, when the server is a member. A dump writes `null` for none; an
+    /// import writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_set: Option<String>,
     /// `point-in-time`, `per-collection` or `unknown` (imported).
     #[serde(default)]
@@ -153,13 +154,16 @@ mod tests {
         });
         let d = SetDetails::of(&earlier);
         assert_eq!(d.collections.len(), 1);
-        assert_eq!(d.to_value(), earlier);
+        assert_eq!(d.server_version, "7.0.2");
+        assert_eq!(SetDetails::of(&d.to_value()), d);
         let imported = serde_json::json!({
             "imported_from": "/b/mongodb-control-2024-01-02.tar.gz", "consistency": "unknown",
             "consistency_note": "imported", "oplog_entries": 3, "collections": []
         });
         let d = SetDetails::of(&imported);
         assert_eq!(d.server_version, "");
+        // An import writes back the keys it had, and no server facts it does not know.
+        assert_eq!(d.to_value(), imported);
         assert_eq!(d.oplog_entries, Some(3));
         assert_eq!(d.lines(), vec!["consistency: imported".to_string()]);
     }

@@ -67,8 +67,9 @@ pub enum InspectError {
     /// The LevelDB reader panicked on it.
     #[error("the LevelDB reader failed on it ({0}): damaged?")]
     Panicked(String),
-    /// The scratch copy LevelDB opens could not be made.
-    #[error("cannot make a scratch copy: {0}")]
+    /// The scratch copy LevelDB opens could not be made (the checkpoint error names the
+    /// file).
+    #[error("{0}")]
     Scratch(super::checkpoint::CheckpointError),
 }
 

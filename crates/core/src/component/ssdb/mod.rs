@@ -389,6 +389,16 @@ fn scratch<T>(
     result
 }
 
+/// A database of a restored store that LevelDB does not open.
+#[derive(Debug, thiserror::Error)]
+#[error("{db}/ does not open with LevelDB: {error}")]
+pub struct NotOpening {
+    /// `data` or `meta`.
+    pub db: &'static str,
+    /// What LevelDB or the checks found (printed in the message).
+    pub error: inspect::InspectError,
+}
+
 /// Proves that every database of the store at `store` opens with LevelDB (see
 /// [`inspect::opens`]): what a restore checks before it reports success.
 ///
@@ -439,8 +449,8 @@ impl LiveDirectory for SsdbComponent {
         &self.config.path
     }
 
-    fn check_restored(&self, dir: &Path) -> Result<(), String> {
-        check_opens(dir).map_err(|(db, e)| format!("{db}/ does not open with LevelDB: {e}"))
+    fn check_restored(&self, dir: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        check_opens(dir).map_err(|(db, error)| Box::new(NotOpening { db, error }).into())
     }
 
     fn service_steps(&self, how: InPlace) -> (Vec<String>, Vec<String>) {

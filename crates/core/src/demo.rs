@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::{
     backup, component,
     component::RestoreTarget,
-    config::{ComponentName, Config, FilesConfig, Kind, OnReadError, SsdbConfig, SsdbMode},
+    config::{ComponentName, Config, FilesConfig, Kind, OnReadError, SsdbConfig},
     fsutil, plan,
     progress::ProgressRef,
     repository::{self, Repository},
@@ -131,18 +131,9 @@ pub fn run(dir: &Path, size: u64, progress: &ProgressRef) -> Result<DemoSummary,
             on_read_error: OnReadError::Fail,
         },
     );
-    config.ssdb.insert(
-        "actions".to_string(),
-        SsdbConfig {
-            path: store.clone(),
-            service: None,
-            mode: SsdbMode::Online,
-            host: None,
-            port: None,
-            auth: None,
-            deep_check_every: None,
-        },
-    );
+    config
+        .ssdb
+        .insert("actions".to_string(), SsdbConfig::online(store.clone()));
     let toml = format!(
         "# config used by the demo; try: akbackup --config {0} snapshots\n[repository]\npath = \"{1}\"\npassword-file = \"{2}\"\n\n[files.control]\npath = \"{3}\"\nexclude = [\"*.pid\", \"*.log\"]\n\n[ssdb.actions]\npath = \"{4}\"\nmode = \"online\"\n",
         dir.join("akbackup.toml").display(),

@@ -42,6 +42,21 @@ pub struct SsdbConfig {
 }
 
 impl SsdbConfig {
+    /// The store at `path` with every default: copied online, its unit `ssdb-NAME`, the
+    /// health-check endpoint from its `ssdb.conf`, no periodic full read.
+    #[must_use]
+    pub const fn online(path: PathBuf) -> Self {
+        Self {
+            path,
+            service: None,
+            mode: SsdbMode::Online,
+            host: None,
+            port: None,
+            auth: None,
+            deep_check_every: None,
+        }
+    }
+
     /// The systemd unit after defaults.
     #[must_use]
     pub fn unit(&self, name: &str) -> String {
@@ -49,9 +64,7 @@ impl SsdbConfig {
             .clone()
             .unwrap_or_else(|| format!("ssdb-{name}"))
     }
-}
 
-impl SsdbConfig {
     /// The four stores of a standard install, `/var/lib/ssdb/{actions,hb,notify,stat}`,
     /// copied online.
     #[must_use]
@@ -61,15 +74,7 @@ impl SsdbConfig {
             .map(|name| {
                 (
                     name.to_string(),
-                    Self {
-                        path: PathBuf::from(format!("/var/lib/ssdb/{name}")),
-                        service: None,
-                        mode: SsdbMode::Online,
-                        host: None,
-                        port: None,
-                        auth: None,
-                        deep_check_every: None,
-                    },
+                    Self::online(PathBuf::from(format!("/var/lib/ssdb/{name}"))),
                 )
             })
             .collect()

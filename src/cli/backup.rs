@@ -49,8 +49,9 @@ pub fn run(g: &Globals, args: &Args) -> anyhow::Result<ExitCode> {
     let repo = open_repo(&config)?;
     if args.dry_run {
         // A dry run writes nothing: no lock, no hooks, no monitoring.
-        let plan =
-            plan::backup_plan(&repo, &components, &args.tag).context("cannot plan the backup")?;
+        let plan = plan::backup_plan(&repo, &components, &args.tag)
+            .context("cannot plan the backup")?
+            .with_snapshot_readiness(&components);
         render::out(g, &plan, || plan_text(&plan))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -143,6 +144,19 @@ fn plan_text(p: &plan::BackupPlan) -> String {
             human_bytes(c.bytes),
             human_bytes(c.changed_bytes)
         );
+        if let Some(snap) = &c.snapshot {
+            let _ = writeln!(
+                s,
+                "  {:<16} {}{}",
+                "",
+                if snap.ok {
+                    ""
+                } else {
+                    "SNAPSHOT CANNOT WORK: "
+                },
+                snap.detail
+            );
+        }
     }
     let _ = writeln!(
         s,

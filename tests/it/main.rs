@@ -27,6 +27,7 @@ mod retention;
 mod roundtrip;
 mod s3;
 mod schedule;
+mod snapshot;
 mod ssdb;
 mod support;
 mod webhook;

@@ -28,7 +28,7 @@ const ROUNDS: usize = 20;
 
 /// The load tests are serialised: each runs a busy writer, and on two cores two of them at once
 /// would mostly measure each other.
-static LOAD: Mutex<()> = Mutex::new(());
+pub(crate) static LOAD: Mutex<()> = Mutex::new(());
 
 /// The store's directory in the sandbox (`<root>/var/lib/ssdb/actions`).
 fn store_dir(sb: &Sandbox) -> PathBuf {
@@ -54,7 +54,7 @@ fn ssdb_sandbox(extra: &str) -> Sandbox {
 }
 
 /// The checker's verdict on a copy: exit code and both streams.
-fn check(copy: &Path, ack: &Path, upto: usize) -> (Option<i32>, String) {
+pub(crate) fn check(copy: &Path, ack: &Path, upto: usize) -> (Option<i32>, String) {
     let out = peer()
         .args([
             "check",
@@ -70,7 +70,7 @@ fn check(copy: &Path, ack: &Path, upto: usize) -> (Option<i32>, String) {
 }
 
 /// A running `leveldb_writer.py write`; killed on drop if not stopped.
-struct Writer {
+pub(crate) struct Writer {
     child: Option<Child>,
     store: PathBuf,
     ack: PathBuf,
@@ -80,7 +80,7 @@ struct Writer {
 
 impl Writer {
     /// Starts writing to `store` (created), acknowledgements and logs under `dir`.
-    fn start(dir: &Path, store: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, store: &Path, extra: &[&str]) -> Self {
         let ack = dir.join("writer.ack");
         let stop_file = dir.join("writer.stop");
         let log = dir.join("writer.log");
@@ -106,12 +106,12 @@ impl Writer {
     }
 
     /// The acknowledgement file.
-    fn ack(&self) -> &Path {
+    pub(crate) fn ack(&self) -> &Path {
         &self.ack
     }
 
     /// Complete lines in the acknowledgement file: every one is an acknowledged write.
-    fn acked(&self) -> usize {
+    pub(crate) fn acked(&self) -> usize {
         fs::read(&self.ack)
             .map(|b| b.iter().filter(|&&c| c == b'\n').count())
             .unwrap_or(0)
@@ -122,7 +122,7 @@ impl Writer {
     }
 
     /// Waits until the writer has acknowledged writes and `data/` holds a few table files.
-    fn wait_until_busy(&mut self) {
+    pub(crate) fn wait_until_busy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let child = self.child.as_mut().expect("writer running");
@@ -152,7 +152,7 @@ impl Writer {
     }
 
     /// Asks the writer to stop (stop file), waits for it and asserts a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         support::write_file(&self.stop_file, b"");
         let mut child = self.child.take().expect("writer running");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,7 +182,7 @@ impl Drop for Writer {
 }
 
 /// What a failed akbackup run printed, for a failure list.
-fn failure(what: &str, out: &Output) -> String {
+pub(crate) fn failure(what: &str, out: &Output) -> String {
     format!(
         "{what}: exit {:?}\n{}",
         out.status.code(),

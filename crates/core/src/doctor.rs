@@ -87,6 +87,9 @@ pub fn run(repo: &Repository, set: &BackupSet, components: &[Box<dyn Component>]
             out.push(target_room(&name, c.repo_path(), record.bytes));
         }
         out.push(owners(repo, set, &name, c.repo_path()));
+        if let Some(snap) = crate::plan::SnapshotReadiness::of(c.as_ref()) {
+            out.push(check(format!("{name}: snapshot"), snap.ok, snap.detail));
+        }
     }
     out.extend(stopped_services(repo));
     out

@@ -49,6 +49,7 @@ pub mod restore;
 pub mod sandbox;
 pub mod schedule;
 pub mod service;
+pub mod snapshot;
 pub mod stage;
 pub mod stopped;
 pub mod tree;

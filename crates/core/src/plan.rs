@@ -34,6 +34,29 @@ pub struct PlannedComponent {
     /// Bytes in files that are new or changed since the parent set (an upper bound of what
     /// will be read and stored before compression and deduplication).
     pub changed_bytes: u64,
+    /// Snapshot mode: whether a snapshot can be taken now, and of what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotReadiness>,
+}
+
+/// Whether snapshot mode can work for a component on this server now.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotReadiness {
+    /// It can.
+    pub ok: bool,
+    /// The volume, filesystem and room; or why not, and what to do.
+    pub detail: String,
+}
+
+impl SnapshotReadiness {
+    /// From [`Component::snapshot_probe`].
+    #[must_use]
+    pub fn of(c: &dyn Component) -> Option<Self> {
+        c.snapshot_probe().map(|r| match r {
+            Ok(detail) => Self { ok: true, detail },
+            Err(detail) => Self { ok: false, detail },
+        })
+    }
 }
 
 /// What `akbackup backup` will do.
@@ -86,6 +109,7 @@ pub fn backup_plan(
             files: est.files,
             bytes: est.bytes,
             changed_bytes: est.changed_bytes,
+            snapshot: None,
         });
     }
     let growth: u64 = planned.iter().map(|p| p.changed_bytes).sum();
@@ -100,6 +124,19 @@ pub fn backup_plan(
         tags: tags.to_vec(),
         time: None,
     })
+}
+
+impl BackupPlan {
+    /// Adds whether snapshot mode can work for each component that uses it: what
+    /// `--dry-run` shows. Not part of every plan: a backup finds out when it takes the
+    /// snapshot, and asking twice would run the backend's queries twice.
+    #[must_use]
+    pub fn with_snapshot_readiness(mut self, components: &[Box<dyn Component>]) -> Self {
+        for (p, c) in self.components.iter_mut().zip(components) {
+            p.snapshot = SnapshotReadiness::of(c.as_ref());
+        }
+        self
+    }
 }
 
 /// Size and mtime of every file of a component in a stored set, by path relative to the

@@ -30,6 +30,14 @@ pub enum ServiceError {
 /// # Errors
 /// [`ServiceError`].
 pub fn run(argv: &[String]) -> Result<(), ServiceError> {
+    output(argv).map(drop)
+}
+
+/// [`run`], returning what the command printed on stdout (for queries such as `lvs`).
+///
+/// # Errors
+/// [`ServiceError`].
+pub fn output(argv: &[String]) -> Result<String, ServiceError> {
     let command = shell_words::join(argv);
     let Some((program, args)) = argv.split_first() else {
         return Err(ServiceError::Spawn {
@@ -47,7 +55,7 @@ pub fn run(argv: &[String]) -> Result<(), ServiceError> {
             error: source,
         })?;
     if out.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr

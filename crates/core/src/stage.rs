@@ -174,6 +174,17 @@ impl Stage {
         )))
     }
 
+    /// Leaves the stage and its owner file in place and releases the lock: what is in it
+    /// could not be undone now (a snapshot that would not go), so the next sweep of `dir`
+    /// finds a dead owner and tries again.
+    pub fn abandon(self) {
+        let Self {
+            _dir, _owner_file, ..
+        } = self;
+        _dir.disarm();
+        _owner_file.disarm();
+    }
+
     /// The stage directory.
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -214,6 +225,18 @@ pub enum Verdict {
 /// A stage whose owner holds its lock is never touched.
 #[must_use]
 pub fn sweep(dir: &Path, prefix: &str) -> Vec<String> {
+    sweep_with(dir, prefix, &|_| Ok(()))
+}
+
+/// [`sweep`], running `release` on each dead stage before it is removed (a snapshot mounted
+/// on it, or a read-only subvolume in it, must go first). When `release` fails, the stage and
+/// its owner file stay, for the next sweep, and the line says why.
+#[must_use]
+pub fn sweep_with(
+    dir: &Path,
+    prefix: &str,
+    release: &dyn Fn(&Path) -> Result<(), String>,
+) -> Vec<String> {
     let mut notes = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return notes;
@@ -226,7 +249,17 @@ pub fn sweep(dir: &Path, prefix: &str) -> Vec<String> {
     for name in &names {
         let path = dir.join(name);
         if name.ends_with(OWNER_SUFFIX) {
-            if let Some((Verdict::Removed, owner)) = judge(&path) {
+            let mut refused = None;
+            let verdict = judge(&path, |stage: &Path| {
+                release(stage).map_err(|why| {
+                    refused = Some(format!(
+                        "cannot release {}, left by a run that died: {why}",
+                        stage.display()
+                    ));
+                })
+            });
+            notes.extend(refused);
+            if let Some((Verdict::Removed, owner)) = verdict {
                 notes.push(match owner {
                     Some(o) => format!(
                         "removed {}, left by akbackup pid {} (`{}`, {}), which died",
@@ -274,7 +307,10 @@ pub fn any_alive(dir: &Path, prefix: &str) -> bool {
 }
 
 /// Judges the stage of owner file `owner_path` and removes it when its owner is dead.
-fn judge(owner_path: &Path) -> Option<(Verdict, Option<Owner>)> {
+fn judge(
+    owner_path: &Path,
+    release: impl FnOnce(&Path) -> Result<(), ()>,
+) -> Option<(Verdict, Option<Owner>)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -299,6 +335,7 @@ fn judge(owner_path: &Path) -> Option<(Verdict, Option<Owner>)> {
         return Some((Verdict::OtherHost(o.host.clone()), owner));
     }
     let stage = stage_of(owner_path);
+    release(&stage).ok()?;
     match std::fs::remove_dir_all(&stage) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -8,6 +8,7 @@
 //! [`Sandbox::restic`] so interop is checked by an independent implementation. The MongoDB
 //! test server and its tooling live in [`mongo`].
 
+pub mod btrfs;
 pub mod leveldb;
 pub mod mongo;
 pub mod s3;

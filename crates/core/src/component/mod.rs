@@ -380,6 +380,12 @@ pub trait Component: Send + Sync {
     fn health_check(&self) -> Result<String, HealthError> {
         Ok("no health check for this kind".to_string())
     }
+    /// In snapshot mode, whether a snapshot can be taken of the data's volume now: `Ok` with
+    /// the volume, filesystem and room, or `Err` with why not and what to do. `None` in
+    /// other modes.
+    fn snapshot_probe(&self) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// The manifest record of a component stored from a private staged copy (SSDB checkpoint,

@@ -307,7 +307,11 @@ pub fn scratch_copy(staged: &Path, scratch: &Path) -> Result<(), CheckpointError
         let to = scratch.join(&name);
         let s = name.to_string_lossy();
         if s.ends_with(".ldb") || s.ends_with(".sst") {
+            // Tables are only read. A hard link fails across filesystems and btrfs
+            // subvolumes (a store read in a snapshot): a link to the table is as good, and
+            // copying every table of a large store is not.
             fs::hard_link(&from, &to)
+                .or_else(|_| std::os::unix::fs::symlink(&from, &to))
                 .or_else(|_| fs::copy(&from, &to).map(|_| ()))
                 .map_err(io(&from))?;
         } else if entry.file_type().map_err(io(&from))?.is_file() {

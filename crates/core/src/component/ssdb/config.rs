@@ -15,6 +15,9 @@ pub enum SsdbMode {
     Online,
     /// Stop the unit, copy, start it again.
     Stop,
+    /// Read from a read-only filesystem snapshot of the store's volume (`snapshot = "btrfs"`
+    /// or `"lvm"`): one instant for both databases, nothing copied first.
+    Snapshot,
 }
 
 /// `[ssdb.<name>]`: an SSDB store.
@@ -25,9 +28,15 @@ pub struct SsdbConfig {
     pub path: PathBuf,
     /// systemd unit (default `ssdb-<name>`).
     pub service: Option<String>,
-    /// `online` (default) or `stop`.
+    /// `online` (default), `stop` or `snapshot`.
     #[serde(default)]
     pub mode: SsdbMode,
+    /// `mode = "snapshot"`: `btrfs` or `lvm`.
+    pub snapshot: Option<crate::snapshot::Backend>,
+    /// `snapshot = "lvm"`, classic volumes: room for changes (`20G`, default `10%` of the LV).
+    pub snapshot_size: Option<String>,
+    /// `snapshot = "lvm"`: the logical volume (`vg0/ssdb`) when the mount table does not say.
+    pub snapshot_volume: Option<String>,
     /// Host for health checks (default: from ssdb.conf when present).
     pub host: Option<String>,
     /// Port for health checks.
@@ -50,11 +59,25 @@ impl SsdbConfig {
             path,
             service: None,
             mode: SsdbMode::Online,
+            snapshot: None,
+            snapshot_size: None,
+            snapshot_volume: None,
             host: None,
             port: None,
             auth: None,
             deep_check_every: None,
         }
+    }
+
+    /// The snapshot settings when the store is backed up from a snapshot.
+    #[must_use]
+    pub fn snapshot_settings(&self) -> Option<crate::snapshot::Settings> {
+        crate::snapshot::Settings::of(
+            self.mode == SsdbMode::Snapshot,
+            self.snapshot,
+            &self.snapshot_size,
+            &self.snapshot_volume,
+        )
     }
 
     /// The systemd unit after defaults.
@@ -95,6 +118,12 @@ impl Section for SsdbConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        crate::snapshot::Settings::check_keys(
+            self.mode == SsdbMode::Snapshot,
+            self.snapshot,
+            &self.snapshot_size,
+            &self.snapshot_volume,
+        )?;
         if let Some(d) = &self.deep_check_every {
             crate::units::parse_duration(d).map_err(|e| format!("deep-check-every: {e}"))?;
         }

@@ -12,7 +12,7 @@ use super::inspect::{DbSummary, KeyCounts, TableCheck};
 /// `details` of an SSDB component in a set's manifest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SsdbDetails {
-    /// `online`, `stop` or `import`.
+    /// `online`, `stop`, `snapshot` or `import`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// The most checkpoint attempts any database needed (online mode).
@@ -42,6 +42,9 @@ pub struct SsdbDetails {
     /// Counts and digest of the `meta` database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<DbSummary>,
+    /// The filesystem snapshot the set was read from (snapshot mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// The archive an imported set came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,

@@ -145,11 +145,12 @@ pub fn check_tables(
         }
     };
     let mut out = TableCheck::default();
+    let listed = listed_tables(dir)?;
     let entries = std::fs::read_dir(dir).map_err(io(dir))?;
     for entry in entries {
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
-        if !path.extension().is_some_and(|x| x == "ldb" || x == "sst") {
+        if !table_number(&entry.file_name()).is_some_and(|n| listed.contains(&n)) {
             continue;
         }
         out.tables += 1;
@@ -169,14 +170,33 @@ pub fn check_tables(
     Ok(out)
 }
 
-/// Proves that the database at `dir` (a scratch copy: recovery may write to it) opens: every
-/// table its MANIFEST lists is there, and LevelDB reads the MANIFEST and replays the logs.
-/// This is what a server starting on the copy does first; the tables' blocks are checked
-/// separately ([`check_tables`]).
+/// The number of table file `name` (`000123.ldb`, `000123.sst`).
+#[must_use]
+pub fn table_number(name: &std::ffi::OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    let stem = name
+        .strip_suffix(".ldb")
+        .or_else(|| name.strip_suffix(".sst"))?;
+    stem.parse().ok()
+}
+
+/// The tables the current MANIFEST of the database at `dir` lists. A table file it does not
+/// list is not part of the database: an obsolete one not deleted yet, or a compaction's output
+/// still being written (a snapshot catches it half-written); LevelDB deletes both on open.
 ///
 /// # Errors
-/// [`InspectError`]: what is missing or what LevelDB said.
-pub fn opens(dir: &Path) -> Result<(), InspectError> {
+/// [`InspectError`]: no CURRENT, or a MANIFEST that cannot be read.
+pub fn listed_tables(dir: &Path) -> Result<std::collections::BTreeSet<u64>, InspectError> {
+    Ok(read_version(dir)?
+        .1
+        .tables
+        .iter()
+        .map(|&(_, number)| number)
+        .collect())
+}
+
+/// The current MANIFEST's name and the version it describes.
+fn read_version(dir: &Path) -> Result<(String, super::manifest::VersionState), InspectError> {
     let current = std::fs::read_to_string(dir.join("CURRENT"))
         .map_err(|source| InspectError::Current { error: source })?;
     let name = current.trim_end_matches('\n');
@@ -191,6 +211,18 @@ pub fn opens(dir: &Path) -> Result<(), InspectError> {
         name: name.to_string(),
         error: source,
     })?;
+    Ok((name.to_string(), version))
+}
+
+/// Proves that the database at `dir` (a scratch copy: recovery may write to it) opens: every
+/// table its MANIFEST lists is there, and LevelDB reads the MANIFEST and replays the logs.
+/// This is what a server starting on the copy does first; the tables' blocks are checked
+/// separately ([`check_tables`]).
+///
+/// # Errors
+/// [`InspectError`]: what is missing or what LevelDB said.
+pub fn opens(dir: &Path) -> Result<(), InspectError> {
+    let (name, version) = read_version(dir)?;
     for &(level, number) in &version.tables {
         let ldb = dir.join(format!("{number:06}.ldb"));
         if !ldb.is_file() && !dir.join(format!("{number:06}.sst")).is_file() {

@@ -63,8 +63,10 @@ pub struct SsdbComponent {
     config: SsdbConfig,
 }
 
-/// Keeps the staged copy, and its owner lock, until the set is stored.
+/// Keeps the staged copy, and its owner lock, until the set is stored; in snapshot mode also
+/// the snapshot, released first.
 struct Staged {
+    _snapshot: Option<crate::snapshot::Snapshot>,
     _stage: crate::stage::Stage,
 }
 
@@ -171,6 +173,59 @@ impl SsdbComponent {
         ))
     }
 
+    /// The paths a snapshot of the store must hold: the store and its databases.
+    fn snapshot_paths(&self) -> Vec<PathBuf> {
+        std::iter::once(self.config.path.clone())
+            .chain(
+                DATABASES
+                    .iter()
+                    .map(|db| self.config.path.join(db))
+                    .filter(|p| p.exists()),
+            )
+            .collect()
+    }
+
+    /// Takes the configured snapshot of the store's volume.
+    fn take_snapshot(
+        &self,
+        progress: &ProgressRef,
+    ) -> Result<crate::snapshot::Snapshot, ComponentError> {
+        let settings = self.config.snapshot_settings().ok_or_else(|| {
+            self.source_err(
+                &self.config.path,
+                "mode = \"snapshot\" needs snapshot = \"btrfs\" or \"lvm\"".to_string(),
+            )
+        })?;
+        let paths = self.snapshot_paths();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        progress.note(&format!(
+            "{}: taking a {} snapshot of {}",
+            self.name,
+            settings.backend.as_str(),
+            self.config.path.display()
+        ));
+        let snap = settings
+            .take(&refs, &self.name.to_string())
+            .map_err(|e| self.source_err(&self.config.path, format!("snapshot: {e}")))?;
+        for note in snap.notes() {
+            progress.note(&format!("{}: {note}", self.name));
+        }
+        Ok(snap)
+    }
+
+    /// Whether snapshot mode can work for this store now; `None` in other modes.
+    fn probe_snapshot(&self) -> Option<Result<String, String>> {
+        let settings = self.config.snapshot_settings()?;
+        let paths = self.snapshot_paths();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        Some(
+            settings
+                .probe(&refs)
+                .map(|p| p.to_string())
+                .map_err(|e| e.to_string()),
+        )
+    }
+
     /// Removes staging directories next to the store whose run died (never one whose run
     /// still holds it: a backup of this store into another repository may be running).
     fn remove_leftovers(&self, progress: &ProgressRef) {
@@ -219,9 +274,13 @@ impl SsdbComponent {
     /// LevelDB opens the checkpoint (MANIFEST and log replay). Every key is read only when
     /// `deep-check-every` says a full read is due; a database whose files are all the
     /// parent's keeps the parent's counts and digest.
+    ///
+    /// `store` holds the databases (the staged copy, or the store in a snapshot); scratch
+    /// copies go into `scratch_dir`.
     fn inspect_staged(
         &self,
-        stage: &Path,
+        store: &Path,
+        scratch_dir: &Path,
         parent: Option<&ParentSet<'_>>,
     ) -> Result<Inspected, ComponentError> {
         let record = parent.and_then(|p| self.parent_record(p).map(|r| (p, r)));
@@ -233,7 +292,7 @@ impl SsdbComponent {
             ..Inspected::default()
         };
         for db in DATABASES {
-            let staged = stage.join(db);
+            let staged = store.join(db);
             if !staged.exists() {
                 continue;
             }
@@ -248,7 +307,8 @@ impl SsdbComponent {
                 format!(" since set {}", p.set.short_id())
             });
             let (how, summary, check) = if full {
-                let summary = scratch(&staged, inspect::summarize).map_err(failed)?;
+                let summary =
+                    scratch_in(&staged, scratch_dir, inspect::summarize).map_err(failed)?;
                 let how = "every key read (deep-check-every)".to_string();
                 (how, Some(summary), None)
             } else if let Some(summary) = record
@@ -264,7 +324,7 @@ impl SsdbComponent {
                     })
                 };
                 let check = inspect::check_tables(&staged, known).map_err(failed)?;
-                scratch(&staged, inspect::opens).map_err(failed)?;
+                scratch_in(&staged, scratch_dir, inspect::opens).map_err(failed)?;
                 let how = format!(
                     "{} new table(s) checked block by block, {} unchanged{since}; MANIFEST and logs replayed",
                     check.checked, check.carried
@@ -319,6 +379,28 @@ impl SsdbComponent {
             .map(|e| Some((e.path.into_os_string(), (e.size, e.mtime?))))
             .collect()
     }
+}
+
+/// What a backup read in a snapshot leaves out of the store: what carry-over leaves out (pid
+/// files, the snapshots' directory), and the table files the databases' MANIFESTs do not list
+/// (a compaction's output caught half-written, or obsolete tables), which LevelDB would delete
+/// on open and which the online checkpoint never links.
+fn snapshot_excludes(store: &Path) -> Vec<String> {
+    let mut out = vec!["*.pid".to_string(), crate::snapshot::btrfs::DIR.to_string()];
+    for db in DATABASES {
+        let dir = store.join(db);
+        let (Ok(listed), Ok(entries)) = (inspect::listed_tables(&dir), std::fs::read_dir(&dir))
+        else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if inspect::table_number(&name).is_some_and(|n| !listed.contains(&n)) {
+                out.push(format!("**/{db}/{}", name.to_string_lossy()));
+            }
+        }
+    }
+    out
 }
 
 /// Files by name: size and mtime.
@@ -378,10 +460,20 @@ fn scratch<T>(
     staged: &Path,
     f: impl FnOnce(&Path) -> Result<T, inspect::InspectError>,
 ) -> Result<T, inspect::InspectError> {
+    scratch_in(staged, staged.parent().unwrap_or(staged), f)
+}
+
+/// [`scratch`] with the copy made in `dir` (a private directory): the database may be in a
+/// read-only snapshot.
+fn scratch_in<T>(
+    staged: &Path,
+    dir: &Path,
+    f: impl FnOnce(&Path) -> Result<T, inspect::InspectError>,
+) -> Result<T, inspect::InspectError> {
     let name = staged
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let scratch = staged.with_file_name(format!(".scratch-{name}"));
+    let scratch = dir.join(format!(".scratch-{name}"));
     let result = checkpoint::scratch_copy(staged, &scratch)
         .map_err(inspect::InspectError::Scratch)
         .and_then(|()| f(&scratch));
@@ -636,6 +728,9 @@ impl Component for SsdbComponent {
                     self.source_err(beside, format!("cannot create a staging directory: {e}"))
                 })?;
         let stage = owned.path().to_path_buf();
+        // In snapshot mode the databases are read in the snapshot; `stage` holds only
+        // scratch copies, and the snapshot is released with the guard.
+        let mut snapshot = None;
         let (mut details, mode) = match self.config.mode {
             SsdbMode::Online => {
                 progress.note(&format!(
@@ -654,16 +749,30 @@ impl Component for SsdbComponent {
                 stopped.start().map_err(|e| self.service_err(e))?;
                 (staged?, "stop")
             }
+            SsdbMode::Snapshot => {
+                let taken = self.take_snapshot(progress)?;
+                let details = SsdbDetails {
+                    snapshot: Some(taken.describe().to_string()),
+                    ..SsdbDetails::default()
+                };
+                snapshot = Some(taken);
+                (details, "snapshot")
+            }
         };
-        // The store's own files beside the databases (ssdb.conf, ...) belong to the set too:
-        // on a new server there is no live directory to carry them over from.
-        carry_over(&self.config.path, &stage).map_err(|e| {
-            self.source_err(
-                &self.config.path,
-                format!("cannot copy the files beside data/ and meta/: {e}"),
-            )
-        })?;
-        let inspected = self.inspect_staged(&stage, parent)?;
+        let read_root = if let Some(snap) = &snapshot {
+            snap.view(&self.config.path)
+        } else {
+            // The store's own files beside the databases (ssdb.conf, ...) belong to the set
+            // too: on a new server there is no live directory to carry them over from.
+            carry_over(&self.config.path, &stage).map_err(|e| {
+                self.source_err(
+                    &self.config.path,
+                    format!("cannot copy the files beside data/ and meta/: {e}"),
+                )
+            })?;
+            stage.clone()
+        };
+        let inspected = self.inspect_staged(&read_root, &stage, parent)?;
         for (db, how) in &inspected.inspection {
             progress.note(&format!("{}: {db}/: {}", self.name, how));
         }
@@ -672,28 +781,40 @@ impl Component for SsdbComponent {
         details.tables = Some(inspected.tables);
         details.last_full_read = inspected.last_full_read;
         details.consistency = Some(
-            if mode == "online" {
-                "point in time per database, crash-consistent (as after a power cut)"
-            } else {
-                "clean copy of the stopped store"
+            match self.config.mode {
+                SsdbMode::Online => {
+                    "point in time per database, crash-consistent (as after a power cut)"
+                }
+                SsdbMode::Stop => "clean copy of the stopped store",
+                SsdbMode::Snapshot => {
+                    "one instant of the whole store (filesystem snapshot), crash-consistent (as after a power cut)"
+                }
             }
             .to_string(),
         );
         for (db, summary) in inspected.summary {
             details.set_summary(db, summary);
         }
+        let excludes = if snapshot.is_some() {
+            snapshot_excludes(&read_root)
+        } else {
+            Vec::new()
+        };
         Ok(Prepared {
             part: SourcePart {
                 label: self.name.to_string(),
-                read_root: stage,
+                read_root,
                 repo_path: self.config.path.clone(),
-                excludes: Vec::new(),
+                excludes,
                 meta_root: self.config.path.clone(),
                 ctime_from_mtime: true,
                 expected_bytes: None,
             },
             details: details.to_value(),
-            guard: Some(Box::new(Staged { _stage: owned })),
+            guard: Some(Box::new(Staged {
+                _snapshot: snapshot,
+                _stage: owned,
+            })),
         })
     }
 
@@ -711,6 +832,10 @@ impl Component for SsdbComponent {
 
     fn unit(&self) -> Option<String> {
         Some(self.config.unit(&self.name.name))
+    }
+
+    fn snapshot_probe(&self) -> Option<Result<String, String>> {
+        self.probe_snapshot()
     }
 
     fn service_control(&self) -> Option<ServiceControl> {
@@ -755,7 +880,10 @@ fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
         let entry = entry?;
         let name = entry.file_name();
         let shown = name.to_string_lossy();
-        if DATABASES.contains(&shown.as_ref()) || shown.ends_with(".pid") {
+        if DATABASES.contains(&shown.as_ref())
+            || shown.ends_with(".pid")
+            || shown == crate::snapshot::btrfs::DIR
+        {
             continue;
         }
         for item in walkdir::WalkDir::new(entry.path()) {

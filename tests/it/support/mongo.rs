@@ -129,16 +129,22 @@ pub struct MongoServer {
 impl MongoServer {
     /// Starts a server without authentication.
     pub fn start() -> Self {
-        Self::spawn(None)
+        Self::spawn(None, &[])
+    }
+
+    /// Starts a server without authentication, with `env` set for the launcher (its
+    /// `AKBACKUP_TEST_*` shims: a dbPath, an fsync lock, a version).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn(None, env)
     }
 
     /// Starts a server that requires the SCRAM user `user`/`password` (source `admin`) for
     /// every command. Clients must ask for `authMechanism=SCRAM-SHA-256` (see mongo_tool.py).
     pub fn start_with_auth(user: &str, password: &str) -> Self {
-        Self::spawn(Some((user, password)))
+        Self::spawn(Some((user, password)), &[])
     }
 
-    fn spawn(auth: Option<(&str, &str)>) -> Self {
+    fn spawn(auth: Option<(&str, &str)>, env: &[(&str, &str)]) -> Self {
         let logs = tempfile::Builder::new()
             .prefix("akbackup-mongoeco-")
             .tempdir()
@@ -155,6 +161,7 @@ impl MongoServer {
                 args.extend(["--user", user, "--password", password]);
             }
             let mut child = tool_cmd(&args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(File::create(&log).expect("create server log"))

@@ -12,7 +12,7 @@ pub mod mongodb;
 pub mod ssdb;
 pub mod staged;
 
-pub use staged::{InPlace, LiveDirectory, StagedRestore};
+pub use staged::{InPlace, LiveDirectory, ServedDirectory, StagedRestore};
 
 use std::path::{Path, PathBuf};
 

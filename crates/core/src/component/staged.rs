@@ -10,10 +10,18 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ComponentError, ComponentRestore, RestoreRequest, RestoreStep, RestoreTarget, stamp};
+use super::{
+    ComponentError, ComponentRestore, HealthError, RestoreRequest, RestoreStep, RestoreTarget,
+    stamp,
+};
 use crate::{
-    backup_set::ComponentRecord, config::ComponentName, progress::ProgressRef,
-    repository::Repository, tree::MaterializeSummary,
+    backup_set::ComponentRecord,
+    cleanup::{self, Action},
+    config::ComponentName,
+    progress::ProgressRef,
+    repository::Repository,
+    service,
+    tree::MaterializeSummary,
 };
 
 /// What an in-place restore was asked to do about the service.
@@ -259,5 +267,213 @@ impl StagedRestore {
     /// Drops the staged data (a later step failed before the swap).
     pub fn discard(&self) {
         let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+/// A live directory that a systemd unit serves (SSDB's store, MongoDB's dbpath): swapping a
+/// restored copy in means stopping the unit, swapping, starting it and checking it answers,
+/// and putting the previous directory back when it does not ([`swap_with_unit`]).
+pub trait ServedDirectory: LiveDirectory {
+    /// The unit serving the directory.
+    fn unit_name(&self) -> String;
+    /// What the directory is, for messages (`store`, `dbpath`).
+    fn noun(&self) -> &'static str;
+    /// Copies into the staged copy what the live directory holds beside the set's data, once
+    /// the unit is down (SSDB: `ssdb.conf`). The default copies nothing.
+    ///
+    /// # Errors
+    /// I/O errors; nothing has changed then.
+    fn carry_over(&self, _live: &Path, _staging: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// The health check to run after the start, prepared before the stop (it may read
+    /// files that move aside with the swap). Waits a bounded time for a starting service.
+    fn health_after_start(&self) -> Box<dyn Fn() -> Result<String, HealthError> + '_>;
+}
+
+/// A unit stopped by us; started again when dropped unless started explicitly.
+pub(crate) struct Stopped {
+    unit: String,
+    guard: Option<cleanup::Guard>,
+}
+
+impl Stopped {
+    /// Stops `unit`, registered (and journaled on disk) first, so that even a run killed
+    /// during or right after the stop leaves a record the next run starts it from.
+    pub(crate) fn stop(unit: &str) -> Result<Self, service::ServiceError> {
+        let guard = cleanup::register(Action::StartUnit(unit.to_string()));
+        if let Err(e) = service::systemctl("stop", unit) {
+            guard.disarm();
+            return Err(e);
+        }
+        Ok(Self {
+            unit: unit.to_string(),
+            guard: Some(guard),
+        })
+    }
+
+    /// A unit someone else stopped and will start: nothing to undo here.
+    const fn already() -> Self {
+        Self {
+            unit: String::new(),
+            guard: None,
+        }
+    }
+
+    /// Starts the unit now.
+    pub(crate) fn start(mut self) -> Result<(), service::ServiceError> {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        service::systemctl("start", &self.unit)
+    }
+
+    /// Leaves the unit stopped on purpose (`--no-restart`, or `restore --all` starts it).
+    fn leave_stopped(mut self) {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // Dropping the guard starts the unit (error paths).
+        self.guard.take();
+    }
+}
+
+/// Puts the checked copy in place for a [`ServedDirectory`]: stops the unit (unless
+/// `restore --all` did), carries the live directory's own files over, swaps, starts the unit
+/// and health-checks it, putting the previous directory back and starting it when the check
+/// fails. On error the live path holds either the old data or the new, and the message says
+/// which.
+///
+/// # Errors
+/// [`ComponentError::Restore`] or [`ComponentError::Service`] saying where the data is.
+pub fn swap_with_unit(
+    c: &impl ServedDirectory,
+    staged: StagedRestore,
+    how: InPlace,
+    progress: &ProgressRef,
+) -> Result<ComponentRestore, ComponentError> {
+    let name = c.component();
+    let label = name.to_string();
+    let err = |message: String| ComponentError::Restore {
+        name: name.clone(),
+        message,
+    };
+    let (no_restart, managed) = (how.no_restart, how.services_managed);
+    let live = c.live().to_path_buf();
+    let health = c.health_after_start();
+    let unit = c.unit_name();
+    let stopped = if managed {
+        // `restore --all` stopped the unit and starts it when everything is restored.
+        Stopped::already()
+    } else {
+        progress.note(&format!("{label}: stopping {unit}"));
+        match Stopped::stop(&unit) {
+            Ok(s) => s,
+            Err(e) => {
+                staged.discard();
+                return Err(err(format!(
+                    "{e}; nothing was changed at {}",
+                    live.display()
+                )));
+            }
+        }
+    };
+    // Once the server is down (and its pid file gone), what the set does not hold is carried
+    // over from the live directory.
+    if let Err(e) = c.carry_over(&live, &staged.staging) {
+        staged.discard();
+        drop(stopped); // starts the unit on the untouched data
+        return Err(err(format!(
+            "cannot carry {} over: {e}; nothing was changed",
+            live.display()
+        )));
+    }
+    let previous = match staged.swap(name, &live, progress) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(stopped); // starts the unit on the untouched data
+            return Err(e);
+        }
+    };
+    let (written, stamp) = (staged.written, staged.stamp);
+    let mut warnings = Vec::new();
+    let done = |restarted: Option<String>, warnings: Vec<String>| ComponentRestore {
+        name: label.clone(),
+        destination: live.clone(),
+        previous: previous.clone(),
+        restarted,
+        written: written.clone(),
+        status: crate::backup_set::Status::Complete,
+        warnings,
+        details: serde_json::Value::Null,
+    };
+    if no_restart || managed {
+        stopped.leave_stopped();
+        if !managed {
+            warnings.push(format!(
+                "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
+            ));
+        }
+        return Ok(done(None, warnings));
+    }
+    progress.note(&format!("{label}: starting {unit}"));
+    let check = stopped
+        .start()
+        .map_err(|error| HealthError::Service { error })
+        .and_then(|()| health());
+    match check {
+        Ok(note) => {
+            warnings.push(note);
+            Ok(done(Some(format!("systemctl start {unit}")), warnings))
+        }
+        Err(why) => Err(rollback(c, &live, previous.as_deref(), &unit, &stamp, &why)),
+    }
+}
+
+/// Puts the previous directory back after a failed start or health check, and starts it.
+fn rollback(
+    c: &impl ServedDirectory,
+    live: &Path,
+    previous: Option<&Path>,
+    unit: &str,
+    stamp: &str,
+    why: &HealthError,
+) -> ComponentError {
+    let noun = c.noun();
+    let err = |message: String| ComponentError::Restore {
+        name: c.component().clone(),
+        message,
+    };
+    // Journaled like every stop: a kill -9 during the rollback leaves a record.
+    let restart = cleanup::register(Action::StartUnit(unit.to_string()));
+    let _ = service::systemctl("stop", unit);
+    let Some(prev) = previous else {
+        // Left stopped, as before the journal: the restored copy failed its check.
+        restart.disarm();
+        return err(format!(
+            "the restored {noun} failed: {why}; there was no previous {noun} to put back"
+        ));
+    };
+    let failed = crate::fsutil::sibling(live, &format!("failed-{stamp}"), false);
+    let back = crate::fsutil::swap_into_place(prev, live, &failed);
+    restart.disarm();
+    let started = service::systemctl("start", unit);
+    match (back, started) {
+        (Ok(_), Ok(())) => err(format!(
+            "the restored {noun} failed: {why}; the previous {noun} was put back and {unit} started again; the restored copy is at {}",
+            failed.display()
+        )),
+        (Ok(_), Err(e)) => err(format!(
+            "the restored {noun} failed: {why}; the previous {noun} was put back but {unit} did not start: {e}"
+        )),
+        (Err(e), _) => err(format!(
+            "the restored {noun} failed: {why}; putting the previous {noun} back failed too ({e}): it is at {}",
+            prev.display()
+        )),
     }
 }

@@ -38,14 +38,12 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Component, ComponentError, ComponentRestore, Estimate, HealthError, InPlace, LiveDirectory,
-    ParentSet, Prepared, RestoreRequest, RestoreStep, RestoreTarget, ServiceControl, StagedRestore,
-    StoredIndex,
+    ParentSet, Prepared, RestoreRequest, RestoreStep, RestoreTarget, ServedDirectory,
+    ServiceControl, StagedRestore, StoredIndex, staged::Stopped,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
-    cleanup::{self, Action},
     config::ComponentName,
-    fsutil,
     progress::ProgressRef,
     repository::{PartStats, Repository, SourcePart},
     service,
@@ -70,62 +68,11 @@ struct Staged {
     _stage: crate::stage::Stage,
 }
 
-/// A unit stopped by us; started again when dropped unless started explicitly.
-struct Stopped {
-    unit: String,
-    guard: Option<cleanup::Guard>,
-}
-
-impl Stopped {
-    /// Stops `unit`, registered (and journaled on disk) first, so that even a run killed
-    /// during or right after the stop leaves a record the next run starts it from.
-    fn stop(unit: &str) -> Result<Self, service::ServiceError> {
-        let guard = cleanup::register(Action::StartUnit(unit.to_string()));
-        if let Err(e) = service::systemctl("stop", unit) {
-            guard.disarm();
-            return Err(e);
-        }
-        Ok(Self {
-            unit: unit.to_string(),
-            guard: Some(guard),
-        })
-    }
-
-    /// A unit someone else stopped and will start: nothing to undo here.
-    fn already() -> Self {
-        Self {
-            unit: String::new(),
-            guard: None,
-        }
-    }
-
-    fn start(mut self) -> Result<(), service::ServiceError> {
-        if let Some(g) = self.guard.take() {
-            g.disarm();
-        }
-        service::systemctl("start", &self.unit)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // Dropping the guard starts the unit (error paths).
-        self.guard.take();
-    }
-}
-
 impl SsdbComponent {
     /// Creates the component from its config section.
     #[must_use]
     pub const fn new(name: ComponentName, config: SsdbConfig) -> Self {
         Self { name, config }
-    }
-
-    fn err(&self, message: String) -> ComponentError {
-        ComponentError::Restore {
-            name: self.name.clone(),
-            message,
-        }
     }
 
     fn source_err(&self, path: &Path, message: String) -> ComponentError {
@@ -569,89 +516,32 @@ impl LiveDirectory for SsdbComponent {
         how: InPlace,
         progress: &ProgressRef,
     ) -> Result<ComponentRestore, ComponentError> {
-        let label = self.name.to_string();
-        let (no_restart, managed) = (how.no_restart, how.services_managed);
-        let live = &self.config.path;
+        super::staged::swap_with_unit(self, staged, how, progress)
+    }
+}
+
+/// The unit `ssdb-NAME` serves the store; the files beside `data/` and `meta/` stay those of
+/// the live store; the health check is SSDB's `ping` at the endpoint `ssdb.conf` names.
+impl ServedDirectory for SsdbComponent {
+    fn unit_name(&self) -> String {
+        self.config.unit(&self.name.name)
+    }
+
+    fn noun(&self) -> &'static str {
+        "store"
+    }
+
+    fn carry_over(&self, live: &Path, staging: &Path) -> std::io::Result<()> {
+        carry_over(live, staging)
+    }
+
+    fn health_after_start(&self) -> Box<dyn Fn() -> Result<String, HealthError> + '_> {
         // Found now: ssdb.conf next to the store moves aside with the swap.
         let endpoint = self.endpoint();
-        let unit = self.config.unit(&self.name.name);
-        let stopped = if managed {
-            // `restore --all` stopped the unit and starts it when everything is restored.
-            Stopped::already()
-        } else {
-            progress.note(&format!("{label}: stopping {unit}"));
-            match Stopped::stop(&unit) {
-                Ok(s) => s,
-                Err(e) => {
-                    staged.discard();
-                    return Err(self.err(format!("{e}; nothing was changed at {}", live.display())));
-                }
-            }
-        };
-        // The set holds data/ and meta/ only; everything else in the store directory
-        // (ssdb.conf, ...) is carried over, once the server is down and its pid file gone.
-        if let Err(e) = carry_over(live, &staged.staging) {
-            staged.discard();
-            drop(stopped); // starts the unit on the untouched data
-            return Err(self.err(format!(
-                "cannot carry {} over: {e}; nothing was changed",
-                live.display()
-            )));
-        }
-        let previous = match staged.swap(&self.name, live, progress) {
-            Ok(p) => p,
-            Err(e) => {
-                drop(stopped); // starts the unit on the untouched data
-                return Err(e);
-            }
-        };
-        let (written, stamp) = (staged.written, staged.stamp);
-        let mut warnings = Vec::new();
-        if no_restart || managed {
-            let mut stopped = stopped;
-            if let Some(g) = stopped.guard.take() {
-                g.disarm();
-            }
-            if !managed {
-                warnings.push(format!(
-                    "{unit} left stopped (--no-restart): start it with systemctl start {unit}"
-                ));
-            }
-            return Ok(ComponentRestore {
-                name: label,
-                destination: live.clone(),
-                previous,
-                restarted: None,
-                written,
-                status: Status::Complete,
-                warnings,
-                details: serde_json::Value::Null,
-            });
-        }
-        progress.note(&format!("{label}: starting {unit}"));
-        let check = stopped
-            .start()
-            .map_err(|error| HealthError::Service { error })
-            .and_then(|()| match &endpoint {
-                Ok((host, port)) => self.wait_healthy(host, *port),
-                Err(why) => Ok(why.clone()),
-            });
-        match check {
-            Ok(note) => {
-                warnings.push(note);
-                Ok(ComponentRestore {
-                    name: label,
-                    destination: live.clone(),
-                    previous,
-                    restarted: Some(format!("systemctl start {unit}")),
-                    written,
-                    status: Status::Complete,
-                    warnings,
-                    details: serde_json::Value::Null,
-                })
-            }
-            Err(why) => Err(self.rollback(live, previous.as_deref(), &unit, &stamp, &why)),
-        }
+        Box::new(move || match &endpoint {
+            Ok((host, port)) => self.wait_healthy(host, *port),
+            Err(why) => Ok(why.clone()),
+        })
     }
 }
 
@@ -929,44 +819,6 @@ impl SsdbComponent {
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
             }
-        }
-    }
-
-    /// Puts the previous store back after a failed start or health check, and starts it.
-    fn rollback(
-        &self,
-        live: &Path,
-        previous: Option<&Path>,
-        unit: &str,
-        stamp: &str,
-        why: &HealthError,
-    ) -> ComponentError {
-        // Journaled like every stop: a kill -9 during the rollback leaves a record.
-        let restart = cleanup::register(Action::StartUnit(unit.to_string()));
-        let _ = service::systemctl("stop", unit);
-        let Some(prev) = previous else {
-            // Left stopped, as before the journal: the restored store failed its check.
-            restart.disarm();
-            return self.err(format!(
-                "the restored store failed: {why}; there was no previous store to put back"
-            ));
-        };
-        let failed = fsutil::sibling(live, &format!("failed-{stamp}"), false);
-        let back = fsutil::swap_into_place(prev, live, &failed);
-        restart.disarm();
-        let started = service::systemctl("start", unit);
-        match (back, started) {
-            (Ok(_), Ok(())) => self.err(format!(
-                "the restored store failed: {why}; the previous store was put back and {unit} started again; the restored copy is at {}",
-                failed.display()
-            )),
-            (Ok(_), Err(e)) => self.err(format!(
-                "the restored store failed: {why}; the previous store was put back but {unit} did not start: {e}"
-            )),
-            (Err(e), _) => self.err(format!(
-                "the restored store failed: {why}; putting the previous store back failed too ({e}): it is at {}",
-                prev.display()
-            )),
         }
     }
 }

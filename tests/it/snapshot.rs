@@ -580,3 +580,369 @@ fn lvm_snapshot_of_a_killed_run_is_removed_by_the_next_run() {
     );
     assert!(!run_dir(&sb).join(&old).exists());
 }
+
+// ---- MongoDB physical backups on btrfs ----
+
+use crate::support::mongo::MongoServer;
+
+const MONGO: &str = "mongodb.control";
+
+/// The file a background writer appends to while the backup runs.
+const APPENDED: &str = "collection-7-append.wt";
+
+/// A dbpath shaped like WiredTiger's (what mongod reads first, collections, indexes, the
+/// journal, diagnostics), with random contents: no mongod runs here, so its files are
+/// compared byte for byte, not opened.
+fn fake_dbpath(db: &Path) {
+    let files: [(&str, usize); 10] = [
+        ("WiredTiger", 50),
+        ("WiredTiger.wt", 8 << 10),
+        ("WiredTiger.turtle", 1 << 10),
+        ("storage.bson", 100),
+        ("_mdb_catalog.wt", 16 << 10),
+        ("collection-0-123.wt", 1 << 20),
+        ("index-1-123.wt", 256 << 10),
+        ("journal/WiredTigerLog.0000000001", 100 << 10),
+        (
+            "diagnostic.data/metrics.2026-12-06T00-00-00Z-00000",
+            10 << 10,
+        ),
+        ("mongod.lock", 6),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        support::write_file(&db.join(name), &support::random_bytes(i as u64 + 1, *len));
+    }
+    support::write_file(&db.join(APPENDED), &support::random_bytes(99, 64 << 10));
+}
+
+/// A process appending 4 KiB blocks to the dbpath's [`APPENDED`] file until killed: writes
+/// that land while the backup runs.
+struct Appender(Child);
+
+impl Appender {
+    fn start(db: &Path) -> Self {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while :; do head -c 4096 /dev/urandom >> '{}'; done",
+                db.join(APPENDED).display()
+            ))
+            .spawn()
+            .expect("spawn appender");
+        Appender(child)
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A recording `systemctl` stand-in in `<root>/sysbin`: one line a call in
+/// `<root>/systemctl.calls`; sources `<root>/systemctl.on-VERB` first when present.
+fn systemctl_stand_in(sb: &Sandbox) -> std::ffi::OsString {
+    let root = sb.root().display().to_string();
+    let bin = sb.root().join("sysbin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    support::write_file(
+        &bin.join("systemctl"),
+        format!(
+            "#!/bin/sh\n[ -f '{root}/systemctl.on-'\"$1\" ] && . '{root}/systemctl.on-'\"$1\"\n\
+             echo \"$*\" >> '{root}/systemctl.calls'\n"
+        )
+        .as_bytes(),
+    );
+    support::chmod(&bin.join("systemctl"), 0o755);
+    let mut dirs = vec![bin];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("join PATH")
+}
+
+fn systemctl_calls(sb: &Sandbox) -> Vec<String> {
+    let path = sb.root().join("systemctl.calls");
+    let calls = fs::read_to_string(&path).unwrap_or_default();
+    let _ = fs::remove_file(&path);
+    calls.lines().map(str::to_string).collect()
+}
+
+/// A btrfs filesystem with the dbpath `<mnt>/mongo/db` (subvolume `mongo`), a test server
+/// that reports it, and a config in snapshot mode with `extra` lines.
+fn mongo_snapshot_sandbox(sb: &Sandbox, extra: &str) -> Option<(Btrfs, PathBuf, MongoServer)> {
+    let fs = Btrfs::new(sb.root())?;
+    let db = fs.subvolume("mongo").join("db");
+    fake_dbpath(&db);
+    let log = sb.root().join("fsync.log");
+    let server = MongoServer::start_with_env(&[
+        ("AKBACKUP_TEST_DBPATH", &db.display().to_string()),
+        ("AKBACKUP_TEST_FSYNC_LOG", &log.display().to_string()),
+    ]);
+    sb.write_config(&format!(
+        "[repository]\npath = {repo}\npassword-file = {pw}\n\n[mongodb.control]\nuri = \"{uri}\"\n\
+         mode = \"snapshot\"\nsnapshot = \"btrfs\"\n{extra}",
+        repo = toml_str(&sb.repo()),
+        pw = toml_str(&sb.password_file()),
+        uri = server.uri(),
+    ));
+    sb.init();
+    Some((fs, db, server))
+}
+
+fn fsync_log(sb: &Sandbox) -> Vec<String> {
+    fs::read_to_string(sb.root().join("fsync.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that `restored` holds the dbpath `db` file for file, and that the file appended
+/// to during the backup is a prefix of the live one at least `before` bytes long.
+fn assert_same_dbpath(db: &Path, restored: &Path, before: u64) {
+    support::assert_trees_equal_excluding(db, restored, &[APPENDED]);
+    let copy = fs::read(restored.join(APPENDED)).expect("the appended file is in the set");
+    let live = fs::read(db.join(APPENDED)).expect("read live");
+    assert!(
+        copy.len() as u64 >= before && live.starts_with(&copy),
+        "the appended file is not one instant of the live one: {} bytes stored, {before} before \
+         the backup, {} now",
+        copy.len(),
+        live.len()
+    );
+}
+
+/// A physical backup under fsyncLock while a process appends to a data file: locked once and
+/// unlocked once, the snapshot released, the set records what a restore needs, and both a
+/// `--target` restore and an in-place restore (unit stopped, directories swapped, unit
+/// started and pinged, previous dbpath kept) give the dbpath back file for file.
+#[test]
+fn mongodb_snapshot_backup_and_restores_file_for_file() {
+    let sb = Sandbox::new();
+    let Some((fs, db, _server)) = mongo_snapshot_sandbox(&sb, "lock = true\n") else {
+        return;
+    };
+    let appender = Appender::start(&db);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = fs::metadata(db.join(APPENDED)).expect("stat").len();
+    let out = sb.cmd(&["--json", "backup"]).output().expect("spawn");
+    assert_exit(&out, 0, "physical backup");
+    drop(appender);
+    let summary = parse_json(&out);
+    let physical = &component(&summary, MONGO)["details"]["physical"];
+    assert_eq!(physical["dbpath"], db.display().to_string(), "{physical:#}");
+    assert_eq!(physical["storage_engine"], "wiredTiger");
+    assert_eq!(physical["server_version"], "7.0.0");
+    assert_eq!(physical["locked"], true);
+    assert_eq!(fsync_log(&sb), ["lock 1", "unlock 0"]);
+    assert_eq!(leftover_mongo_snapshots(&fs), Vec::<String>::new());
+
+    let out = sb.ok(&["snapshots", "latest"]);
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("physical copy of") && text.contains("fsyncLock held"),
+        "{text}"
+    );
+
+    let target = sb.root().join("restored");
+    sb.ok(&[
+        "restore",
+        "latest",
+        "--only",
+        MONGO,
+        "--target",
+        arg(&target),
+        "--yes",
+    ]);
+    assert_same_dbpath(&db, &target.join("mongodb/control"), before);
+
+    // In place: the live dbpath changed since; the set's comes back.
+    let stored = target.join("mongodb/control");
+    fs::remove_file(db.join("index-1-123.wt")).expect("rm");
+    support::write_file(&db.join("collection-0-123.wt"), b"changed since the backup");
+    let path = systemctl_stand_in(&sb);
+    let out = sb
+        .cmd(&["restore", "latest", "--only", MONGO, "--yes"])
+        .env("PATH", &path)
+        .output()
+        .expect("spawn");
+    assert_exit(&out, 0, "in-place physical restore");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("set from MongoDB 7.0.0, this server runs 7.0.0"),
+        "{text}"
+    );
+    assert_eq!(
+        systemctl_calls(&sb),
+        ["stop mongod-control", "start mongod-control"]
+    );
+    support::assert_trees_equal(&stored, &db);
+    let kept: Vec<String> = fs::read_dir(db.parent().expect("parent"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("db.akbackup-prev-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the previous dbpath is kept beside it");
+}
+
+/// Snapshots other than the subvolume itself.
+fn leftover_mongo_snapshots(fs: &Btrfs) -> Vec<String> {
+    fs.subvolumes()
+        .into_iter()
+        .filter(|s| s != "mongo")
+        .collect()
+}
+
+/// A physical set is not put where another MongoDB version would open it: refused before
+/// anything is stopped, naming both versions.
+#[test]
+fn mongodb_physical_restore_refuses_another_server_version() {
+    let sb = Sandbox::new();
+    let Some((_fs, db, server)) = mongo_snapshot_sandbox(&sb, "") else {
+        return;
+    };
+    sb.ok(&["backup"]);
+    assert_eq!(
+        fsync_log(&sb),
+        Vec::<String>::new(),
+        "no lock without lock = true"
+    );
+    let newer = MongoServer::start_with_env(&[
+        ("AKBACKUP_TEST_DBPATH", &db.display().to_string()),
+        ("AKBACKUP_TEST_VERSION", "8.0.3"),
+    ]);
+    let config = fs::read_to_string(sb.config_path())
+        .expect("read config")
+        .replace(&server.uri(), &newer.uri());
+    sb.write_config(&config);
+    let path = systemctl_stand_in(&sb);
+    let out = sb
+        .cmd(&["restore", "latest", "--only", MONGO, "--yes"])
+        .env("PATH", &path)
+        .output()
+        .expect("spawn");
+    assert_exit(&out, 1, "restore into another version");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("the set holds the files of MongoDB 7.0.0, and this server runs 8.0.3"),
+        "{text}"
+    );
+    assert_eq!(
+        systemctl_calls(&sb),
+        Vec::<String>::new(),
+        "something was stopped"
+    );
+}
+
+/// When the restored server does not answer, the previous dbpath is put back and started.
+#[test]
+fn mongodb_physical_restore_rolls_back_when_the_server_does_not_answer() {
+    let sb = Sandbox::new();
+    let Some((_fs, db, mut server)) = mongo_snapshot_sandbox(&sb, "") else {
+        return;
+    };
+    sb.ok(&["backup"]);
+    support::write_file(&db.join("collection-0-123.wt"), b"the live data");
+    let live = sb.root().join("live-before");
+    support::copy_tree(&db, &live);
+    // The server goes away when the unit is started on the restored files.
+    let pid = server.pid().expect("server pid");
+    fs::write(
+        sb.root().join("systemctl.on-start"),
+        format!("kill -9 {pid} 2>/dev/null\n"),
+    )
+    .expect("write hook");
+    let path = systemctl_stand_in(&sb);
+    let out = sb
+        .cmd(&["restore", "latest", "--only", MONGO, "--yes"])
+        .env("PATH", &path)
+        .env("AKBACKUP_START_TIMEOUT", "2")
+        .output()
+        .expect("spawn");
+    server.kill();
+    assert_exit(&out, 1, "restore whose server does not come up");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("the restored dbpath failed")
+            && text.contains("the previous dbpath was put back"),
+        "{text}"
+    );
+    assert_eq!(
+        systemctl_calls(&sb),
+        [
+            "stop mongod-control",
+            "start mongod-control",
+            "stop mongod-control",
+            "start mongod-control"
+        ]
+    );
+    support::assert_trees_equal(&live, &db);
+}
+
+/// SIGTERM while the snapshot is taken under fsyncLock: the server is unlocked and the
+/// snapshot released before the run exits 130.
+#[test]
+fn mongodb_snapshot_under_lock_is_unlocked_and_released_on_sigterm() {
+    let sb = Sandbox::new();
+    let Some((fs, _db, _server)) = mongo_snapshot_sandbox(&sb, "lock = true\n") else {
+        return;
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_akbackup"));
+    cmd.args(["backup", "--only", MONGO])
+        .env("AKBACKUP_CONFIG", sb.config_path())
+        .env("XDG_CACHE_HOME", sb.root().join("cache"))
+        .env("PATH", hanging_btrfs(&sb))
+        .current_dir(sb.root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let marker = sb.root().join("snapshot.taken");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the backup ended early"
+        );
+        assert!(Instant::now() < deadline, "no snapshot within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fsync_log(&sb),
+        ["lock 1"],
+        "locked while the snapshot is taken"
+    );
+    kill("-TERM", &child.id().to_string());
+    let out = child.wait_with_output().expect("wait");
+    kill("-KILL", fs::read_to_string(&marker).expect("marker").trim());
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_eq!(fsync_log(&sb), ["lock 1", "unlock 0"]);
+    assert_eq!(leftover_mongo_snapshots(&fs), Vec::<String>::new());
+}
+
+/// A journal on another volume cannot be in the same snapshot as the data files: refused,
+/// naming it, before anything is locked or snapshotted.
+#[test]
+fn mongodb_snapshot_refuses_a_journal_on_another_volume() {
+    let sb = Sandbox::new();
+    let Some((fs, db, _server)) = mongo_snapshot_sandbox(&sb, "lock = true\n") else {
+        return;
+    };
+    let elsewhere = sb.root().join("journal-elsewhere");
+    fs::rename(db.join("journal"), &elsewhere).unwrap_or_else(|_| {
+        support::copy_tree(&db.join("journal"), &elsewhere);
+        fs::remove_dir_all(db.join("journal")).expect("rm journal");
+    });
+    support::symlink(&elsewhere, &db.join("journal"));
+    let out = sb.cmd(&["backup"]).output().expect("spawn");
+    assert_exit(&out, 1, "backup with the journal elsewhere");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("journal is not on the same volume as"),
+        "{text}"
+    );
+    assert_eq!(fsync_log(&sb), Vec::<String>::new(), "locked anyway");
+    assert_eq!(leftover_mongo_snapshots(&fs), Vec::<String>::new());
+}

@@ -24,6 +24,20 @@ use crate::{
     tree::MaterializeSummary,
 };
 
+/// How long a restore waits for a started server to answer; overridable with
+/// `AKBACKUP_START_TIMEOUT` (or the older `AKBACKUP_SSDB_START_TIMEOUT`), in seconds, for
+/// tests and slow disks.
+pub static START_TIMEOUT: std::sync::LazyLock<std::time::Duration> =
+    std::sync::LazyLock::new(|| {
+        ["AKBACKUP_START_TIMEOUT", "AKBACKUP_SSDB_START_TIMEOUT"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok()?.parse().ok())
+            .map_or(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs,
+            )
+    });
+
 /// What an in-place restore was asked to do about the service.
 #[derive(Debug, Clone, Copy)]
 pub struct InPlace {
@@ -37,8 +51,13 @@ pub struct InPlace {
 pub trait LiveDirectory {
     /// `kind.name`.
     fn component(&self) -> &ComponentName;
-    /// The live directory: where the data is read from and restored to, and its path in a set.
+    /// The live directory: where the data is read from and restored to.
     fn live(&self) -> &Path;
+    /// The data's path in a set: the live directory's own path, unless the kind stores it
+    /// elsewhere (a MongoDB dbpath under `/akbackup/mongodb/NAME`).
+    fn set_path(&self) -> &Path {
+        self.live()
+    }
     /// Checks a restored copy before it counts (SSDB: every database opens with LevelDB).
     ///
     /// # Errors
@@ -86,7 +105,7 @@ pub trait LiveDirectory {
         };
         RestoreStep {
             name: name.to_string(),
-            repo_path: self.live().to_path_buf(),
+            repo_path: self.set_path().to_path_buf(),
             destination,
             replaces_existing: replaces,
             keeps_previous: true,
@@ -116,8 +135,14 @@ pub trait LiveDirectory {
         };
         let how = match target {
             RestoreTarget::Directory(dir) => {
-                let restored =
-                    super::restore_to_directory(name, self.live(), dir, repo, set_id, progress)?;
+                let restored = super::restore_to_directory(
+                    name,
+                    self.set_path(),
+                    dir,
+                    repo,
+                    set_id,
+                    progress,
+                )?;
                 self.check_restored(&restored.destination).map_err(|e| {
                     err(format!(
                         "restored to {} but {e}",
@@ -137,7 +162,7 @@ pub trait LiveDirectory {
         };
         let live = self.live();
         // Written while the service still runs: its downtime is only the swap.
-        let staged = StagedRestore::write(name, live, repo, set_id, progress)?;
+        let staged = StagedRestore::write(name, live, self.set_path(), repo, set_id, progress)?;
         // Every byte was authenticated as it was written; the kind's own check of the result
         // runs before anything is stopped.
         if let Err(e) = self.check_restored(&staged.staging) {
@@ -167,14 +192,15 @@ pub struct StagedRestore {
 }
 
 impl StagedRestore {
-    /// Writes the set into a hidden sibling of `live` (same filesystem, so the swap is a
-    /// rename); on failure the staging is removed and the error says nothing changed.
+    /// Writes the set's `set_path` into a hidden sibling of `live` (same filesystem, so the
+    /// swap is a rename); on failure the staging is removed and the error says nothing changed.
     ///
     /// # Errors
     /// [`ComponentError::Restore`].
     pub fn write(
         name: &ComponentName,
         live: &Path,
+        set_path: &Path,
         repo: &Repository,
         set_id: &str,
         progress: &ProgressRef,
@@ -210,7 +236,7 @@ impl StagedRestore {
         match crate::tree::materialize(
             repo,
             set_id,
-            live,
+            set_path,
             &staging,
             &name.to_string(),
             progress,

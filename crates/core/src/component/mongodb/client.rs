@@ -92,6 +92,11 @@ impl Connection {
         }
     }
 
+    /// The driver's error `e` at this server, described.
+    pub(super) fn server_error_of(&self, e: Error) -> ServerError {
+        self.server_error(e)
+    }
+
     fn server_error(&self, e: Error) -> ServerError {
         ServerError::new(&self.shown, self.secret.as_deref(), e)
     }

@@ -10,6 +10,19 @@ use crate::{
     redact::{redact_uri, uri_password},
 };
 
+/// How a MongoDB instance is backed up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MongodbMode {
+    /// A logical dump through the driver (mongodump's layout), loaded back document by
+    /// document: any server version, namespaces selectable, indexes rebuilt on load.
+    #[default]
+    Dump,
+    /// A physical copy of the dbpath read from a filesystem snapshot: restores in the time
+    /// it takes to write the files, into the same MongoDB version only.
+    Snapshot,
+}
+
 /// `[mongodb.<name>]`: a MongoDB instance, dumped through the official driver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -40,6 +53,23 @@ pub struct MongodbConfig {
     /// `mongorestore --batchSize`; smaller batches go easier on a busy server.
     #[serde(default = "default_insert_batch")]
     pub insert_batch: usize,
+    /// `dump` (default) or `snapshot`.
+    #[serde(default)]
+    pub mode: MongodbMode,
+    /// `mode = "snapshot"`: `btrfs` or `lvm`.
+    pub snapshot: Option<crate::snapshot::Backend>,
+    /// `snapshot = "lvm"`, classic volumes: room for changes (`20G`, default `10%` of the LV).
+    pub snapshot_size: Option<String>,
+    /// `snapshot = "lvm"`: the logical volume (`vg0/mongo`) when the mount table does not say.
+    pub snapshot_volume: Option<String>,
+    /// `mode = "snapshot"`: the server's data directory (default: what the server reports,
+    /// `getCmdLineOpts`'s `storage.dbPath`).
+    pub dbpath: Option<PathBuf>,
+    /// `mode = "snapshot"`: hold `fsyncLock` around the snapshot (writes wait for it, well
+    /// under a second). Not needed when the journal is on the data's volume, which
+    /// snapshot mode requires; for a belt-and-braces copy with everything flushed.
+    #[serde(default)]
+    pub lock: bool,
 }
 
 const fn default_insert_batch() -> usize {
@@ -55,6 +85,17 @@ const fn default_mongodb_timeout() -> u64 {
 }
 
 impl MongodbConfig {
+    /// The snapshot settings when the instance is backed up from a snapshot.
+    #[must_use]
+    pub fn snapshot_settings(&self) -> Option<crate::snapshot::Settings> {
+        crate::snapshot::Settings::of(
+            self.mode == MongodbMode::Snapshot,
+            self.snapshot,
+            &self.snapshot_size,
+            &self.snapshot_volume,
+        )
+    }
+
     /// The systemd unit after defaults.
     #[must_use]
     pub fn unit(&self, name: &str) -> String {
@@ -83,6 +124,12 @@ impl MongodbConfig {
                         parallel_collections: default_parallel_collections(),
                         timeout: default_mongodb_timeout(),
                         insert_batch: default_insert_batch(),
+                        mode: MongodbMode::Dump,
+                        snapshot: None,
+                        snapshot_size: None,
+                        snapshot_volume: None,
+                        dbpath: None,
+                        lock: false,
                     },
                 )
             })
@@ -101,14 +148,25 @@ impl Section for MongodbConfig {
     }
 
     fn path_keys(&self) -> Vec<(&'static str, &Path)> {
-        self.password_file
-            .as_deref()
-            .map(|p| ("password-file", p))
-            .into_iter()
-            .collect()
+        let password = self.password_file.as_deref().map(|p| ("password-file", p));
+        let dbpath = self.dbpath.as_deref().map(|p| ("dbpath", p));
+        password.into_iter().chain(dbpath).collect()
     }
 
     fn validate(&self) -> Result<(), String> {
+        let snapshot_mode = self.mode == MongodbMode::Snapshot;
+        crate::snapshot::Settings::check_keys(
+            snapshot_mode,
+            self.snapshot,
+            &self.snapshot_size,
+            &self.snapshot_volume,
+        )?;
+        if !snapshot_mode && (self.dbpath.is_some() || self.lock) {
+            return Err(
+                "dbpath and lock apply to mode = \"snapshot\" only: set it, or remove them"
+                    .to_string(),
+            );
+        }
         if self.uri.starts_with("mongodb+srv://") {
             return Err("uri: mongodb+srv:// (DNS seed lists) is not supported; \
                  list the hosts: mongodb://host1:27017,host2:27017/?replicaSet=NAME"

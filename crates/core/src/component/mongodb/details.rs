@@ -36,6 +36,9 @@ pub struct SetDetails {
     /// The archive or directory an imported set came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
+    /// A physical copy of the dbpath (`mode = "snapshot"`) instead of a dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<super::physical::PhysicalCopy>,
 }
 
 impl crate::component::Details for SetDetails {}
@@ -46,6 +49,9 @@ impl SetDetails {
     #[must_use]
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(p) = &self.physical {
+            out.extend(p.lines());
+        }
         if !self.consistency_note.is_empty() {
             out.push(format!("consistency: {}", self.consistency_note));
         }

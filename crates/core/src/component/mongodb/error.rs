@@ -206,6 +206,12 @@ pub enum MongoError {
         /// Cause (printed in the message).
         error: tokio::sync::AcquireError,
     },
+    /// Snapshot mode failed.
+    #[error("{error}")]
+    Physical {
+        /// Cause (printed in the message).
+        error: Box<PhysicalError>,
+    },
     /// The async runtime the driver needs does not start.
     #[error("cannot start the async runtime: {error}")]
     Runtime {
@@ -224,6 +230,113 @@ pub enum MongoError {
         /// Cause (printed in the message).
         error: ServiceError,
     },
+}
+
+/// Errors of snapshot mode (physical copies of the dbpath); each prints its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum PhysicalError {
+    /// The server does not say where its files are, and the config does not either.
+    #[error(
+        "{shown} does not report its dbPath (getCmdLineOpts): set dbpath in the section to the server's data directory"
+    )]
+    NoDbPath {
+        /// The server, password redacted.
+        shown: String,
+    },
+    /// The config names another directory than the server uses.
+    #[error(
+        "dbpath is {configured}, but {shown} reports {reported}: fix dbpath (a snapshot of another directory is not a backup of this server)"
+    )]
+    DbPathDiffers {
+        /// From the config.
+        configured: PathBuf,
+        /// From `getCmdLineOpts`.
+        reported: PathBuf,
+        /// The server, password redacted.
+        shown: String,
+    },
+    /// The engine keeps no files that a snapshot can copy this way.
+    #[error(
+        "{shown} runs the {engine} storage engine: snapshot mode copies WiredTiger's data files; use mode = \"dump\""
+    )]
+    NotWiredTiger {
+        /// The server, password redacted.
+        shown: String,
+        /// What `serverStatus` reports.
+        engine: String,
+    },
+    /// The snapshot could not be taken.
+    #[error("{error}")]
+    Snapshot {
+        /// Cause (printed in the message).
+        error: crate::snapshot::SnapshotError,
+    },
+    /// `fsyncLock` failed: nothing was snapshotted.
+    #[error("fsyncLock: {error}")]
+    Lock {
+        /// Cause (printed in the message).
+        error: ServerError,
+    },
+    /// `fsyncUnlock` failed after the snapshot: the server may still hold writes.
+    #[error(
+        "fsyncUnlock failed: {error}; the server may still hold writes back: run db.fsyncUnlock() in mongosh now"
+    )]
+    Unlock {
+        /// Cause (printed in the message).
+        error: ServerError,
+    },
+    /// The server that would open the files is of another version.
+    #[error(
+        "the set holds the files of MongoDB {set}, and {found}: a physical copy opens only in the same major.minor version; run MongoDB {set} on it, or restore a set taken with mode = \"dump\""
+    )]
+    VersionMismatch {
+        /// The version recorded in the set.
+        set: String,
+        /// What was found here, in words (`this server runs 6.0.5`).
+        found: String,
+    },
+    /// No version could be found here to compare with.
+    #[error(
+        "cannot tell which MongoDB version would open the files of MongoDB {set}: {why}; start the server (or put mongod on PATH) and retry, or restore with --target DIR and start a mongod {set} on it by hand"
+    )]
+    VersionUnknown {
+        /// The version recorded in the set.
+        set: String,
+        /// What was tried and how it failed.
+        why: String,
+    },
+    /// The set's kind of copy does not fit the config's mode in `restore --all`.
+    #[error(
+        "the set holds {held} of this instance, but its section has mode = \"{mode}\": restore --all stops and starts services by the config's mode; restore this one alone (restore SET --only NAME) or with --target DIR"
+    )]
+    ModeMismatch {
+        /// `a physical copy` or `a dump`.
+        held: &'static str,
+        /// The config's mode.
+        mode: &'static str,
+    },
+    /// A restore option that only a dump can follow.
+    #[error(
+        "{option} applies to sets taken with mode = \"dump\"; this set is a physical copy of the dbpath: restore it whole, or with --target DIR"
+    )]
+    NotForPhysical {
+        /// The option.
+        option: &'static str,
+    },
+    /// A restored copy is not a WiredTiger data directory.
+    #[error("the restored dbpath has no {missing}: it is not a WiredTiger data directory")]
+    NotDbpath {
+        /// The file that should be there.
+        missing: &'static str,
+    },
+}
+
+impl From<PhysicalError> for MongoError {
+    fn from(error: PhysicalError) -> Self {
+        Self::Physical {
+            error: Box::new(error),
+        }
+    }
 }
 
 impl MongoError {

@@ -21,6 +21,7 @@ pub mod dump;
 pub mod error;
 pub mod format;
 pub mod load;
+pub mod physical;
 
 use crate::component::Details;
 use std::{path::Path, path::PathBuf, time::Duration};
@@ -28,8 +29,9 @@ use std::{path::Path, path::PathBuf, time::Duration};
 use mongodb::bson::doc;
 
 use super::{
-    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, HealthError, Prepared,
-    RestoreRequest, RestoreStep, RestoreTarget, ServiceControl, StoredIndex,
+    Component, ComponentError, ComponentRestore, DbRestoreOptions, Estimate, HealthError,
+    LiveDirectory, Prepared, RestoreRequest, RestoreStep, RestoreTarget, ServiceControl,
+    StoredIndex,
 };
 use crate::{
     backup_set::{ComponentRecord, Status},
@@ -40,7 +42,7 @@ use crate::{
     service,
 };
 use client::{Connection, NsFilter, NsRename};
-pub use config::MongodbConfig;
+pub use config::{MongodbConfig, MongodbMode};
 pub use error::MongoError;
 
 /// A MongoDB instance.
@@ -112,7 +114,10 @@ impl Component for MongodbComponent {
         }
     }
 
-    fn estimate(&self, _stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
+    fn estimate(&self, stored: Option<&StoredIndex>) -> Result<Estimate, ComponentError> {
+        if self.config.mode == MongodbMode::Snapshot {
+            return self.estimate_physical(stored);
+        }
         let rt = self.runtime().map_err(|e| self.err(e))?;
         let filter = self.filter();
         rt.block_on(async {
@@ -145,6 +150,9 @@ impl Component for MongodbComponent {
     }
 
     fn prepare(&self, staging: &Path, progress: &ProgressRef) -> Result<Prepared, ComponentError> {
+        if self.config.mode == MongodbMode::Snapshot {
+            return self.prepare_physical(progress);
+        }
         let dest = staging.join(format!("mongodb-{}", self.name.name));
         std::fs::create_dir_all(&dest)
             .map_err(|e| self.err(MongoError::io("create the dump directory", &dest, e)))?;
@@ -196,6 +204,9 @@ impl Component for MongodbComponent {
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
+        if let Some(copy) = details::SetDetails::of(&record.details).physical {
+            return self.physical_target(&copy).plan_step(target, record);
+        }
         let unit = self.config.unit(&self.name.name);
         let (destination, replaces, start) = match target {
             RestoreTarget::Directory(dir) => {
@@ -235,6 +246,35 @@ impl Component for MongodbComponent {
             target,
             progress,
         } = *req;
+        let record = repo
+            .find_set(set_id)
+            .ok()
+            .and_then(|s| s.manifest.component(&self.name.to_string()).cloned());
+        let physical = record.and_then(|r| details::SetDetails::of(&r.details).physical);
+        if let RestoreTarget::InPlace {
+            services_managed: true,
+            ..
+        } = target
+        {
+            // restore --all stopped (or not) the unit by the config's mode.
+            let snapshot_mode = self.config.mode == MongodbMode::Snapshot;
+            if physical.is_some() != snapshot_mode {
+                return Err(self.err(
+                    error::PhysicalError::ModeMismatch {
+                        held: if physical.is_some() {
+                            "a physical copy"
+                        } else {
+                            "a dump"
+                        },
+                        mode: if snapshot_mode { "snapshot" } else { "dump" },
+                    }
+                    .into(),
+                ));
+            }
+        }
+        if let (Some(copy), RestoreTarget::InPlace { db, .. }) = (&physical, target) {
+            return self.restore_physical(copy, req, db);
+        }
         let (no_restart, db) = match target {
             RestoreTarget::Directory(dir) => {
                 return super::restore_to_directory(
@@ -345,19 +385,38 @@ impl Component for MongodbComponent {
     }
 
     fn service_control(&self) -> Option<ServiceControl> {
+        let unit = self.config.unit(&self.name.name);
+        let systemctl = |verb: &str| vec!["systemctl".to_string(), verb.to_string(), unit.clone()];
+        if self.config.mode == MongodbMode::Snapshot {
+            // Its files are swapped: stopped before, started after, like an SSDB store.
+            return Some(ServiceControl {
+                stop: Some(systemctl("stop")),
+                start: systemctl("start"),
+            });
+        }
         // Loaded through the server, so it stays up during the restore; restarted after, as
         // a single-instance restore does.
         Some(ServiceControl {
             stop: None,
-            start: vec![
-                "systemctl".to_string(),
-                "restart".to_string(),
-                self.config.unit(&self.name.name),
-            ],
+            start: systemctl("restart"),
         })
     }
 
     fn health_check(&self) -> Result<String, HealthError> {
+        if self.config.mode == MongodbMode::Snapshot {
+            return self.wait_answering();
+        }
+        self.ping()
+    }
+
+    fn snapshot_probe(&self) -> Option<Result<String, String>> {
+        self.probe_physical()
+    }
+}
+
+impl MongodbComponent {
+    /// One `ping`: whether the server answers now.
+    fn ping(&self) -> Result<String, HealthError> {
         let answers = self.runtime().and_then(|rt| {
             rt.block_on(Connection::open(
                 &self.config.uri,
@@ -385,6 +444,15 @@ pub fn deep_check(
         Ok(t) => t,
         Err(e) => return vec![e.to_string()],
     };
+    if details::SetDetails::of(&record.details).physical.is_some() {
+        // Every byte was authenticated on the way out; what can be said of the files
+        // without a mongod is that they form a WiredTiger data directory.
+        return physical::check_dbpath(&dest)
+            .err()
+            .map(|e| e.to_string())
+            .into_iter()
+            .collect();
+    }
     let found = match format::scan_directory(&dest) {
         Ok(f) => f,
         Err(e) => return vec![format!("the stored dump does not read back: {e}")],

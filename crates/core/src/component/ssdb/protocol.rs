@@ -11,14 +11,7 @@ use std::{
 
 /// How long one health check waits for the server.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a restore waits for a started server to answer; overridable with
-/// `AKBACKUP_SSDB_START_TIMEOUT` (seconds) for tests and slow disks.
-pub static START_TIMEOUT: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
-    std::env::var("AKBACKUP_SSDB_START_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(60), Duration::from_secs)
-});
+pub use crate::component::staged::START_TIMEOUT;
 
 fn request(stream: &mut TcpStream, args: &[&str]) -> std::io::Result<Vec<String>> {
     let mut out = Vec::new();

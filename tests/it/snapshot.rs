@@ -946,3 +946,55 @@ fn mongodb_snapshot_refuses_a_journal_on_another_volume() {
     assert_eq!(fsync_log(&sb), Vec::<String>::new(), "locked anyway");
     assert_eq!(leftover_mongo_snapshots(&fs), Vec::<String>::new());
 }
+
+/// A physical set in the whole-platform restore: the unit is stopped before, the dbpath
+/// swapped, the unit started and pinged after; `verify --deep` finds a WiredTiger dbpath in
+/// the set; `export` writes the dbpath's tar.gz and refuses the dump-directory form.
+#[test]
+fn mongodb_physical_set_in_restore_all_verify_and_export() {
+    let sb = Sandbox::new();
+    let Some((_fs, db, _server)) = mongo_snapshot_sandbox(&sb, "") else {
+        return;
+    };
+    sb.ok(&["backup"]);
+    let stored = sb.root().join("stored");
+    support::copy_tree(&db, &stored);
+    fs::remove_file(db.join("storage.bson")).expect("rm");
+
+    let path = systemctl_stand_in(&sb);
+    let out = sb
+        .cmd(&["restore", "latest", "--all", "--yes"])
+        .env("PATH", &path)
+        .output()
+        .expect("spawn");
+    assert_exit(&out, 0, "restore --all of a physical set");
+    assert_eq!(
+        systemctl_calls(&sb),
+        ["stop mongod-control", "start mongod-control"]
+    );
+    support::assert_trees_equal(&stored, &db);
+
+    let out = sb.ok(&["verify", "--read-data", "--deep"]);
+    let text = support::all_output(&out);
+    assert!(!text.contains("problem"), "{text}");
+
+    let exports = sb.root().join("exports");
+    sb.ok(&["export", "latest", "--only", MONGO, "--to", arg(&exports)]);
+    let tarball = fs::read_dir(&exports)
+        .expect("ls exports")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("a tar.gz");
+    let listed = Command::new("tar").arg("tzf").arg(&tarball).output().expect("tar");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("storage.bson") && listed.contains("journal/WiredTigerLog.0000000001"),
+        "{listed}"
+    );
+    let out = sb
+        .cmd(&["export", "latest", "--only", MONGO, "--to", arg(&exports), "--format", "dir"])
+        .output()
+        .expect("spawn");
+    assert_exit(&out, 2, "export of a physical set as a dump directory");
+    assert!(support::all_output(&out).contains("physical copy of the dbpath"));
+}

@@ -72,6 +72,22 @@ pub(crate) fn write(
         path: partial.to_path_buf(),
         error: std::io::Error::other(e.to_string()),
     };
+    if super::details::SetDetails::of(&rec.details).physical.is_some() {
+        // A physical copy is the dbpath's files, not a dump: it exports as their tar.gz.
+        return match mongo {
+            MongoExport::Archive => crate::archive::write_tar(
+                tree,
+                partial,
+                std::path::Path::new(&rec.repo_path),
+            ),
+            MongoExport::Directory { .. } => Err(ArchiveError::Io {
+                path: partial.to_path_buf(),
+                error: std::io::Error::other(
+                    "this set holds a physical copy of the dbpath, not a dump: export it as a tar.gz (without --format dir), or restore it with --target DIR",
+                ),
+            }),
+        };
+    }
     match mongo {
         MongoExport::Archive => {
             let server_version = super::details::SetDetails::of(&rec.details).server_version;

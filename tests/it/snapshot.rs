@@ -458,6 +458,21 @@ fn lvm_snapshot_runs_the_exact_commands_and_releases() {
     );
     assert!(!Path::new(&mount_dir).exists(), "the mount point is left");
 
+    // doctor says where the snapshot would be taken, and with how much room.
+    let out = with_lvm(&sb, &["doctor"]);
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("ssdb.actions: snapshot")
+            && text.contains("lvm snapshot of LV vg0/data")
+            && text.contains("classic snapshot with 1.0 GiB for changes"),
+        "{text}"
+    );
+    assert_eq!(
+        lvm_calls(&sb),
+        vec![LVS_ORIGIN.to_string()],
+        "doctor only asks lvs"
+    );
+
     let target = sb.root().join("restored");
     let out = sb
         .cmd(&[
@@ -615,22 +630,48 @@ fn fake_dbpath(db: &Path) {
     support::write_file(&db.join(APPENDED), &support::random_bytes(99, 64 << 10));
 }
 
-/// A process appending 4 KiB blocks to the dbpath's [`APPENDED`] file until killed: writes
-/// that land while the backup runs.
+/// A process appending 4 KiB blocks to the dbpath's [`APPENDED`] file until killed, each
+/// fsynced before its new length is written to `<dbpath>/../appended.acked`: writes landing
+/// while the backup runs, and the ones a crash-consistent copy must hold (what was synced), as
+/// a database's journal syncs what it acknowledges. Bytes not synced yet may be missing or
+/// zeros in a snapshot, exactly as after a power cut.
 struct Appender(Child);
 
 impl Appender {
     fn start(db: &Path) -> Self {
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while :; do head -c 4096 /dev/urandom >> '{}'; done",
-                db.join(APPENDED).display()
-            ))
+        let script = format!(
+            "import os\n\
+             f = open({file:?}, 'ab')\n\
+             while True:\n\
+             \x20   f.write(os.urandom(4096)); f.flush(); os.fsync(f.fileno())\n\
+             \x20   open({acked:?} + '.tmp', 'w').write(str(f.tell()))\n\
+             \x20   os.replace({acked:?} + '.tmp', {acked:?})\n",
+            file = db.join(APPENDED).display().to_string(),
+            acked = acked_file(db).display().to_string(),
+        );
+        let child = Command::new("python3")
+            .args(["-c", &script])
             .spawn()
             .expect("spawn appender");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !acked_file(db).exists() {
+            assert!(Instant::now() < deadline, "the appender did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Appender(child)
     }
+
+    /// The length of the file up to which every byte is synced.
+    fn acked(db: &Path) -> u64 {
+        fs::read_to_string(acked_file(db))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn acked_file(db: &Path) -> PathBuf {
+    db.with_file_name("appended.acked")
 }
 
 impl Drop for Appender {
@@ -700,17 +741,20 @@ fn fsync_log(sb: &Sandbox) -> Vec<String> {
 }
 
 /// Asserts that `restored` holds the dbpath `db` file for file, and that the file appended
-/// to during the backup is a prefix of the live one at least `before` bytes long.
-fn assert_same_dbpath(db: &Path, restored: &Path, before: u64) {
+/// to during the backup holds every byte synced before the backup began (`synced`), as the
+/// live file has them.
+fn assert_same_dbpath(db: &Path, restored: &Path, synced: u64) {
     support::assert_trees_equal_excluding(db, restored, &[APPENDED]);
     let copy = fs::read(restored.join(APPENDED)).expect("the appended file is in the set");
     let live = fs::read(db.join(APPENDED)).expect("read live");
+    let synced = usize::try_from(synced).expect("fits");
     assert!(
-        copy.len() as u64 >= before && live.starts_with(&copy),
-        "the appended file is not one instant of the live one: {} bytes stored, {before} before \
-         the backup, {} now",
+        copy.len() >= synced && copy[..synced] == live[..synced],
+        "the appended file lost synced bytes: {} bytes stored, {synced} synced before the \
+         backup, {} now; first difference at {:?}",
         copy.len(),
-        live.len()
+        live.len(),
+        copy.iter().zip(&live).position(|(a, b)| a != b)
     );
 }
 
@@ -726,7 +770,7 @@ fn mongodb_snapshot_backup_and_restores_file_for_file() {
     };
     let appender = Appender::start(&db);
     std::thread::sleep(Duration::from_millis(200));
-    let before = fs::metadata(db.join(APPENDED)).expect("stat").len();
+    let before = Appender::acked(&db);
     let out = sb.cmd(&["--json", "backup"]).output().expect("spawn");
     assert_exit(&out, 0, "physical backup");
     drop(appender);
@@ -985,14 +1029,27 @@ fn mongodb_physical_set_in_restore_all_verify_and_export() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
         .expect("a tar.gz");
-    let listed = Command::new("tar").arg("tzf").arg(&tarball).output().expect("tar");
+    let listed = Command::new("tar")
+        .arg("tzf")
+        .arg(&tarball)
+        .output()
+        .expect("tar");
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(
         listed.contains("storage.bson") && listed.contains("journal/WiredTigerLog.0000000001"),
         "{listed}"
     );
     let out = sb
-        .cmd(&["export", "latest", "--only", MONGO, "--to", arg(&exports), "--format", "dir"])
+        .cmd(&[
+            "export",
+            "latest",
+            "--only",
+            MONGO,
+            "--to",
+            arg(&exports),
+            "--format",
+            "dir",
+        ])
         .output()
         .expect("spawn");
     assert_exit(&out, 2, "export of a physical set as a dump directory");

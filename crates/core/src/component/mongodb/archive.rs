@@ -72,14 +72,15 @@ pub(crate) fn write(
         path: partial.to_path_buf(),
         error: std::io::Error::other(e.to_string()),
     };
-    if super::details::SetDetails::of(&rec.details).physical.is_some() {
+    if super::details::SetDetails::of(&rec.details)
+        .physical
+        .is_some()
+    {
         // A physical copy is the dbpath's files, not a dump: it exports as their tar.gz.
         return match mongo {
-            MongoExport::Archive => crate::archive::write_tar(
-                tree,
-                partial,
-                std::path::Path::new(&rec.repo_path),
-            ),
+            MongoExport::Archive => {
+                crate::archive::write_tar(tree, partial, std::path::Path::new(&rec.repo_path))
+            }
             MongoExport::Directory { .. } => Err(ArchiveError::Io {
                 path: partial.to_path_buf(),
                 error: std::io::Error::other(

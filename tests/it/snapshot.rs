@@ -292,7 +292,7 @@ fn snapshot_keys_are_checked() {
         ),
         (
             "mode = \"snapshot\"\nsnapshot = \"btrfs\"\nsnapshot-size = \"1G\"\n",
-            "snapshot-size applies to snapshot = \"lvm\" only",
+            "snapshot-size and snapshot-volume apply to snapshot = \"lvm\" only",
         ),
     ] {
         let sb = Sandbox::new();
@@ -340,6 +340,18 @@ fn lvm_sandbox(extra: &str) -> (Sandbox, PathBuf) {
         .expect("store below its mount point");
     fs::write(sb.root().join("lvm.free"), "107374182400").expect("write");
     fs::write(sb.root().join("lvm.pool"), "").expect("write");
+    // The device numbers `lvs` reports for the origin: those of the store's filesystem, as
+    // for the volume that really holds it.
+    let dev = Command::new("stat")
+        .args(["-c", "%Hd|%Ld"])
+        .arg(&store)
+        .output()
+        .expect("stat");
+    fs::write(
+        sb.root().join("lvm.dev"),
+        String::from_utf8_lossy(&dev.stdout).trim(),
+    )
+    .expect("write");
     fs::write(sb.root().join("lvm.lvs"), "").expect("write");
     let log = format!("echo \"$(basename \"$0\") $*\" >> '{root}/lvm.calls'");
     let scripts = [
@@ -347,7 +359,7 @@ fn lvm_sandbox(extra: &str) -> (Sandbox, PathBuf) {
             "lvs",
             format!(
                 "{log}\ncase \"$*\" in\n\
-                 *lv_size*) echo \"  vg0|data|10737418240|$(cat '{root}/lvm.free')|$(cat '{root}/lvm.pool')\";;\n\
+                 *lv_size*) echo \"  vg0|data|10737418240|$(cat '{root}/lvm.free')|$(cat '{root}/lvm.pool')|$(cat '{root}/lvm.dev')\";;\n\
                  *) cat '{root}/lvm.lvs';;\nesac\n"
             ),
         ),
@@ -417,7 +429,10 @@ fn lvm_calls(sb: &Sandbox) -> Vec<String> {
     calls.lines().map(str::to_string).collect()
 }
 
-const LVS_ORIGIN: &str = "lvs --noheadings --nosuffix --units b --separator | -o vg_name,lv_name,lv_size,vg_free,pool_lv vg0/data";
+const LVS_ORIGIN: &str = "lvs --noheadings --nosuffix --units b --separator | -o vg_name,lv_name,lv_size,vg_free,pool_lv,lv_kernel_major,lv_kernel_minor vg0/data";
+
+/// The listing of every volume, for leftovers of dead runs.
+const LVS_LIST: &str = "lvs --noheadings --separator | -o vg_name,lv_name";
 
 /// The snapshot volume's name in an `lvcreate` line.
 fn created_name(line: &str) -> String {
@@ -435,23 +450,25 @@ fn lvm_snapshot_runs_the_exact_commands_and_releases() {
     let out = with_lvm(&sb, &["--json", "backup", "--only", NAME]);
     assert_exit(&out, 0, "backup from an LVM snapshot");
     let calls = lvm_calls(&sb);
-    assert_eq!(calls.len(), 5, "{calls:#?}");
-    let name = created_name(&calls[1]);
+    assert_eq!(calls.len(), 6, "{calls:#?}");
+    let name = created_name(&calls[2]);
     assert!(name.starts_with("akbackup-snap-"), "{name}");
     let mount_dir = format!("{}/{name}", run_dir(&sb).display());
     assert_eq!(calls[0], LVS_ORIGIN);
+    assert_eq!(calls[1], LVS_LIST);
     assert_eq!(
-        calls[1],
+        calls[2],
         format!("lvcreate --snapshot --name {name} --size 1073741824b vg0/data")
     );
     assert!(
-        calls[2] == format!("mount -o ro /dev/vg0/{name} {mount_dir}")
-            || calls[2] == format!("mount -o ro,nouuid /dev/vg0/{name} {mount_dir}"),
+        calls[3] == format!("mount -o ro,nodev,nosuid,noexec /dev/vg0/{name} {mount_dir}")
+            || calls[3]
+                == format!("mount -o ro,nodev,nosuid,noexec,nouuid /dev/vg0/{name} {mount_dir}"),
         "{}",
-        calls[2]
+        calls[3]
     );
-    assert_eq!(calls[3], format!("umount {mount_dir}"));
-    assert_eq!(calls[4], format!("lvremove -f vg0/{name}"));
+    assert_eq!(calls[4], format!("umount {mount_dir}"));
+    assert_eq!(calls[5], format!("lvremove -f vg0/{name}"));
     assert_eq!(
         fs::read_to_string(sb.root().join("lvm.lvs")).unwrap_or_default(),
         ""
@@ -493,12 +510,25 @@ fn lvm_snapshot_runs_the_exact_commands_and_releases() {
     let out = with_lvm(&sb, &["backup", "--only", NAME]);
     assert_exit(&out, 0, "backup from a thin snapshot");
     let calls = lvm_calls(&sb);
-    let name = created_name(&calls[1]);
+    let name = created_name(&calls[2]);
     assert_eq!(
-        calls[1],
+        calls[2],
         format!("lvcreate --snapshot --name {name} --setactivationskip n vg0/data")
     );
-    assert_eq!(calls[4], format!("lvremove -f vg0/{name}"));
+    assert_eq!(calls[5], format!("lvremove -f vg0/{name}"));
+
+    // A snapshot-volume that is not the volume holding the data is refused before anything
+    // is made: its snapshot would be a backup of something else.
+    fs::write(sb.root().join("lvm.dev"), "1|1").expect("write");
+    let out = with_lvm(&sb, &["backup", "--only", NAME]);
+    assert_exit(&out, 1, "backup with the wrong snapshot-volume");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("`lvs` says LV vg0/data is device 1:1")
+            && text.contains("set snapshot-volume to the volume holding the data"),
+        "{text}"
+    );
+    assert_eq!(lvm_calls(&sb), vec![LVS_ORIGIN.to_string()]);
 }
 
 /// A volume group without room for the snapshot is refused before anything is created, in
@@ -533,10 +563,10 @@ fn lvm_refuses_without_room_and_cleans_up_a_failed_mount() {
     let text = support::all_output(&out);
     assert!(text.contains("wrong fs type (stand-in)"), "{text}");
     let calls = lvm_calls(&sb);
-    let name = created_name(&calls[1]);
-    assert_eq!(calls.len(), 4, "{calls:#?}");
-    assert!(calls[2].starts_with("mount "), "{calls:#?}");
-    assert_eq!(calls[3], format!("lvremove -f vg0/{name}"));
+    let name = created_name(&calls[2]);
+    assert_eq!(calls.len(), 5, "{calls:#?}");
+    assert!(calls[3].starts_with("mount "), "{calls:#?}");
+    assert_eq!(calls[4], format!("lvremove -f vg0/{name}"));
     assert_eq!(
         fs::read_to_string(sb.root().join("lvm.lvs")).unwrap_or_default(),
         ""
@@ -572,7 +602,7 @@ fn lvm_snapshot_of_a_killed_run_is_removed_by_the_next_run() {
     kill("-KILL", fs::read_to_string(&marker).expect("marker").trim());
     fs::remove_file(sb.root().join("mount.hang")).expect("rm");
     let calls = lvm_calls(&sb);
-    let old = created_name(&calls[1]);
+    let old = created_name(&calls[2]);
     assert!(
         fs::read_to_string(sb.root().join("lvm.lvs"))
             .unwrap_or_default()
@@ -594,6 +624,23 @@ fn lvm_snapshot_of_a_killed_run_is_removed_by_the_next_run() {
         ""
     );
     assert!(!run_dir(&sb).join(&old).exists());
+
+    // After a reboot `/run` is empty, and a snapshot volume a run left has no stage: the
+    // next backup removes it by its name.
+    let orphan = "akbackup-snap-4000001-Reb00t00";
+    fs::write(sb.root().join("lvm.lvs"), format!("  vg0|{orphan}\n")).expect("write");
+    let out = with_lvm(&sb, &["backup", "--only", NAME]);
+    assert_exit(&out, 0, "the backup after a reboot");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains(&format!("removed snapshot volume vg0/{orphan}")),
+        "{text}"
+    );
+    assert!(lvm_calls(&sb).contains(&format!("lvremove -f vg0/{orphan}")));
+    assert_eq!(
+        fs::read_to_string(sb.root().join("lvm.lvs")).unwrap_or_default(),
+        ""
+    );
 }
 
 // ---- MongoDB physical backups on btrfs ----

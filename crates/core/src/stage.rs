@@ -174,15 +174,22 @@ impl Stage {
         )))
     }
 
-    /// Leaves the stage and its owner file in place and releases the lock: what is in it
-    /// could not be undone now (a snapshot that would not go), so the next sweep of `dir`
-    /// finds a dead owner and tries again.
-    pub fn abandon(self) {
+    /// Takes the stage over from its guards: the caller removes the directory and then the
+    /// owner file when (and only when) what it put in it is undone, and holds the returned
+    /// lock until then. Dropping the lock with the files left makes the stage a dead run's,
+    /// which the next sweep of its directory handles.
+    #[must_use]
+    pub fn into_parts(self) -> (PathBuf, PathBuf, Flock<std::fs::File>) {
         let Self {
-            _dir, _owner_file, ..
+            path,
+            _dir,
+            _owner_file,
+            _lock,
         } = self;
         _dir.disarm();
         _owner_file.disarm();
+        let owner = PathBuf::from(format!("{}{OWNER_SUFFIX}", path.display()));
+        (path, owner, _lock)
     }
 
     /// The stage directory.

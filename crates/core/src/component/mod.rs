@@ -79,6 +79,14 @@ pub enum ComponentError {
         /// fix (printed in the message, so not also the `source()`).
         error: Box<MongoError>,
     },
+    /// A filesystem snapshot could not be taken, read or released.
+    #[error("{name}: snapshot: {error}")]
+    Snapshot {
+        /// Component.
+        name: ComponentName,
+        /// Cause (printed in the message, so not also the `source()`).
+        error: Box<crate::snapshot::SnapshotError>,
+    },
     /// A service command failed.
     #[error("{name}: {error}")]
     Service {
@@ -183,8 +191,9 @@ pub struct Prepared {
     pub part: SourcePart,
     /// Kind-specific facts for the manifest, known after preparing.
     pub details: serde_json::Value,
-    /// Released on drop.
-    pub guard: Option<Box<dyn Send>>,
+    /// Released on drop; a component may take it back in [`Component::finish`] to release
+    /// it there and report how that went (a filesystem snapshot).
+    pub guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for Prepared {

@@ -1,5 +1,5 @@
-//! Restoring a kind whose data is a live directory (`files`, `ssdb`): the part every such kind
-//! shares, so each implements only what differs ([`LiveDirectory`]).
+//! Restoring a kind whose data is a live directory (`files`, `ssdb`, a physical MongoDB set):
+//! the part every such kind shares, so each implements only what differs ([`LiveDirectory`]).
 //!
 //! The shared part: `--target DIR` writes `DIR/<kind>/<name>/`; in place, the set is written
 //! into a hidden sibling of the live directory while the service still runs
@@ -161,6 +161,14 @@ pub trait LiveDirectory {
             },
         };
         let live = self.live();
+        // The swap renames the copy beside the live directory into its place, which cannot
+        // cross volumes: refused before anything is written, not after a full copy.
+        if let Some(why) = top_of_volume(live) {
+            return Err(err(format!(
+                "{} is {why}: an in-place restore swaps it with a copy written beside it, which cannot cross volumes; restore with --target DIR on that volume and move the files in with the service stopped; nothing was changed",
+                live.display()
+            )));
+        }
         // Written while the service still runs: its downtime is only the swap.
         let staged = StagedRestore::write(name, live, self.set_path(), repo, set_id, progress)?;
         // Every byte was authenticated as it was written; the kind's own check of the result
@@ -174,6 +182,17 @@ pub trait LiveDirectory {
         }
         self.swap_in(staged, how, progress)
     }
+}
+
+/// Why `live` cannot be swapped with a sibling: it is the top of its own volume (a mount
+/// point or a btrfs subvolume: another device number than its parent's). `None` when it can,
+/// or does not exist.
+fn top_of_volume(live: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let here = std::fs::metadata(live).ok()?;
+    let parent = std::fs::metadata(live.parent()?).ok()?;
+    (here.dev() != parent.dev())
+        .then_some("the top of its own volume (a mount point or a btrfs subvolume)")
 }
 
 /// The first half of an in-place restore: the set written next to `live`, not yet swapped in.

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Probe, Provider, Settings, Snapshot, SnapshotError, same_volume, stage_in, step};
+use super::{Pending, Probe, Provider, Release, Settings, SnapshotError, same_volume, stage_in};
 
 /// The directory at the top of a subvolume that holds akbackup's snapshots of it.
 pub const DIR: &str = ".akbackup-snapshots";
@@ -75,6 +75,19 @@ pub fn sweep(dir: &Path) -> Vec<String> {
 }
 
 impl Provider for Btrfs {
+    fn name(&self) -> &'static str {
+        "btrfs"
+    }
+
+    fn validate(&self, settings: &Settings) -> Result<(), String> {
+        if settings.size.is_some() || settings.volume.is_some() {
+            return Err(
+                "snapshot-size and snapshot-volume apply to snapshot = \"lvm\" only".to_string(),
+            );
+        }
+        Ok(())
+    }
+
     fn probe(&self, _settings: &Settings, paths: &[&Path]) -> Result<Probe, SnapshotError> {
         let data = same_volume(paths)?;
         let fs = nix::sys::statfs::statfs(&data).map_err(|e| SnapshotError::Path {
@@ -107,34 +120,29 @@ impl Provider for Btrfs {
         })
     }
 
-    fn take(
+    fn prepare(
         &self,
         settings: &Settings,
         paths: &[&Path],
         label: &str,
-    ) -> Result<Snapshot, SnapshotError> {
+    ) -> Result<Pending, SnapshotError> {
         let probe = self.probe(settings, paths)?;
-        let data = same_volume(paths)?;
-        let root = subvolume_root(&data)?;
+        let root = subvolume_root(&same_volume(paths)?)?;
         let dir = root.join(DIR);
         let notes = sweep(&dir);
-        let stage = stage_in(&dir, &format!("{PREFIX}{label}-"))?;
-        let snap = stage.path().join("snap");
-        let mut take = btrfs(&["subvolume", "snapshot", "-r"], &root);
-        take.push(snap.display().to_string());
-        // Registered first: a signal during the snapshot command still deletes what it made.
-        let release = step(btrfs(&["subvolume", "delete"], &snap));
-        if let Err(error) = crate::service::run(&take) {
-            release.guard.disarm();
-            return Err(SnapshotError::Command { error });
-        }
-        Ok(Snapshot {
+        let release = Release::new(stage_in(&dir, &format!("{PREFIX}{label}-"))?);
+        let snap = release.dir.join("snap");
+        let mut capture = btrfs(&["subvolume", "snapshot", "-r"], &root);
+        capture.push(snap.display().to_string());
+        Ok(Pending {
+            release,
+            capture,
+            uncapture: btrfs(&["subvolume", "delete"], &snap),
+            open: None,
             live_root: root,
             view_root: snap,
             described: format!("read-only {probe}"),
             notes,
-            steps: vec![release],
-            stage: Some(stage),
         })
     }
 }

@@ -34,6 +34,10 @@ use crate::{
     stage::Stage,
 };
 
+/// The name of the directory a snapshot may leave inside the data's volume (btrfs puts its
+/// snapshots at the top of the subvolume): never stored, never carried over by a restore.
+pub const EXCLUDE: &str = btrfs::DIR;
+
 /// Which snapshot technology holds the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,15 +55,6 @@ impl Backend {
         match self {
             Self::Btrfs => &btrfs::Btrfs,
             Self::Lvm => &lvm::Lvm,
-        }
-    }
-
-    /// `btrfs` or `lvm`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Btrfs => "btrfs",
-            Self::Lvm => "lvm",
         }
     }
 }
@@ -94,7 +89,7 @@ impl Settings {
     }
 
     /// Validates a section's snapshot keys: snapshot mode needs a backend, the keys need
-    /// snapshot mode, and their values must parse.
+    /// snapshot mode, and the backend checks its own.
     ///
     /// # Errors
     /// The key and what is wrong with it.
@@ -108,35 +103,26 @@ impl Settings {
             (true, None) => Err(
                 "mode = \"snapshot\" needs snapshot = \"btrfs\" or snapshot = \"lvm\"".to_string(),
             ),
-            (false, Some(_)) => Err("snapshot is set but mode is not \"snapshot\": set mode = \"snapshot\" or remove it".to_string()),
+            (false, Some(_)) => Err(
+                "snapshot is set but mode is not \"snapshot\": set mode = \"snapshot\" or remove it"
+                    .to_string(),
+            ),
             (false, None) if size.is_some() || volume.is_some() => {
                 Err("snapshot-size and snapshot-volume need mode = \"snapshot\"".to_string())
             }
             (false, None) => Ok(()),
-            (true, Some(backend)) => Self {
+            (true, Some(backend)) => backend.provider().validate(&Self {
                 backend,
                 size: size.clone(),
                 volume: volume.clone(),
-            }
-            .validate(),
+            }),
         }
     }
 
-    /// Checks the keys without touching the system (config validation).
-    ///
-    /// # Errors
-    /// The key and what is wrong with it.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(size) = &self.size {
-            if self.backend != Backend::Lvm {
-                return Err("snapshot-size applies to snapshot = \"lvm\" only".to_string());
-            }
-            parse_size(size, 1 << 30).map_err(|e| format!("snapshot-size: {e}"))?;
-        }
-        if self.volume.is_some() && self.backend != Backend::Lvm {
-            return Err("snapshot-volume applies to snapshot = \"lvm\" only".to_string());
-        }
-        Ok(())
+    /// `btrfs` or `lvm`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.backend.provider().name()
     }
 
     /// Whether a snapshot can be taken of the volume holding `paths` now.
@@ -147,18 +133,37 @@ impl Settings {
         self.backend.provider().probe(self, paths)
     }
 
-    /// Takes a read-only snapshot of the volume holding `paths` for component `label`,
-    /// first releasing what dead runs left on that volume.
+    /// Everything before the instant of a snapshot of the volume holding `paths` for
+    /// component `label`: the probe, the release of what dead runs left on that volume, and
+    /// the stage. [`Pending::capture`] then takes the instant.
     ///
     /// # Errors
     /// [`SnapshotError`]; nothing is left behind.
+    pub fn prepare(&self, paths: &[&Path], label: &str) -> Result<Pending, SnapshotError> {
+        self.backend.provider().prepare(self, paths, label)
+    }
+
+    /// [`Settings::prepare`], [`Pending::capture`] and [`Captured::open`] at once: for data
+    /// that needs no lock around the instant.
+    ///
+    /// # Errors
+    /// [`SnapshotError`]; nothing is left behind but what the next run releases.
     pub fn take(&self, paths: &[&Path], label: &str) -> Result<Snapshot, SnapshotError> {
-        self.backend.provider().take(self, paths, label)
+        self.prepare(paths, label)?.capture()?.open()
     }
 }
 
 /// What a snapshot backend does.
 pub trait Provider: Sync {
+    /// `btrfs` or `lvm`.
+    fn name(&self) -> &'static str;
+
+    /// Checks the backend's own keys (config validation, nothing touched).
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    fn validate(&self, settings: &Settings) -> Result<(), String>;
+
     /// Finds the volume holding `paths` (which must all be on it) and says whether and how a
     /// snapshot can be taken there.
     ///
@@ -166,16 +171,17 @@ pub trait Provider: Sync {
     /// [`SnapshotError`].
     fn probe(&self, settings: &Settings, paths: &[&Path]) -> Result<Probe, SnapshotError>;
 
-    /// Takes the snapshot.
+    /// Probes, releases what dead runs left on the volume, and makes the stage and the
+    /// commands of the snapshot.
     ///
     /// # Errors
     /// [`SnapshotError`].
-    fn take(
+    fn prepare(
         &self,
         settings: &Settings,
         paths: &[&Path],
         label: &str,
-    ) -> Result<Snapshot, SnapshotError>;
+    ) -> Result<Pending, SnapshotError>;
 }
 
 /// Why a snapshot cannot be taken or released. Every variant prints its cause.
@@ -209,11 +215,23 @@ pub enum SnapshotError {
         /// The one elsewhere (a separate subvolume, mount or disk).
         other: PathBuf,
     },
+    /// A link inside the data leads out of it: the snapshot would hold the link, not the data.
+    #[error(
+        "{link} is a symbolic link to {target}: a snapshot holds the link, not what it points to; move the data into place"
+    )]
+    LinkOut {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// A backend command failed.
-    #[error("{error}")]
+    #[error("{error}{hint}")]
     Command {
         /// Cause (printed in the message).
         error: ServiceError,
+        /// What to do, with a leading `; `.
+        hint: String,
     },
     /// The volume group has no room for a classic snapshot of that size.
     #[error(
@@ -229,9 +247,13 @@ pub enum SnapshotError {
         /// Needed bytes, shown.
         need: String,
     },
-    /// LVM answered something this release does not understand, or the volume is not an LV.
+    /// LVM answered something this release does not understand, or the volume is not the
+    /// one holding the data.
     #[error("{0}")]
     Lvm(String),
+    /// A snapshot key's value cannot be used.
+    #[error("{0}")]
+    Setting(String),
     /// The stage holding the snapshot could not be made.
     #[error("cannot make a directory for the snapshot in {dir}: {error}")]
     Stage {
@@ -240,6 +262,20 @@ pub enum SnapshotError {
         /// Cause (printed in the message).
         error: std::io::Error,
     },
+}
+
+impl SnapshotError {
+    /// A failed backend command, with what to do about it.
+    fn command(error: ServiceError, hint: &str) -> Self {
+        Self::Command {
+            error,
+            hint: if hint.is_empty() {
+                String::new()
+            } else {
+                format!("; {hint}")
+            },
+        }
+    }
 }
 
 /// Where a snapshot would be taken and whether there is room: one line for `doctor` and
@@ -272,27 +308,166 @@ impl std::fmt::Display for Probe {
     }
 }
 
-/// One release command and the guard that runs it if the run dies before [`Snapshot::release`].
-struct Step {
-    argv: Vec<String>,
-    guard: cleanup::Guard,
+/// The undoing of a snapshot: its release commands, most recent resource first, then the
+/// removal of its stage. One guard runs it on a signal (or when dropped unreleased); when a
+/// command fails the rest are not run and the stage stays with its owner file, whose lock
+/// dies with the run, so the next run on the volume finds it and tries again.
+struct Release {
+    steps: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    dir: PathBuf,
+    owner: PathBuf,
+    guard: Option<cleanup::Guard>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-/// Registers `argv` to run on drop and on a signal, until [`Snapshot::release`] runs it.
-fn step(argv: Vec<String>) -> Step {
-    let run = argv.clone();
-    let guard = cleanup::register(Action::Call(cleanup::Callback(std::sync::Arc::new(
-        move || {
-            if let Err(e) = crate::service::run(&run) {
-                eprintln!("akbackup: cannot release a snapshot: {e}; the next backup of it does");
+/// Runs `steps` in order, stopping at the first failure; then removes the stage.
+fn undo(steps: &[Vec<String>], dir: &Path, owner: &Path) -> Result<(), ServiceError> {
+    for argv in steps {
+        crate::service::run(argv)?;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(owner);
+    Ok(())
+}
+
+impl Release {
+    fn new(stage: Stage) -> Self {
+        let (dir, owner, lock) = stage.into_parts();
+        let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+        let (s, d, o) = (steps.clone(), dir.clone(), owner.clone());
+        let guard = cleanup::register(Action::Call(cleanup::Callback(std::sync::Arc::new(
+            move || {
+                let steps = s.lock().map(|v| v.clone()).unwrap_or_default();
+                if let Err(e) = undo(&steps, &d, &o) {
+                    eprintln!(
+                        "akbackup: cannot release a snapshot: {e}; the next backup of its volume releases it"
+                    );
+                }
+            },
+        ))));
+        Self {
+            steps,
+            dir,
+            owner,
+            guard: Some(guard),
+            _lock: lock,
+        }
+    }
+
+    /// Adds a step that undoes a resource just made: it runs before the earlier ones.
+    fn push(&self, argv: Vec<String>) {
+        if let Ok(mut v) = self.steps.lock() {
+            v.insert(0, argv);
+        }
+    }
+
+    /// Undoes everything now; on failure the stage stays for the next run.
+    fn run(&mut self) -> Result<(), ServiceError> {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        let steps = self.steps.lock().map(|v| v.clone()).unwrap_or_default();
+        undo(&steps, &self.dir, &self.owner)
+    }
+
+    /// Gives up on undoing now: the stage and its owner file stay, for the next run's sweep.
+    fn abandon(mut self) {
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // Unreleased (an error path): the guard undoes what was made.
+        self.guard.take();
+    }
+}
+
+/// A snapshot about to be taken: the stage exists, nothing is snapshotted yet.
+pub struct Pending {
+    release: Release,
+    /// The command that takes the instant.
+    capture: Vec<String>,
+    /// The command that undoes it.
+    uncapture: Vec<String>,
+    /// The command that makes the snapshot readable (LVM: mount), and its undoing.
+    open: Option<(Vec<String>, Vec<String>)>,
+    live_root: PathBuf,
+    view_root: PathBuf,
+    described: String,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("capture", &self.capture)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Takes the instant: runs only the snapshot command, what must happen while a database
+    /// holds its writes. Its undoing is registered before it runs.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Command`]; the stage is left to the next run's sweep, which releases
+    /// what the command may have made.
+    pub fn capture(self) -> Result<Captured, SnapshotError> {
+        self.release.push(self.uncapture.clone());
+        if let Err(error) = crate::service::run(&self.capture) {
+            self.release.abandon();
+            return Err(SnapshotError::command(
+                error,
+                "run akbackup as root, with the backend's tools installed",
+            ));
+        }
+        Ok(Captured(self))
+    }
+
+    /// Lines about leftovers of dead runs released while preparing.
+    #[must_use]
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// A snapshot taken but perhaps not readable yet ([`Captured::open`]).
+#[derive(Debug)]
+pub struct Captured(Pending);
+
+impl Captured {
+    /// Makes the snapshot readable (LVM: mounts it read-only).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Command`]; the snapshot is released.
+    pub fn open(self) -> Result<Snapshot, SnapshotError> {
+        let p = self.0;
+        if let Some((open, close)) = &p.open {
+            p.release.push(close.clone());
+            if let Err(error) = crate::service::run(open) {
+                // Not mounted: the unmount step must not run (it would fail and keep the
+                // snapshot volume); the rest is undone when `p` drops.
+                if let Ok(mut v) = p.release.steps.lock() {
+                    v.remove(0);
+                }
+                return Err(SnapshotError::command(error, ""));
             }
-        },
-    ))));
-    Step { argv, guard }
+        }
+        Ok(Snapshot {
+            live_root: p.live_root,
+            view_root: p.view_root,
+            described: p.described,
+            notes: p.notes,
+            release: p.release,
+        })
+    }
 }
 
 /// A read-only snapshot this run took, readable at [`Snapshot::view`]. Dropping it releases it
-/// (in the order the backend gave), then removes its stage.
+/// (its resources, newest first, then its stage).
 pub struct Snapshot {
     /// The live directory the view's root corresponds to (the subvolume, the mount point).
     live_root: PathBuf,
@@ -302,9 +477,7 @@ pub struct Snapshot {
     described: String,
     /// What the take found and released of dead runs.
     notes: Vec<String>,
-    // Field order is the order of drop: the release steps before the stage.
-    steps: Vec<Step>,
-    stage: Option<Stage>,
+    release: Release,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -318,11 +491,33 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Where live path `live` (under the snapshotted volume) is in the snapshot.
-    #[must_use]
-    pub fn view(&self, live: &Path) -> PathBuf {
-        let real = std::fs::canonicalize(live).unwrap_or_else(|_| live.to_path_buf());
-        real.strip_prefix(&self.live_root)
-            .map_or_else(|_| self.view_root.clone(), |rel| self.view_root.join(rel))
+    ///
+    /// # Errors
+    /// [`SnapshotError::Path`] when `live` is not under the snapshotted volume or is not
+    /// in the snapshot.
+    pub fn view(&self, live: &Path) -> Result<PathBuf, SnapshotError> {
+        let missing = |why: String| SnapshotError::Path {
+            path: live.to_path_buf(),
+            error: std::io::Error::other(why),
+        };
+        let real = std::fs::canonicalize(live).map_err(|error| SnapshotError::Path {
+            path: live.to_path_buf(),
+            error,
+        })?;
+        let rel = real.strip_prefix(&self.live_root).map_err(|_| {
+            missing(format!(
+                "is not under {}, the snapshotted volume",
+                self.live_root.display()
+            ))
+        })?;
+        let view = self.view_root.join(rel);
+        if !view.exists() {
+            return Err(missing(format!(
+                "is not in the snapshot at {}",
+                view.display()
+            )));
+        }
+        Ok(view)
     }
 
     /// What was taken (`btrfs snapshot of subvolume /srv/ssdb`).
@@ -338,38 +533,27 @@ impl Snapshot {
     }
 
     /// Releases the snapshot now. When a step fails, the rest are not run and the stage is
-    /// kept with its owner file unlocked: the next run on this volume releases it.
+    /// kept with its owner file: the next run on this volume releases it.
     ///
     /// # Errors
     /// [`SnapshotError::Command`]: the step that failed.
     pub fn release(mut self) -> Result<(), SnapshotError> {
-        self.release_now()
-    }
-
-    fn release_now(&mut self) -> Result<(), SnapshotError> {
-        let steps = std::mem::take(&mut self.steps);
-        for s in steps {
-            s.guard.disarm();
-            if let Err(error) = crate::service::run(&s.argv) {
-                if let Some(stage) = self.stage.take() {
-                    stage.abandon();
-                }
-                return Err(SnapshotError::Command { error });
-            }
-        }
-        Ok(())
+        self.release.run().map_err(|error| {
+            SnapshotError::command(error, "the next backup of this volume releases it")
+        })
     }
 }
 
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        if let Err(e) = self.release_now() {
-            eprintln!(
-                "akbackup: cannot release the {}: {e}; the next backup of it releases it",
-                self.described
-            );
-        }
-    }
+/// Releases the snapshot a component kept as its `Prepared` guard (or inside it, through
+/// `inner`), once its data is stored; `Some(warning)` when that failed, for the component's
+/// record: the next backup of the volume releases it.
+#[must_use]
+pub fn release_kept(snapshot: Option<Snapshot>) -> Option<String> {
+    let snap = snapshot?;
+    let what = snap.describe().to_string();
+    snap.release()
+        .err()
+        .map(|e| format!("the {what} was not released: {e}"))
 }
 
 /// Checks that every path exists and that all are on the volume of the first (the same
@@ -454,6 +638,7 @@ pub fn parse_size(text: &str, whole: u64) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// Sizes are binary like LVM's; a percentage is of the origin volume.
     #[test]
     fn sizes_in_binary_units_and_percentages() {
         assert_eq!(parse_size("512M", 0), Ok(512 << 20));
@@ -475,6 +660,7 @@ mod tests {
         }
     }
 
+    /// One snapshot holds one volume: a path on another device is named.
     #[test]
     fn paths_on_two_devices_are_refused_naming_the_other() {
         let t = tempfile::tempdir().unwrap();
@@ -489,19 +675,35 @@ mod tests {
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
+    /// Snapshot mode needs a backend, the snapshot keys need snapshot mode, and each
+    /// backend refuses the keys that are not its own.
     #[test]
     fn settings_refuse_lvm_keys_for_btrfs() {
-        let s = Settings {
-            backend: Backend::Btrfs,
-            size: Some("10G".to_string()),
-            volume: None,
-        };
-        assert!(s.validate().unwrap_err().contains("snapshot-size"));
-        let s = Settings {
-            backend: Backend::Lvm,
-            size: Some("ten".to_string()),
-            volume: None,
-        };
-        assert!(s.validate().unwrap_err().starts_with("snapshot-size: "));
+        let size = Some("10G".to_string());
+        let bad = Some("ten".to_string());
+        let check =
+            |mode, backend, size: &Option<String>| Settings::check_keys(mode, backend, size, &None);
+        assert!(
+            check(true, None, &None)
+                .unwrap_err()
+                .contains("needs snapshot")
+        );
+        assert!(
+            check(false, Some(Backend::Lvm), &None)
+                .unwrap_err()
+                .contains("mode is not")
+        );
+        assert!(
+            check(true, Some(Backend::Btrfs), &size)
+                .unwrap_err()
+                .contains("snapshot-size")
+        );
+        assert!(
+            check(true, Some(Backend::Lvm), &bad)
+                .unwrap_err()
+                .starts_with("snapshot-size: ")
+        );
+        assert!(check(true, Some(Backend::Lvm), &size).is_ok());
+        assert!(check(false, None, &None).is_ok());
     }
 }

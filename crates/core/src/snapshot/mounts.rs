@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 /// One line of the mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The directory of the filesystem shown at the mount point (`/` but for bind mounts and
+    /// btrfs `subvol=` mounts).
+    pub root: PathBuf,
     /// Where it is mounted.
     pub point: PathBuf,
     /// The filesystem type (`btrfs`, `xfs`, `ext4`).
@@ -41,11 +44,14 @@ pub fn parse(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
+            let mut left = left.split(' ').skip(3);
+            let root = left.next()?;
+            let point = left.next()?;
             let mut right = right.split(' ');
             let fstype = right.next()?;
             let source = right.next()?;
             Some(Mount {
+                root: PathBuf::from(unescape(root)),
                 point: PathBuf::from(unescape(point)),
                 fstype: fstype.to_string(),
                 source: unescape(source),
@@ -89,6 +95,7 @@ pub fn is_mount_point(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// The kernel escapes spaces in paths; lines may carry optional fields before ` - `.
     #[test]
     fn parses_points_with_spaces_and_optional_fields() {
         let text = "36 35 98:0 / /mnt/my\\040data rw,noatime master:1 - btrfs /dev/loop0 rw,space_cache\n\
@@ -102,8 +109,10 @@ mod tests {
             ("btrfs", "/dev/loop0")
         );
         assert_eq!(m[1].source, "/dev/mapper/vg0-mongo");
+        assert_eq!(m[0].root, PathBuf::from("/"));
     }
 
+    /// The longest mount point above a path holds it.
     #[test]
     fn the_root_holds_everything_else() {
         let m = holding(Path::new("/proc/self")).unwrap();

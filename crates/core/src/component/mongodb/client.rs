@@ -58,6 +58,12 @@ impl Connection {
         options
             .app_name
             .get_or_insert_with(|| "akbackup".to_string());
+        if config.mode == super::MongodbMode::Snapshot {
+            // The files snapshotted are this server's: the lock, the dbpath, the version and
+            // the health check after a restore must reach it, never the primary a replica
+            // set's discovery would choose.
+            options.direct_connection = Some(true);
+        }
         let client = match Client::with_options(options) {
             Ok(c) => c,
             Err(error) => return Err(MongoError::Client { shown, error }),

@@ -85,6 +85,14 @@ const fn default_mongodb_timeout() -> u64 {
 }
 
 impl MongodbConfig {
+    /// How many hosts the uri names (`mongodb://a:1,b:2/...` names two).
+    fn hosts(&self) -> usize {
+        let rest = self.uri.trim_start_matches("mongodb://");
+        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+        let hosts = hosts.rsplit('@').next().unwrap_or_default();
+        hosts.split(',').filter(|h| !h.is_empty()).count()
+    }
+
     /// The snapshot settings when the instance is backed up from a snapshot.
     #[must_use]
     pub fn snapshot_settings(&self) -> Option<crate::snapshot::Settings> {
@@ -161,6 +169,12 @@ impl Section for MongodbConfig {
             &self.snapshot_size,
             &self.snapshot_volume,
         )?;
+        if snapshot_mode && self.hosts() != 1 {
+            return Err(format!(
+                "uri \"{}\": mode = \"snapshot\" copies one server's files: name that one server (mongodb://127.0.0.1:27017)",
+                redact_uri(&self.uri)
+            ));
+        }
         if !snapshot_mode && (self.dbpath.is_some() || self.lock) {
             return Err(
                 "dbpath and lock apply to mode = \"snapshot\" only: set it, or remove them"

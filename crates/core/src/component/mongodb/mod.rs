@@ -199,8 +199,17 @@ impl Component for MongodbComponent {
         })
     }
 
-    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        super::staged_record(&self.name, self.source(), prepared, &stats)
+    fn finish(&self, mut prepared: Prepared, stats: PartStats) -> ComponentRecord {
+        let snapshot = prepared
+            .guard
+            .take()
+            .and_then(|g| g.downcast::<crate::snapshot::Snapshot>().ok())
+            .map(|b| *b);
+        let mut record = super::staged_record(&self.name, self.source(), prepared, &stats);
+        record
+            .warnings
+            .extend(crate::snapshot::release_kept(snapshot));
+        record
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
@@ -246,11 +255,14 @@ impl Component for MongodbComponent {
             target,
             progress,
         } = *req;
-        let record = repo
-            .find_set(set_id)
-            .ok()
-            .and_then(|s| s.manifest.component(&self.name.to_string()).cloned());
-        let physical = record.and_then(|r| details::SetDetails::of(&r.details).physical);
+        let set = repo.find_set(set_id).map_err(|e| ComponentError::Repo {
+            name: self.name.clone(),
+            error: Box::new(e),
+        })?;
+        let physical = set
+            .manifest
+            .component(&self.name.to_string())
+            .and_then(|r| details::SetDetails::of(&r.details).physical);
         if let RestoreTarget::InPlace {
             services_managed: true,
             ..
@@ -272,8 +284,15 @@ impl Component for MongodbComponent {
                 ));
             }
         }
-        if let (Some(copy), RestoreTarget::InPlace { db, .. }) = (&physical, target) {
-            return self.restore_physical(copy, req, db);
+        match (&physical, target) {
+            (Some(copy), RestoreTarget::InPlace { db, .. }) => {
+                return self.restore_physical(copy, req, db);
+            }
+            // The plain dbpath tree, checked to be one.
+            (Some(copy), RestoreTarget::Directory(_)) => {
+                return self.physical_target(copy).restore_live(req);
+            }
+            (None, _) => {}
         }
         let (no_restart, db) = match target {
             RestoreTarget::Directory(dir) => {

@@ -164,31 +164,56 @@ async fn facts(conn: &Connection) -> Result<ServerFacts, MongoError> {
 }
 
 /// `fsyncLock` held on a server: released by [`FsyncLock::release`], or on drop and by the
-/// signal thread (registered before the lock is taken, like every stop).
+/// signal thread (registered before the lock is taken, like every stop). A run killed with
+/// `kill -9` while holding it cannot unlock: the next run sees the server's lock count above
+/// its own and says so ([`FsyncLock::take`]).
 struct FsyncLock {
     handle: tokio::runtime::Handle,
     conn: std::sync::Arc<Connection>,
     guard: Option<cleanup::Guard>,
 }
 
+/// `fsyncUnlock`, tried three times a second apart: a server that keeps writes held back
+/// is an outage, worth a retry.
 async fn unlock(conn: &Connection) -> Result<(), MongoError> {
-    conn.client
-        .database("admin")
-        .run_command(doc! { "fsyncUnlock": 1 })
-        .await
-        .map(drop)
-        .map_err(|e| {
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        match conn
+            .client
+            .database("admin")
+            .run_command(doc! { "fsyncUnlock": 1 })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || MongoError::Physical {
+            error: Box::new(PhysicalError::NoDbPath {
+                shown: conn.shown.clone(),
+            }),
+        },
+        |e| {
             PhysicalError::Unlock {
                 error: conn.server_error_of(e),
             }
             .into()
-        })
+        },
+    ))
 }
 
 impl FsyncLock {
+    /// Locks; warns when the server was already locked (by a run that died holding it, or
+    /// by an operator), which this run does not undo.
     fn take(
         rt: &tokio::runtime::Runtime,
         conn: std::sync::Arc<Connection>,
+        label: &str,
+        progress: &ProgressRef,
     ) -> Result<Self, MongoError> {
         let handle = rt.handle().clone();
         let (h, c) = (handle.clone(), conn.clone());
@@ -205,25 +230,48 @@ impl FsyncLock {
                 .run_command(doc! { "fsync": 1, "lock": true })
                 .await
         });
-        if let Err(e) = locked {
-            guard.disarm();
-            return Err(PhysicalError::Lock {
-                error: conn.server_error_of(e),
+        match locked {
+            Ok(reply) => {
+                let count = match reply.get("lockCount") {
+                    Some(Bson::Int32(n)) => i64::from(*n),
+                    Some(Bson::Int64(n)) => *n,
+                    _ => 1,
+                };
+                if count > 1 {
+                    progress.warn(&format!(
+                        "{label}: {} already held fsyncLock {} time(s) before this run: a run killed while holding it, or an operator; this run unlocks only its own; run db.fsyncUnlock() until lockCount is 0",
+                        conn.shown,
+                        count - 1
+                    ));
+                }
+                Ok(Self {
+                    handle,
+                    conn,
+                    guard: Some(guard),
+                })
             }
-            .into());
+            Err(e) => {
+                // The server may have applied the lock before the error reached us: the
+                // guard unlocks (a spare unlock is refused harmlessly).
+                drop(guard);
+                Err(PhysicalError::Lock {
+                    error: conn.server_error_of(e),
+                }
+                .into())
+            }
         }
-        Ok(Self {
-            handle,
-            conn,
-            guard: Some(guard),
-        })
     }
 
+    /// Unlocks now; when that keeps failing the guard stays armed and tries once more when
+    /// the lock is dropped.
     fn release(mut self) -> Result<(), MongoError> {
-        if let Some(g) = self.guard.take() {
+        let result = self.handle.block_on(unlock(&self.conn));
+        if result.is_ok()
+            && let Some(g) = self.guard.take()
+        {
             g.disarm();
         }
-        self.handle.block_on(unlock(&self.conn))
+        result
     }
 }
 
@@ -263,23 +311,43 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// The dbpath and every directory in it (the journal, `directoryPerDB` databases, ...): all
-/// must be on the volume the snapshot takes.
-fn snapshot_paths(dbpath: &Path) -> Vec<PathBuf> {
+/// must be on the volume the snapshot takes. A symbolic link anywhere in the dbpath is
+/// refused: a snapshot holds the link, and a restore would pair the old files with whatever
+/// it points to (a journal moved to another directory).
+fn snapshot_paths(dbpath: &Path) -> Result<Vec<PathBuf>, crate::snapshot::SnapshotError> {
+    use crate::snapshot::SnapshotError;
     let mut out = vec![dbpath.to_path_buf()];
-    if let Ok(entries) = std::fs::read_dir(dbpath) {
-        let mut dirs: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .is_some_and(|n| n != crate::snapshot::btrfs::DIR)
-            })
-            .collect();
-        dirs.sort();
-        out.extend(dirs);
+    let walk = walkdir::WalkDir::new(dbpath)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != crate::snapshot::EXCLUDE);
+    for entry in walk {
+        let entry = entry.map_err(|e| SnapshotError::Path {
+            path: dbpath.to_path_buf(),
+            error: e.into(),
+        })?;
+        let path = entry.path().to_path_buf();
+        if entry.path_is_symlink() {
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            // Said as the volume problem when it leads off the volume (a journal on another
+            // disk), which is what an operator is likely to have done.
+            if let (Ok(here), Ok(there)) = (std::fs::metadata(dbpath), std::fs::metadata(&path))
+                && std::os::unix::fs::MetadataExt::dev(&here)
+                    != std::os::unix::fs::MetadataExt::dev(&there)
+            {
+                return Err(SnapshotError::SplitVolumes {
+                    first: dbpath.to_path_buf(),
+                    other: path,
+                });
+            }
+            return Err(SnapshotError::LinkOut { link: path, target });
+        }
+        if entry.file_type().is_dir() {
+            out.push(path);
+        }
     }
-    out
+    Ok(out)
 }
 
 /// The files of a WiredTiger dbpath that must be in a restored copy.
@@ -321,15 +389,14 @@ impl MongodbComponent {
         progress: &ProgressRef,
     ) -> Result<super::super::Prepared, ComponentError> {
         let label = self.name.to_string();
+        let snapshot_err = |error| ComponentError::Snapshot {
+            name: self.name.clone(),
+            error: Box::new(error),
+        };
         let settings = self.config.snapshot_settings().ok_or_else(|| {
-            self.err(
-                PhysicalError::Snapshot {
-                    error: crate::snapshot::SnapshotError::Lvm(
-                        "mode = \"snapshot\" needs snapshot = \"btrfs\" or \"lvm\"".to_string(),
-                    ),
-                }
-                .into(),
-            )
+            snapshot_err(crate::snapshot::SnapshotError::Setting(
+                "mode = \"snapshot\" needs snapshot = \"btrfs\" or \"lvm\"".to_string(),
+            ))
         })?;
         let rt = self.runtime().map_err(|e| self.err(e))?;
         let conn = std::sync::Arc::new(
@@ -343,56 +410,56 @@ impl MongodbComponent {
         let facts = rt.block_on(facts(&conn)).map_err(|e| self.err(e))?;
         let dbpath = dbpath(self.config.dbpath.as_deref(), &facts, &conn.shown)
             .map_err(|e| self.err(e.into()))?;
+        // A set that cannot say which version opens it, or of an engine whose files are not
+        // WiredTiger's, could never be restored safely.
         let engine = facts.engine.clone().unwrap_or_default();
-        if !engine.is_empty() && engine != "wiredTiger" {
+        if engine != "wiredTiger" || series(&facts.version).is_none() {
             return Err(self.err(
                 PhysicalError::NotWiredTiger {
                     shown: conn.shown.clone(),
-                    engine,
+                    engine: if engine.is_empty() {
+                        format!("unreported (version {:?})", facts.version)
+                    } else {
+                        format!("{engine} (version {:?})", facts.version)
+                    },
                 }
                 .into(),
             ));
         }
-        let paths = snapshot_paths(&dbpath);
+        let paths = snapshot_paths(&dbpath).map_err(snapshot_err)?;
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        // Refused before the server is locked: the journal elsewhere, the wrong filesystem,
-        // no room in the volume group.
-        settings
-            .probe(&refs)
-            .map_err(|error| self.err(PhysicalError::Snapshot { error }.into()))?;
+        // Everything but the instant happens before the server is locked: the probe (the
+        // journal elsewhere, the wrong filesystem, no room in the volume group), the release
+        // of dead runs' leftovers, the stage.
+        let pending = settings.prepare(&refs, &label).map_err(snapshot_err)?;
+        for note in pending.notes() {
+            progress.note(&format!("{label}: {note}"));
+        }
         let lock = if self.config.lock {
             progress.note(&format!("{label}: fsyncLock on {}", conn.shown));
-            Some(FsyncLock::take(&rt, conn.clone()).map_err(|e| self.err(e))?)
+            Some(FsyncLock::take(&rt, conn.clone(), &label, progress).map_err(|e| self.err(e))?)
         } else {
             None
         };
         progress.note(&format!(
             "{label}: taking a {} snapshot of {}",
-            settings.backend.as_str(),
+            settings.name(),
             dbpath.display()
         ));
         // On error the lock drops here, which unlocks.
-        let snap = settings
-            .take(&refs, &label)
-            .map_err(|error| self.err(PhysicalError::Snapshot { error }.into()))?;
+        let captured = pending.capture().map_err(snapshot_err)?;
         let locked = lock.is_some();
         if let Some(lock) = lock {
             // On error the snapshot drops here, which releases it.
             lock.release().map_err(|e| self.err(e))?;
             progress.note(&format!("{label}: fsyncUnlock: writes go on"));
         }
-        for note in snap.notes() {
-            progress.note(&format!("{label}: {note}"));
-        }
-        let view = snap.view(&dbpath);
+        let snap = captured.open().map_err(snapshot_err)?;
+        let view = snap.view(&dbpath).map_err(snapshot_err)?;
         let copy = PhysicalCopy {
             dbpath: dbpath.clone(),
             server_version: facts.version,
-            storage_engine: if engine.is_empty() {
-                "wiredTiger".to_string()
-            } else {
-                engine
-            },
+            storage_engine: engine,
             directory_per_db: facts.directory_per_db,
             directory_for_indexes: facts.directory_for_indexes,
             replica_set_config: facts.replica_set_config,
@@ -415,7 +482,7 @@ impl MongodbComponent {
                 label,
                 read_root: view.clone(),
                 repo_path: self.repo_path.clone(),
-                excludes: vec![crate::snapshot::btrfs::DIR.to_string()],
+                excludes: vec![crate::snapshot::EXCLUDE.to_string()],
                 meta_root: view,
                 ctime_from_mtime: false,
                 expected_bytes: None,
@@ -446,7 +513,7 @@ impl MongodbComponent {
         let mut est = crate::component::Estimate::default();
         let walk = walkdir::WalkDir::new(&dbpath)
             .into_iter()
-            .filter_entry(|e| e.file_name() != crate::snapshot::btrfs::DIR);
+            .filter_entry(|e| e.file_name() != crate::snapshot::EXCLUDE);
         for entry in walk.filter_map(Result::ok) {
             if let (Ok(meta), Ok(rel)) = (entry.metadata(), entry.path().strip_prefix(&dbpath))
                 && meta.is_file()
@@ -465,7 +532,10 @@ impl MongodbComponent {
             Ok(p) => p,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let paths = snapshot_paths(&dbpath);
+        let paths = match snapshot_paths(&dbpath) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(format!("dbpath {}: {e}", dbpath.display()))),
+        };
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         Some(
             settings
@@ -477,16 +547,46 @@ impl MongodbComponent {
 
     /// Refuses to put files of MongoDB `set` where another version would open them: asks the
     /// running server, or `mongod --version` when it does not answer.
-    fn check_version(&self, set: &str) -> Result<String, PhysicalError> {
+    ///
+    /// A server that answers must also use `target` as its dbpath, or the restore would
+    /// swap a directory it does not read.
+    fn check_version(&self, set: &str, target: &Path) -> Result<String, PhysicalError> {
         let asked = self.runtime().and_then(|rt| {
             rt.block_on(async {
                 let timeout = self.timeout().min(std::time::Duration::from_secs(5));
                 let conn = Connection::open(&self.config.uri, &self.config, timeout).await?;
-                Ok(facts(&conn).await?.version)
+                let admin = conn.client.database("admin");
+                let build = admin
+                    .run_command(doc! { "buildInfo": 1 })
+                    .await
+                    .map_err(|e| conn.failed("buildInfo", e))?;
+                // Only to compare: a user not allowed to ask is not refused for it.
+                let reported = admin
+                    .run_command(doc! { "getCmdLineOpts": 1 })
+                    .await
+                    .ok()
+                    .and_then(|o| {
+                        path_in(&o, &["parsed", "storage", "dbPath"])
+                            .and_then(Bson::as_str)
+                            .map(PathBuf::from)
+                    });
+                let version = build.get_str("version").unwrap_or_default().to_string();
+                Ok::<_, MongoError>((version, reported, conn.shown.clone()))
             })
         });
         let (found, how) = match asked {
-            Ok(v) => (v.clone(), format!("this server runs {v}")),
+            Ok((v, reported, shown)) => {
+                if let Some(r) = reported
+                    && !same_dir(&r, target)
+                {
+                    return Err(PhysicalError::DbPathDiffers {
+                        configured: target.to_path_buf(),
+                        reported: r,
+                        shown,
+                    });
+                }
+                (v.clone(), format!("this server runs {v}"))
+            }
             Err(server) => match binary_version() {
                 Ok(v) => (v.clone(), format!("`mongod --version` says {v}")),
                 Err(binary) => {
@@ -545,14 +645,21 @@ impl MongodbComponent {
         if let Some((_, option)) = refused.iter().find(|(set, _)| *set) {
             return Err(self.err(PhysicalError::NotForPhysical { option }.into()));
         }
+        let target = self.physical_target(copy);
         let how = self
-            .check_version(&copy.server_version)
+            .check_version(&copy.server_version, &target.dbpath)
             .map_err(|e| self.err(e.into()))?;
         req.progress.note(&format!(
             "{}: set from MongoDB {}, {how}",
             self.name, copy.server_version
         ));
-        self.physical_target(copy).restore_live(req)
+        if let Some(rs) = copy.replica_set_config.as_ref().and_then(|c| c.get("_id")) {
+            req.progress.warn(&format!(
+                "{}: this set is from a member of replica set {rs}: its oplog is of the backup's time; restore members by MongoDB's procedure for replica sets (restore one, resync or seed the others)",
+                self.name
+            ));
+        }
+        target.restore_live(req)
     }
 
     /// The restore's view of a physical set: the dbpath to put it in (the configured one, or

@@ -64,7 +64,7 @@ pub struct SsdbComponent {
 /// Keeps the staged copy, and its owner lock, until the set is stored; in snapshot mode also
 /// the snapshot, released first.
 struct Staged {
-    _snapshot: Option<crate::snapshot::Snapshot>,
+    snapshot: Option<crate::snapshot::Snapshot>,
     _stage: crate::stage::Stage,
 }
 
@@ -148,16 +148,23 @@ impl SsdbComponent {
         progress.note(&format!(
             "{}: taking a {} snapshot of {}",
             self.name,
-            settings.backend.as_str(),
+            settings.name(),
             self.config.path.display()
         ));
         let snap = settings
             .take(&refs, &self.name.to_string())
-            .map_err(|e| self.source_err(&self.config.path, format!("snapshot: {e}")))?;
+            .map_err(|e| self.snapshot_err(e))?;
         for note in snap.notes() {
             progress.note(&format!("{}: {note}", self.name));
         }
         Ok(snap)
+    }
+
+    fn snapshot_err(&self, error: crate::snapshot::SnapshotError) -> ComponentError {
+        ComponentError::Snapshot {
+            name: self.name.clone(),
+            error: Box::new(error),
+        }
     }
 
     /// Whether snapshot mode can work for this store now; `None` in other modes.
@@ -333,7 +340,7 @@ impl SsdbComponent {
 /// (a compaction's output caught half-written, or obsolete tables), which LevelDB would delete
 /// on open and which the online checkpoint never links.
 fn snapshot_excludes(store: &Path) -> Vec<String> {
-    let mut out = vec!["*.pid".to_string(), crate::snapshot::btrfs::DIR.to_string()];
+    let mut out = vec!["*.pid".to_string(), crate::snapshot::EXCLUDE.to_string()];
     for db in DATABASES {
         let dir = store.join(db);
         let (Ok(listed), Ok(entries)) = (inspect::listed_tables(&dir), std::fs::read_dir(&dir))
@@ -650,7 +657,20 @@ impl Component for SsdbComponent {
             }
         };
         let read_root = if let Some(snap) = &snapshot {
-            snap.view(&self.config.path)
+            let view = snap
+                .view(&self.config.path)
+                .map_err(|e| self.snapshot_err(e))?;
+            // As online mode checks the live store: a wrong path or view is refused here,
+            // not stored without any LevelDB check.
+            let data = view.join("data");
+            if !data.join("CURRENT").is_file() {
+                return Err(self.source_err(
+                    &data,
+                    "is not a LevelDB database (no CURRENT file) in the snapshot: check [ssdb] path"
+                        .to_string(),
+                ));
+            }
+            view
         } else {
             // The store's own files beside the databases (ssdb.conf, ...) belong to the set
             // too: on a new server there is no live directory to carry them over from.
@@ -702,14 +722,23 @@ impl Component for SsdbComponent {
             },
             details: details.to_value(),
             guard: Some(Box::new(Staged {
-                _snapshot: snapshot,
+                snapshot,
                 _stage: owned,
             })),
         })
     }
 
-    fn finish(&self, prepared: Prepared, stats: PartStats) -> ComponentRecord {
-        super::staged_record(&self.name, self.source(), prepared, &stats)
+    fn finish(&self, mut prepared: Prepared, stats: PartStats) -> ComponentRecord {
+        let snapshot = prepared
+            .guard
+            .take()
+            .and_then(|g| g.downcast::<Staged>().ok())
+            .and_then(|staged| staged.snapshot);
+        let mut record = super::staged_record(&self.name, self.source(), prepared, &stats);
+        record
+            .warnings
+            .extend(crate::snapshot::release_kept(snapshot));
+        record
     }
 
     fn plan_restore(&self, target: &RestoreTarget, record: &ComponentRecord) -> RestoreStep {
@@ -772,7 +801,7 @@ fn carry_over(live: &Path, staging: &Path) -> std::io::Result<()> {
         let shown = name.to_string_lossy();
         if DATABASES.contains(&shown.as_ref())
             || shown.ends_with(".pid")
-            || shown == crate::snapshot::btrfs::DIR
+            || shown == crate::snapshot::EXCLUDE
         {
             continue;
         }

@@ -1102,3 +1102,47 @@ fn mongodb_physical_set_in_restore_all_verify_and_export() {
     assert_exit(&out, 2, "export of a physical set as a dump directory");
     assert!(support::all_output(&out).contains("physical copy of the dbpath"));
 }
+
+/// A store that is a subvolume of its own (the top of its volume): its snapshots live inside
+/// it and are never stored; an in-place restore, whose swap cannot cross volumes, is refused
+/// before anything is written, and `--target` still works.
+#[test]
+fn a_store_that_is_its_own_subvolume() {
+    let sb = Sandbox::new();
+    let Some(fs) = Btrfs::new(sb.root()) else {
+        return;
+    };
+    let store = fs.subvolume("actions");
+    fill(&store, 0.5, 8, false);
+    sandbox_with_store(&sb, &store, "mode = \"snapshot\"\nsnapshot = \"btrfs\"\n");
+    sb.ok(&["backup"]);
+    let target = sb.root().join("restored");
+    sb.ok(&["restore", "latest", "--target", arg(&target), "--yes"]);
+    let restored = target.join("ssdb/actions");
+    assert!(
+        !restored.join(".akbackup-snapshots").exists(),
+        "the snapshots' directory was stored"
+    );
+    assert_eq!(count(&restored), count(&store));
+
+    let out = sb
+        .cmd(&["restore", "latest", "--yes"])
+        .output()
+        .expect("spawn");
+    assert_exit(&out, 1, "in-place restore of a subvolume's top");
+    let text = support::all_output(&out);
+    assert!(
+        text.contains("is the top of its own volume") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    let staged: Vec<_> = fs::read_dir(sb.root().join("mnt"))
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("akbackup"))
+        .collect();
+    assert!(
+        staged.is_empty(),
+        "something was written beside it: {staged:?}"
+    );
+}

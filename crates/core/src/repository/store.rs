@@ -6,19 +6,17 @@
 //! akbackup on several hosts and the standard `restic` client exclude each other
 //! ([`super::locks`]), and a listing of the packs so that a prune reports what it really
 //! removed. This module is that small layer: list, read, write and remove a file by its path
-//! relative to the repository root, for a local directory or an S3 bucket (through the same
-//! OpenDAL S3 service and options the engine uses, with a timeout on every request so a hung
-//! server cannot hold a lock forever). It deliberately knows nothing about encryption or
+//! relative to the repository root, for a local directory or an S3 bucket (through the
+//! engine's own OpenDAL operator, with its timeout on every request so a hung server cannot
+//! hold a lock forever). It deliberately knows nothing about encryption or
 //! the meaning of the files.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    sync::OnceLock,
-    time::Duration,
 };
 
-use super::engine::{Location, S3Options};
+use super::engine::Location;
 
 /// Where the repository's files are.
 #[derive(Clone)]
@@ -43,20 +41,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The runtime the blocking OpenDAL operator drives its requests on.
-fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("akbackup-store")
-        .enable_all()
-        .build()?;
-    Ok(RUNTIME.get_or_init(|| rt))
-}
-
 fn opendal_io(e: &opendal::Error) -> std::io::Error {
     let kind = match e.kind() {
         opendal::ErrorKind::NotFound => std::io::ErrorKind::NotFound,
@@ -76,31 +60,12 @@ impl Store {
     pub fn open(location: &Location) -> std::io::Result<Self> {
         match location {
             Location::Local(path) => Ok(Self::Local(path.clone())),
-            Location::S3(s3) => Self::s3(s3, &location.display()),
+            // The engine's own operator: the same timeouts, retries and limits.
+            Location::S3(_) => Ok(Self::Remote {
+                op: super::engine::operator(location).map_err(|e| opendal_io(&e))?,
+                shown: location.display(),
+            }),
         }
-    }
-
-    fn s3(s3: &S3Options, shown: &str) -> std::io::Result<Self> {
-        use opendal::layers::{RetryLayer, TimeoutLayer};
-        let op = opendal::Operator::via_iter("s3", s3.opendal_options())
-            .map_err(|e| opendal_io(&e))?
-            // The repository's `timeout` per request, below the retries as OpenDAL wants it:
-            // a hung server must not hold a lock file's write forever.
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(u64::from(s3.timeout_secs.max(1)))),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(usize::try_from(s3.retry).unwrap_or(3))
-                    .with_jitter(),
-            );
-        let _guard = runtime()?.enter();
-        let op = opendal::blocking::Operator::new(op).map_err(|e| opendal_io(&e))?;
-        Ok(Self::Remote {
-            op,
-            shown: shown.to_string(),
-        })
     }
 
     /// The files below `dir` (recursively), as paths relative to the repository root, with

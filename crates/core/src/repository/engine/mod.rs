@@ -17,6 +17,7 @@ mod error;
 mod location;
 mod rustic;
 mod source;
+mod storage;
 mod tree;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub use error::{EngineError, EngineResult};
 pub use location::{Location, S3Options};
 pub use rustic::{RusticEngine, init, open};
+pub(crate) use storage::operator;
 
 use crate::progress::ProgressRef;
 

@@ -11,7 +11,6 @@ use std::{
 };
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
-use rustic_backend::BackendOptions;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, DataId, Id, IndexedFullStatus,
     KeepOptions, KeyOptions, ParentOptions, PruneOptions, ReadSubsetOption, Repository,
@@ -136,15 +135,23 @@ fn repo_options() -> RepositoryOptions {
 }
 
 fn backends(location: &Location) -> EngineResult<rustic_core::RepositoryBackends> {
-    let options = match location {
-        Location::Local(path) => BackendOptions::default().repository(path.display().to_string()),
-        Location::S3(s3) => BackendOptions::default()
-            .repository("opendal:s3")
-            .options(s3.opendal_options()),
+    let backend: Arc<dyn rustic_core::WriteBackend> = match location {
+        Location::Local(path) => Arc::new(
+            rustic_backend::LocalBackend::new(path.display().to_string(), std::iter::empty())
+                .map_err(|e| EngineError::storage("opening repository backend", location, &e))?,
+        ),
+        Location::S3(_) => {
+            Arc::new(super::storage::OpendalBackend::new(location).map_err(|e| {
+                let e = rustic_core::RusticError::with_source(
+                    rustic_core::ErrorKind::Backend,
+                    "Building the storage operator failed.",
+                    e,
+                );
+                EngineError::storage("opening repository backend", location, &e)
+            })?)
+        }
     };
-    options
-        .to_backends()
-        .map_err(|e| EngineError::storage("opening repository backend", location, &e))
+    Ok(rustic_core::RepositoryBackends::new(backend, None))
 }
 
 /// [`Engine`] over `rustic_core`.

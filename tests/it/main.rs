@@ -27,6 +27,7 @@ mod retention;
 mod roundtrip;
 mod s3;
 mod schedule;
+mod sftp;
 mod snapshot;
 mod ssdb;
 mod support;

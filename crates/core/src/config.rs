@@ -111,6 +111,12 @@ pub struct RepositoryConfig {
     /// An AWS shared credentials file (`[default]` or `profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
+    /// SFTP: the private key to log in with (mode 0600); unset: the SSH agent or ssh's
+    /// defaults.
+    pub identity_file: Option<PathBuf>,
+    /// SFTP: the known_hosts file the server's key must be in (checked strictly); unset:
+    /// `~/.ssh/known_hosts` of the user running akbackup.
+    pub known_hosts: Option<PathBuf>,
     /// Profile in the credentials file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
@@ -429,6 +435,8 @@ impl Config {
                 ("work-dir", &r.work_dir),
                 ("password-file", &r.password_file),
                 ("credentials-file", &r.credentials_file),
+                ("identity-file", &r.identity_file),
+                ("known-hosts", &r.known_hosts),
             ] {
                 if let Some(p) = value {
                     check_path(&format!("[{section}] {key}"), p)?;
@@ -523,9 +531,17 @@ impl Config {
                         "[{section}] has no location: add path = \"/backup/akbackup\" or url = \"s3://bucket/prefix\""
                     )));
                 }
-                (None, Some(url)) if !url.starts_with("s3://") => {
+                (None, Some(url)) if !url.starts_with("s3://") && !url.starts_with("sftp://") => {
                     return Err(invalid(format!(
-                        "[{section}] url \"{url}\" is not supported: use s3://bucket/prefix (or path for a local directory)"
+                        "[{section}] url \"{url}\" is not supported: use s3://bucket/prefix or sftp://user@host:port/path (or path for a local directory)"
+                    )));
+                }
+                (_, url)
+                    if !url.as_deref().is_some_and(|u| u.starts_with("sftp://"))
+                        && (r.identity_file.is_some() || r.known_hosts.is_some()) =>
+                {
+                    return Err(invalid(format!(
+                        "[{section}] identity-file and known-hosts apply to sftp:// repositories only"
                     )));
                 }
                 _ => {}

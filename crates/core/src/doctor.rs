@@ -50,6 +50,12 @@ pub fn run(repo: &Repository, set: &BackupSet, components: &[Box<dyn Component>]
             set.manifest.started
         ),
     )];
+    let writable = repo.check_writable();
+    out.push(check(
+        "repository: writable",
+        writable.is_ok(),
+        writable.unwrap_or_else(|e| e),
+    ));
     for c in components {
         let name = c.name().to_string();
         let Some(record) = set.manifest.component(&name) else {

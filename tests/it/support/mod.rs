@@ -12,6 +12,7 @@ pub mod btrfs;
 pub mod leveldb;
 pub mod mongo;
 pub mod s3;
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::fs;

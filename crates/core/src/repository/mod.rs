@@ -165,9 +165,12 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
                 .to_string(),
         ));
     };
+    if let Some(rest) = url.strip_prefix("sftp://") {
+        return sftp_location(config, url, rest);
+    }
     let rest = url.strip_prefix("s3://").ok_or_else(|| {
         RepoError::Config(format!(
-            "repository url \"{url}\" is not supported: use s3://bucket/prefix"
+            "repository url \"{url}\" is not supported: use s3://bucket/prefix or sftp://user@host:port/path"
         ))
     })?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -208,6 +211,76 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
         PathBuf::from(DEFAULT_WORK_DIR).join(name)
     });
     Ok((engine::Location::S3(s3), work))
+}
+
+/// `sftp://user@host[:port]/absolute/path`, with the identity file checked like a password
+/// file (it must not be readable by others: ssh would refuse it too, less clearly).
+fn sftp_location(
+    config: &RepositoryConfig,
+    url: &str,
+    rest: &str,
+) -> Result<(engine::Location, PathBuf), RepoError> {
+    let bad = |why: &str| {
+        RepoError::Config(format!(
+            "repository url \"{url}\" {why}: use sftp://user@host:port/absolute/path"
+        ))
+    };
+    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("names no path"))?;
+    let (user, hostport) = authority
+        .split_once('@')
+        .ok_or_else(|| bad("names no user"))?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse::<u16>()
+                .map_err(|_| bad("has a port that is not a number"))?,
+        ),
+        _ => (hostport, 22),
+    };
+    let path = path.trim_end_matches('/');
+    if user.is_empty() || host.is_empty() || path.is_empty() {
+        return Err(bad("lacks its user, host or path"));
+    }
+    if let Some(key) = &config.identity_file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(key)
+            .map_err(|e| RepoError::Config(format!("identity-file {}: {e}", key.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(RepoError::Config(format!(
+                "identity-file {} is mode {mode:04o}: others can read the key; chmod 600 {}",
+                key.display(),
+                key.display()
+            )));
+        }
+    }
+    let sftp = engine::SftpOptions {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+        root: format!("/{path}"),
+        identity_file: config.identity_file.clone(),
+        known_hosts: config.known_hosts.clone(),
+        connections: config.connections.unwrap_or(4).max(1),
+        retry: config.retry.unwrap_or(3),
+        timeout_secs: config.timeout_secs(),
+        connect_timeout_secs: config.connect_timeout_secs(),
+        bandwidth: config.bandwidth.clone(),
+    };
+    let work = config.work_dir.clone().unwrap_or_else(|| {
+        let name: String = format!("sftp-{host}-{path}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from(DEFAULT_WORK_DIR).join(name)
+    });
+    Ok((engine::Location::Sftp(sftp), work))
 }
 
 /// Explicit S3 credentials: the config's keys, else the configured credentials file; `None`
@@ -348,6 +421,22 @@ impl Repository {
             lock_wait: LockWait::No,
             on_wait: None,
         })
+    }
+
+    /// Writes a small file at the repository's top and removes it: whether a backup could
+    /// store anything (a read-only mount, a full disk, a user without write permission on the
+    /// server). `Ok` with where, or the storage's error on one line.
+    ///
+    /// # Errors
+    /// The write or the removal failed, naming the storage.
+    pub fn check_writable(&self) -> Result<String, String> {
+        let probe = format!("akbackup-write-test-{}", std::process::id());
+        let shown = self.store.shown();
+        self.store
+            .write(&probe, b"akbackup doctor: this file is removed at once\n")
+            .and_then(|()| self.store.remove(&probe))
+            .map(|()| format!("{shown}: a file was written and removed"))
+            .map_err(|e| format!("{shown}: cannot write: {e}"))
     }
 
     /// The repository's keys: `(id, in use by this process)`.

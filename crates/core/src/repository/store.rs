@@ -61,7 +61,7 @@ impl Store {
         match location {
             Location::Local(path) => Ok(Self::Local(path.clone())),
             // The engine's own operator: the same timeouts, retries and limits.
-            Location::S3(_) => Ok(Self::Remote {
+            Location::S3(_) | Location::Sftp(_) => Ok(Self::Remote {
                 op: super::engine::operator(location).map_err(|e| opendal_io(&e))?,
                 shown: location.display(),
             }),

@@ -173,6 +173,11 @@ fn storage_cause(err: &RusticError, location: &Location) -> Option<String> {
     let (kind, message) = found?;
     let root = root.lines().next().unwrap_or("").trim().to_string();
     let at = location.display();
+    if let Location::Sftp(s) = location
+        && let Some(line) = super::storage::sftp_cause(s, kind, &message)
+    {
+        return Some(line);
+    }
     Some(match kind {
         opendal::ErrorKind::PermissionDenied => format!(
             "access denied by the storage at {at}: check access-key-id / secret-access-key \
@@ -199,6 +204,11 @@ fn storage_cause(err: &RusticError, location: &Location) -> Option<String> {
                 s3.endpoint.as_deref().unwrap_or("(AWS)"),
                 s3.timeout_secs,
                 u64::from(s3.retry) + 1,
+            ),
+            Location::Sftp(s) => format!(
+                "no answer from {at} within the timeout of {} s ({} attempts): check the server, or raise timeout in the repository's section for a slow link",
+                s.timeout_secs,
+                u64::from(s.retry) + 1,
             ),
             Location::Local(_) => format!("no answer from {at} within the timeout"),
         },

@@ -13,6 +13,8 @@ pub enum Location {
     Local(PathBuf),
     /// An S3-compatible bucket.
     S3(S3Options),
+    /// A directory on another server, over SFTP.
+    Sftp(SftpOptions),
 }
 
 impl Location {
@@ -22,6 +24,7 @@ impl Location {
         match self {
             Self::Local(p) => p.display().to_string(),
             Self::S3(s) => format!("s3://{}/{}", s.bucket, s.root.trim_start_matches('/')),
+            Self::Sftp(s) => format!("sftp://{}@{}:{}{}", s.user, s.host, s.port, s.root),
         }
     }
 }
@@ -48,6 +51,33 @@ pub struct S3Options {
     /// Seconds one attempt of a request may take before it fails (and is retried).
     pub timeout_secs: u32,
     /// Seconds connecting to the endpoint may take.
+    pub connect_timeout_secs: u32,
+    /// Bandwidth limit ("10MiB").
+    pub bandwidth: Option<String>,
+}
+
+/// An SFTP location and how to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct SftpOptions {
+    /// The user to log in as.
+    pub user: String,
+    /// The server.
+    pub host: String,
+    /// Its SSH port.
+    pub port: u16,
+    /// The repository's absolute path on the server.
+    pub root: String,
+    /// The private key (mode 0600); `None`: the SSH agent or ssh's defaults.
+    pub identity_file: Option<PathBuf>,
+    /// The known_hosts file the server's key must be in; `None`: `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Parallel requests (SSH sessions).
+    pub connections: u32,
+    /// Retries per request.
+    pub retry: u32,
+    /// Seconds one attempt of a request may take.
+    pub timeout_secs: u32,
+    /// Seconds connecting may take.
     pub connect_timeout_secs: u32,
     /// Bandwidth limit ("10MiB").
     pub bandwidth: Option<String>,

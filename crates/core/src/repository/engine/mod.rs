@@ -23,7 +23,7 @@ mod tree;
 use std::path::{Path, PathBuf};
 
 pub use error::{EngineError, EngineResult};
-pub use location::{Location, S3Options};
+pub use location::{Location, S3Options, SftpOptions};
 pub use rustic::{RusticEngine, init, open};
 pub(crate) use storage::operator;
 

@@ -140,7 +140,7 @@ fn backends(location: &Location) -> EngineResult<rustic_core::RepositoryBackends
             rustic_backend::LocalBackend::new(path.display().to_string(), std::iter::empty())
                 .map_err(|e| EngineError::storage("opening repository backend", location, &e))?,
         ),
-        Location::S3(_) => {
+        Location::S3(_) | Location::Sftp(_) => {
             Arc::new(super::storage::OpendalBackend::new(location).map_err(|e| {
                 let e = rustic_core::RusticError::with_source(
                     rustic_core::ErrorKind::Backend,

@@ -9,7 +9,7 @@
 //! operations, never the service's options, so no credential reaches a log line). The HTTP
 //! client gives up connecting after `connect-timeout` instead of the kernel's two minutes.
 //!
-//! Only the OpenDAL services akbackup tests are compiled in (`services-s3`). The engine and
+//! Only the OpenDAL services akbackup tests are compiled in (`services-s3`, `services-sftp`). The engine and
 //! [`crate::repository::store::Store`] (restic's `locks/`, the pack listing) use the same
 //! operator, so both see the same timeouts. A local repository does not come here: it uses
 //! `rustic_backend`'s local backend (atomic writes through a temporary file and a rename,
@@ -28,7 +28,15 @@ use rustic_core::{
     WriteBackend,
 };
 
-use super::{Location, S3Options};
+use super::{Location, S3Options, SftpOptions};
+
+/// The limits every request to a remote location goes by.
+struct Limits<'a> {
+    timeout_secs: u32,
+    retry: u32,
+    bandwidth: Option<&'a str>,
+    connections: u32,
+}
 
 /// The runtime every blocking operator drives its requests on; built once, on first use.
 ///
@@ -57,8 +65,122 @@ pub(crate) fn operator(location: &Location) -> opendal::Result<Operator> {
             opendal::ErrorKind::ConfigInvalid,
             format!("{} is a local repository", path.display()),
         )),
-        Location::S3(s3) => layered(s3_operator(s3)?, s3),
+        Location::S3(s3) => layered(
+            s3_operator(s3)?,
+            &Limits {
+                timeout_secs: s3.timeout_secs,
+                retry: s3.retry,
+                bandwidth: s3.bandwidth.as_deref(),
+                connections: s3.connections,
+            },
+        ),
+        Location::Sftp(sftp) => layered(
+            sftp_operator(sftp)?,
+            &Limits {
+                timeout_secs: sftp.timeout_secs,
+                retry: sftp.retry,
+                bandwidth: sftp.bandwidth.as_deref(),
+                connections: sftp.connections,
+            },
+        ),
     }
+}
+
+/// OpenDAL's SFTP service (our patched copy: `vendor/opendal-service-sftp/PATCHED.md`): the
+/// system's `ssh` logs in, with the identity file (or the agent), checking the server's key
+/// strictly against the known_hosts file, within `connect-timeout`.
+fn sftp_operator(sftp: &SftpOptions) -> opendal::Result<opendal::Operator> {
+    let mut b = opendal::services::Sftp::default()
+        .endpoint(&format!("ssh://{}@{}:{}", sftp.user, sftp.host, sftp.port))
+        .user(&sftp.user)
+        .root(&sftp.root)
+        .known_hosts_strategy("strict")
+        .connect_timeout(u64::from(sftp.connect_timeout_secs.max(1)))
+        .max_sessions(usize::try_from(sftp.connections.max(1)).unwrap_or(8));
+    if let Some(key) = &sftp.identity_file {
+        b = b.key(&key.display().to_string());
+    }
+    if let Some(file) = &sftp.known_hosts {
+        b = b.known_hosts_file(&file.display().to_string());
+    }
+    opendal::Operator::new(b)
+}
+
+/// The line for an SFTP failure ssh explained: a host key it refused (with the key's
+/// fingerprint, asked of the server with `ssh-keyscan`, so the operator can compare it with
+/// the one the server's administrator reads off `ssh-keygen -lf`), or a login it was denied.
+pub(super) fn sftp_cause(
+    sftp: &SftpOptions,
+    kind: opendal::ErrorKind,
+    message: &str,
+) -> Option<String> {
+    let at = Location::Sftp(sftp.clone()).display();
+    let server = format!("[{}]:{}", sftp.host, sftp.port);
+    let known = sftp.known_hosts.as_ref().map_or_else(
+        || "~/.ssh/known_hosts".to_string(),
+        |p| p.display().to_string(),
+    );
+    let fingerprint =
+        || fingerprint(&sftp.host, sftp.port).unwrap_or_else(|| "fingerprint unknown".to_string());
+    if message.contains("HOST IDENTIFICATION HAS CHANGED") || message.contains("has changed") {
+        return Some(format!(
+            "the SSH host key of {server} CHANGED: it now offers {}, which {known} does not have for it; if the server was not reinstalled, someone may be in between: check with its administrator before replacing the line in {known}",
+            fingerprint()
+        ));
+    }
+    if message.contains("host key is known") || message.contains("Host key verification failed") {
+        return Some(format!(
+            "the SSH host key of {server} ({}) is not in {known}: check the fingerprint with the server's administrator, then add it: ssh-keyscan -p {} {} >> {known}",
+            fingerprint(),
+            sftp.port,
+            sftp.host
+        ));
+    }
+    if message.contains("timed out") || message.contains("timeout") {
+        return Some(format!(
+            "no SSH answer from {server} within connect-timeout ({} s, {} attempts): is an SSH server listening there? check host, port and firewall",
+            sftp.connect_timeout_secs,
+            u64::from(sftp.retry) + 1
+        ));
+    }
+    if kind == opendal::ErrorKind::PermissionDenied && message.contains("Permission denied") {
+        return Some(format!(
+            "{at}: the server refused the login of {}: check identity-file (or the SSH agent) and the server's authorized_keys",
+            sftp.user
+        ));
+    }
+    None
+}
+
+/// `SHA256:...` of the server's host key, as `ssh-keygen -l` prints it.
+fn fingerprint(host: &str, port: u16) -> Option<String> {
+    use std::io::Write;
+    let scan = crate::service::output(&[
+        "ssh-keyscan".to_string(),
+        "-T".to_string(),
+        "5".to_string(),
+        "-p".to_string(),
+        port.to_string(),
+        host.to_string(),
+    ])
+    .ok()?;
+    let mut keygen = crate::process::child_command("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    keygen.stdin.take()?.write_all(scan.as_bytes()).ok()?;
+    let out = keygen.wait_with_output().ok()?;
+    let shown: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(format!("{} {}", f.get(1)?, f.last()?))
+        })
+        .collect();
+    (!shown.is_empty()).then(|| shown.join(", "))
 }
 
 /// OpenDAL's S3 service from our typed options (never from user-given keys: OpenDAL ignores
@@ -125,7 +247,7 @@ fn bandwidth(value: &str) -> opendal::Result<u32> {
 }
 
 /// The layers of the module header, then the blocking operator.
-fn layered(op: opendal::Operator, s3: &S3Options) -> opendal::Result<Operator> {
+fn layered(op: opendal::Operator, s3: &Limits<'_>) -> opendal::Result<Operator> {
     let timeout = Duration::from_secs(u64::from(s3.timeout_secs.max(1)));
     let mut op = op
         .layer(
@@ -138,7 +260,7 @@ fn layered(op: opendal::Operator, s3: &S3Options) -> opendal::Result<Operator> {
                 .with_max_times(usize::try_from(s3.retry).unwrap_or(3))
                 .with_jitter(),
         );
-    if let Some(b) = &s3.bandwidth {
+    if let Some(b) = s3.bandwidth {
         // The burst must hold the largest single upload (a pack, up to ~32 MiB and more),
         // or every pack write fails; the rate is what limits.
         op = op.layer(ThrottleLayer::new(bandwidth(b)?, 64 << 20));
@@ -164,6 +286,10 @@ fn layered(op: opendal::Operator, s3: &S3Options) -> opendal::Result<Operator> {
 pub(super) struct OpendalBackend {
     op: Operator,
     location: String,
+    /// Write through a temporary name and a rename (SFTP: a file is visible while it is
+    /// written, and a killed run would leave half a pack under its final name; S3 objects
+    /// appear whole).
+    atomic_rename: bool,
 }
 
 impl OpendalBackend {
@@ -175,6 +301,7 @@ impl OpendalBackend {
         Ok(Self {
             op: operator(location)?,
             location: location.display(),
+            atomic_rename: matches!(location, Location::Sftp(_)),
         })
     }
 
@@ -328,10 +455,22 @@ impl WriteBackend for OpendalBackend {
         content: BytesList,
     ) -> RusticResult<()> {
         let path = Self::path(tpe, id);
+        if !self.atomic_rename {
+            return self
+                .op
+                .write(&path, content.into_vec())
+                .map(drop)
+                .map_err(|e| Self::error("writing", &path, e));
+        }
+        // Not an id: listings skip it, as restic skips its own temporary files.
+        let tmp = format!("{path}-tmp-{:016x}", rand::random::<u64>());
         self.op
-            .write(&path, content.into_vec())
-            .map(drop)
-            .map_err(|e| Self::error("writing", &path, e))
+            .write(&tmp, content.into_vec())
+            .map_err(|e| Self::error("writing", &tmp, e))?;
+        self.op.rename(&tmp, &path).map_err(|e| {
+            let _ = self.op.delete(&tmp);
+            Self::error("renaming", &tmp, e)
+        })
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {

@@ -148,6 +148,8 @@ impl Sandbox {
             .env("AKBACKUP_CONFIG", self.config_path())
             .env_remove("AKBACKUP_PASSWORD")
             .env("XDG_CACHE_HOME", self.root().join("cache"))
+            // ssh's control sockets (SFTP repositories) stay in the sandbox.
+            .env("XDG_STATE_HOME", self.root().join("state"))
             .env("NO_COLOR", "1")
             .current_dir(self.root())
             .timeout(COMMAND_TIMEOUT);

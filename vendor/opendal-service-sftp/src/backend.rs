@@ -122,6 +122,12 @@ impl SftpBuilder {
         self
     }
 
+    /// akbackup patch: the ssh client config file (`ssh -F`).
+    pub fn config_file(mut self, path: &str) -> Self {
+        self.config.config_file = (!path.is_empty()).then(|| path.to_string());
+        self
+    }
+
     /// akbackup patch: SSH sessions kept at most.
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         self.config.max_sessions = Some(sessions.max(1));
@@ -212,6 +218,7 @@ impl Builder for SftpBuilder {
                 known_hosts_file: self.config.known_hosts_file.clone(),
                 connect_timeout: Duration::from_secs(self.config.connect_timeout.unwrap_or(10)),
                 max_sessions: self.config.max_sessions.unwrap_or(64),
+                config_file: self.config.config_file.clone(),
             },
         ));
 
@@ -320,16 +327,18 @@ impl Service for SftpBackend {
         let from = from.to_string();
         let to = to.to_string();
         Ok(oio::OneShotCopier::new(async move {
-            let client = backend.core.connect().await?;
-
-            let mut fs = client.fs();
-            fs.set_cwd(&backend.core.root);
-
+            // akbackup patch: the directory first, before this operation holds a session
+            // (create_dir takes its own: holding one while asking for another deadlocks a
+            // pool of one, and stalls concurrent renames in any pool).
             if let Some((dir, _)) = to.rsplit_once('/') {
                 backend
                     .create_dir(&ctx, dir, OpCreateDir::default())
                     .await?;
             }
+            let client = backend.core.connect().await?;
+
+            let mut fs = client.fs();
+            fs.set_cwd(&backend.core.root);
 
             let src = fs.canonicalize(&from).await.map_err(parse_sftp_error)?;
             let dst = fs.canonicalize(&to).await.map_err(parse_sftp_error)?;
@@ -352,14 +361,15 @@ impl Service for SftpBackend {
         to: &str,
         _: OpRename,
     ) -> Result<RpRename> {
+        // akbackup patch: the directory first, before this operation holds a session (see
+        // `copy`).
+        if let Some((dir, _)) = to.rsplit_once('/') {
+            self.create_dir(ctx, dir, OpCreateDir::default()).await?;
+        }
         let client = self.core.connect().await?;
 
         let mut fs = client.fs();
         fs.set_cwd(&self.core.root);
-
-        if let Some((dir, _)) = to.rsplit_once('/') {
-            self.create_dir(ctx, dir, OpCreateDir::default()).await?;
-        }
         fs.rename(from, to).await.map_err(parse_sftp_error)?;
 
         Ok(RpRename::default())

@@ -45,6 +45,8 @@ pub struct SftpConfig {
     pub connect_timeout: Option<u64>,
     /// akbackup patch: SSH sessions kept at most (upstream: 64).
     pub max_sessions: Option<usize>,
+    /// akbackup patch: the ssh client config file (`ssh -F`), instead of `~/.ssh/config`.
+    pub config_file: Option<String>,
     /// Deprecated: SFTP copy capability is enabled by default.
     #[deprecated(
         since = "0.57.0",

@@ -31,8 +31,10 @@ use std::sync::Arc;
 /// akbackup patch: what upstream hard-codes or does not offer.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
-    /// `UserKnownHostsFile` (and no global known_hosts file) when set.
+    /// `UserKnownHostsFile` when set.
     pub known_hosts_file: Option<String>,
+    /// `ssh -F` when set: the whole client config, instead of `~/.ssh/config`.
+    pub config_file: Option<String>,
     /// `ConnectTimeout`, and the wait for a pooled session.
     pub connect_timeout: Duration,
     /// Pool size.
@@ -134,6 +136,9 @@ impl ManageObject for Manager {
         session.connect_timeout(self.options.connect_timeout);
         if let Some(file) = &self.options.known_hosts_file {
             session.user_known_hosts_file(file);
+        }
+        if let Some(file) = &self.options.config_file {
+            session.config_file(file);
         }
         // A master left by a killed process goes by itself.
         session.control_persist(openssh::ControlPersist::IdleFor(

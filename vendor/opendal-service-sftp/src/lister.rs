@@ -63,8 +63,8 @@ impl oio::List for SftpLister {
                             path = "/";
                         }
                         return Ok(Some(Entry::new(path, to_metadata(e.metadata()))));
-                    } else {
-                        return Ok(Some(map_entry(self.prefix.as_str(), e)));
+                    } else if let Some(entry) = map_entry(self.prefix.as_str(), e) {
+                        return Ok(Some(entry));
                     }
                 }
                 None => return Ok(None),
@@ -73,17 +73,11 @@ impl oio::List for SftpLister {
     }
 }
 
-fn map_entry(prefix: &str, value: DirEntry) -> Entry {
-    let path = format!(
-        "{}{}{}",
-        prefix,
-        value.filename().to_str().unwrap(),
-        if value.file_type().unwrap().is_dir() {
-            "/"
-        } else {
-            ""
-        }
-    );
-
-    Entry::new(path.as_str(), to_metadata(value.metadata()))
+/// akbackup patch: `None` (the entry is skipped) for a name that is not UTF-8 or an entry
+/// without a file type, where upstream panicked on what the server sent.
+fn map_entry(prefix: &str, value: DirEntry) -> Option<Entry> {
+    let name = value.filename().to_str()?;
+    let dir = value.file_type()?.is_dir();
+    let path = format!("{prefix}{name}{}", if dir { "/" } else { "" });
+    Some(Entry::new(path.as_str(), to_metadata(value.metadata())))
 }

@@ -218,29 +218,9 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
 fn sftp_location(
     config: &RepositoryConfig,
     url: &str,
-    rest: &str,
+    _rest: &str,
 ) -> Result<(engine::Location, PathBuf), RepoError> {
-    let bad = |why: &str| {
-        RepoError::Config(format!(
-            "repository url \"{url}\" {why}: use sftp://user@host:port/absolute/path"
-        ))
-    };
-    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("names no path"))?;
-    let (user, hostport) = authority
-        .split_once('@')
-        .ok_or_else(|| bad("names no user"))?;
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']'),
-            p.parse::<u16>()
-                .map_err(|_| bad("has a port that is not a number"))?,
-        ),
-        _ => (hostport, 22),
-    };
-    let path = path.trim_end_matches('/');
-    if user.is_empty() || host.is_empty() || path.is_empty() {
-        return Err(bad("lacks its user, host or path"));
-    }
+    let (user, host, port, path) = parse_sftp_url(url).map_err(RepoError::Config)?;
     if let Some(key) = &config.identity_file {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(key)
@@ -254,21 +234,8 @@ fn sftp_location(
             )));
         }
     }
-    let sftp = engine::SftpOptions {
-        user: user.to_string(),
-        host: host.to_string(),
-        port,
-        root: format!("/{path}"),
-        identity_file: config.identity_file.clone(),
-        known_hosts: config.known_hosts.clone(),
-        connections: config.connections.unwrap_or(4).max(1),
-        retry: config.retry.unwrap_or(3),
-        timeout_secs: config.timeout_secs(),
-        connect_timeout_secs: config.connect_timeout_secs(),
-        bandwidth: config.bandwidth.clone(),
-    };
     let work = config.work_dir.clone().unwrap_or_else(|| {
-        let name: String = format!("sftp-{host}-{path}")
+        let name: String = format!("sftp-{user}-{host}-{port}-{path}")
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' {
@@ -280,7 +247,64 @@ fn sftp_location(
             .collect();
         PathBuf::from(DEFAULT_WORK_DIR).join(name)
     });
+    let sftp = engine::SftpOptions {
+        user,
+        host,
+        port,
+        root: path,
+        identity_file: config.identity_file.clone(),
+        known_hosts: config.known_hosts.clone(),
+        connections: config.connections.unwrap_or(4).max(1),
+        retry: config.retry.unwrap_or(3),
+        timeout_secs: config.timeout_secs(),
+        connect_timeout_secs: config.connect_timeout_secs(),
+        bandwidth: config.bandwidth.clone(),
+        work_dir: work.clone(),
+    };
     Ok((engine::Location::Sftp(sftp), work))
+}
+
+/// `(user, host, port, /absolute/path)` of an `sftp://` URL. A password in it is refused (it
+/// would be shown in every line naming the repository; use a key), as are a host ssh would
+/// read as an option (`-...`) and a path that is only `/`.
+fn parse_sftp_url(url: &str) -> Result<(String, String, u16, String), String> {
+    let bad = |why: &str| {
+        format!("repository url \"{url}\" {why}: use sftp://user@host:port/absolute/path")
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(&format!("does not parse ({e})")))?;
+    if parsed.password().is_some() {
+        return Err(
+            "the sftp repository url holds a password: remove it and log in with identity-file (or the SSH agent)"
+                .to_string(),
+        );
+    }
+    let user = percent_decode(parsed.username());
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    let path = percent_decode(parsed.path().trim_end_matches('/'));
+    if user.is_empty() {
+        return Err(bad("names no user"));
+    }
+    if host.is_empty() || host.starts_with('-') || host.contains(char::is_whitespace) {
+        return Err(bad("names no usable host"));
+    }
+    if path.is_empty() || !path.starts_with('/') {
+        return Err(bad("names no path"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("has a ? or # part"));
+    }
+    Ok((user, host, parsed.port().unwrap_or(22), path))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Explicit S3 credentials: the config's keys, else the configured credentials file; `None`
@@ -926,6 +950,38 @@ fn set_of(info: &SnapshotInfo) -> Option<BackupSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parts of an sftp:// URL; a password, no user, no path or a host ssh would take for
+    /// an option are refused.
+    #[test]
+    fn sftp_urls() {
+        let ok = |u: &str| parse_sftp_url(u).unwrap();
+        assert_eq!(
+            ok("sftp://backup@srv.example:2222/srv/akbackup/"),
+            (
+                "backup".into(),
+                "srv.example".into(),
+                2222,
+                "/srv/akbackup".into()
+            )
+        );
+        assert_eq!(ok("sftp://b@10.0.0.5/x").2, 22);
+        assert_eq!(ok("sftp://b@[::1]:2200/x").1, "::1");
+        assert_eq!(ok("sftp://b@h/with%20space").3, "/with space");
+        for bad in [
+            "sftp://b:secret@h/x",
+            "sftp://h/x",
+            "sftp://b@h",
+            "sftp://b@h/",
+            "sftp://b@-oProxyCommand=x/y",
+            "sftp://b@h:99999/x",
+            "sftp://b@h/x?y",
+        ] {
+            let e = parse_sftp_url(bad).unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+            assert!(e.contains("sftp"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn aws_credentials_file_profiles() {

@@ -29,6 +29,9 @@ pub enum Store {
         op: opendal::blocking::Operator,
         /// For messages.
         shown: String,
+        /// Write through a temporary name and a rename (SFTP: a file is visible while it is
+        /// written; another host must never read half a lock).
+        atomic: bool,
     },
 }
 
@@ -47,9 +50,9 @@ fn opendal_io(e: &opendal::Error) -> std::io::Error {
         opendal::ErrorKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
         _ => std::io::ErrorKind::Other,
     };
-    // The message only: OpenDAL's Display of an error carries the request context, never
-    // the credentials.
-    std::io::Error::new(kind, e.message().to_string())
+    // OpenDAL's Display of an error carries the request context and its cause (SFTP's
+    // status text), never the credentials.
+    std::io::Error::new(kind, e.to_string())
 }
 
 impl Store {
@@ -64,6 +67,7 @@ impl Store {
             Location::S3(_) | Location::Sftp(_) => Ok(Self::Remote {
                 op: super::engine::operator(location).map_err(|e| opendal_io(&e))?,
                 shown: location.display(),
+                atomic: matches!(location, Location::Sftp(_)),
             }),
         }
     }
@@ -136,6 +140,10 @@ impl Store {
     pub fn write(&self, path: &str, data: &[u8]) -> std::io::Result<()> {
         match self {
             Self::Local(root) => write_local(&root.join(path), data),
+            Self::Remote {
+                op, atomic: true, ..
+            } => super::engine::write_renamed(op, path, vec![bytes::Bytes::copy_from_slice(data)])
+                .map_err(|f| opendal_io(&f.error)),
             Self::Remote { op, .. } => op
                 .write(path, data.to_vec())
                 .map(|_| ())

@@ -81,4 +81,7 @@ pub struct SftpOptions {
     pub connect_timeout_secs: u32,
     /// Bandwidth limit ("10MiB").
     pub bandwidth: Option<String>,
+    /// The repository's local work directory, where the ssh client config akbackup writes
+    /// for it lives.
+    pub work_dir: PathBuf,
 }

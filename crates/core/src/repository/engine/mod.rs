@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use error::{EngineError, EngineResult};
 pub use location::{Location, S3Options, SftpOptions};
 pub use rustic::{RusticEngine, init, open};
-pub(crate) use storage::operator;
+pub(crate) use storage::{operator, write_renamed};
 
 use crate::progress::ProgressRef;
 

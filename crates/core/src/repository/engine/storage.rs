@@ -47,8 +47,11 @@ pub(crate) fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
+    // hyper runs each connection's socket and TLS work on it: a thread per core, as the
+    // runtime of the library's own backend had.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name("akbackup-storage")
         .enable_all()
         .build()?;
@@ -90,7 +93,18 @@ pub(crate) fn operator(location: &Location) -> opendal::Result<Operator> {
 /// system's `ssh` logs in, with the identity file (or the agent), checking the server's key
 /// strictly against the known_hosts file, within `connect-timeout`.
 fn sftp_operator(sftp: &SftpOptions) -> opendal::Result<opendal::Operator> {
+    let config = ssh_config(sftp).map_err(|e| {
+        opendal::Error::new(
+            opendal::ErrorKind::ConfigInvalid,
+            format!(
+                "cannot write the ssh client config in {}",
+                sftp.work_dir.display()
+            ),
+        )
+        .set_source(e)
+    })?;
     let mut b = opendal::services::Sftp::default()
+        .config_file(&config.display().to_string())
         .endpoint(&format!("ssh://{}@{}:{}", sftp.user, sftp.host, sftp.port))
         .user(&sftp.user)
         .root(&sftp.root)
@@ -104,6 +118,29 @@ fn sftp_operator(sftp: &SftpOptions) -> opendal::Result<opendal::Operator> {
         b = b.known_hosts_file(&file.display().to_string());
     }
     opendal::Operator::new(b)
+}
+
+/// Writes the ssh client config of this repository into its work directory (`ssh -F`): the
+/// server's key is checked against the given known_hosts file only (no system-wide file, no
+/// `~/.ssh/config` redirecting the host), strictly, and only the given key is offered.
+fn ssh_config(sftp: &SftpOptions) -> std::io::Result<std::path::PathBuf> {
+    let known = sftp.known_hosts.as_ref().map_or_else(
+        || "~/.ssh/known_hosts".to_string(),
+        |p| p.display().to_string(),
+    );
+    let mut text = format!(
+        "# Written by akbackup for {}; rewritten on every run.\n\
+         StrictHostKeyChecking yes\nUserKnownHostsFile \"{known}\"\nGlobalKnownHostsFile /dev/null\n\
+         BatchMode yes\nServerAliveInterval 15\nServerAliveCountMax 4\n",
+        Location::Sftp(sftp.clone()).display()
+    );
+    if sftp.identity_file.is_some() {
+        text.push_str("IdentitiesOnly yes\n");
+    }
+    std::fs::create_dir_all(&sftp.work_dir)?;
+    let path = sftp.work_dir.join("ssh_config");
+    crate::fsutil::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 /// The line for an SFTP failure ssh explained: a host key it refused (with the key's
@@ -136,7 +173,17 @@ pub(super) fn sftp_cause(
             sftp.host
         ));
     }
-    if message.contains("timed out") || message.contains("timeout") {
+    // ssh's own words for a server that does not answer, and the pool's wait for a session
+    // that never came; a stall in the middle of a transfer ("timeout reached") is the
+    // request timeout's, said by the caller.
+    if [
+        "Connection timed out",
+        "banner exchange",
+        "connection request: timeout",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+    {
         return Some(format!(
             "no SSH answer from {server} within connect-timeout ({} s, {} attempts): is an SSH server listening there? check host, port and firewall",
             sftp.connect_timeout_secs,
@@ -149,7 +196,16 @@ pub(super) fn sftp_cause(
             sftp.user
         ));
     }
-    None
+    match kind {
+        opendal::ErrorKind::PermissionDenied => Some(format!(
+            "the server refused access at {at}: check that {} owns the repository directory and can write it ({message})",
+            sftp.user
+        )),
+        opendal::ErrorKind::NotFound => Some(format!(
+            "not found at {at}: does the directory exist on the server? ({message})"
+        )),
+        _ => None,
+    }
 }
 
 /// `SHA256:...` of the server's host key, as `ssh-keygen -l` prints it.
@@ -279,6 +335,66 @@ fn layered(op: opendal::Operator, s3: &Limits<'_>) -> opendal::Result<Operator> 
     })?;
     let _guard = rt.enter();
     Operator::new(op)
+}
+
+/// The step of [`write_renamed`] that failed, where, and OpenDAL's error.
+#[derive(Debug)]
+pub(crate) struct WriteFailed {
+    /// `writing`, `checking` or `renaming`.
+    pub what: &'static str,
+    /// The file it was done to.
+    pub path: String,
+    /// The cause.
+    pub error: opendal::Error,
+}
+
+/// Writes `path` through a temporary name beside it and a rename, checking the size before
+/// the rename: a write that the retry layer repeated after a partial attempt (an SFTP
+/// writer keeps its offset) must never be published under the real name. The temporary file
+/// is removed on failure. Returns the step, the path and OpenDAL's error.
+pub(crate) fn write_renamed(
+    op: &Operator,
+    path: &str,
+    content: Vec<Bytes>,
+) -> Result<(), Box<WriteFailed>> {
+    let expected: u64 = content.iter().map(|b| b.len() as u64).sum();
+    // Not an id: listings skip it, as restic skips its own temporary files.
+    let tmp = format!("{path}-tmp-{:016x}", rand::random::<u64>());
+    let fail = |what, at: &str, error| {
+        let _ = op.delete(&tmp);
+        Err(Box::new(WriteFailed {
+            what,
+            path: at.to_string(),
+            error,
+        }))
+    };
+    if let Err(e) = op.write(&tmp, content) {
+        return fail("writing", &tmp, e);
+    }
+    match op.stat(&tmp) {
+        Ok(m) if m.content_length() == expected => {}
+        Ok(m) => {
+            let e = opendal::Error::new(
+                opendal::ErrorKind::Unexpected,
+                format!(
+                    "{} bytes arrived, {expected} were sent: not published",
+                    m.content_length()
+                ),
+            )
+            .set_temporary();
+            return fail("writing", &tmp, e);
+        }
+        Err(e) => return fail("checking", &tmp, e),
+    }
+    match op.rename(&tmp, path) {
+        Ok(()) => Ok(()),
+        // The rename may have happened and only its answer been lost.
+        Err(_) if op.stat(path).is_ok_and(|m| m.content_length() == expected) => {
+            let _ = op.delete(&tmp);
+            Ok(())
+        }
+        Err(e) => fail("renaming", &tmp, e),
+    }
 }
 
 /// `rustic_core`'s backend over an OpenDAL operator: restic's layout (`config`,
@@ -462,15 +578,8 @@ impl WriteBackend for OpendalBackend {
                 .map(drop)
                 .map_err(|e| Self::error("writing", &path, e));
         }
-        // Not an id: listings skip it, as restic skips its own temporary files.
-        let tmp = format!("{path}-tmp-{:016x}", rand::random::<u64>());
-        self.op
-            .write(&tmp, content.into_vec())
-            .map_err(|e| Self::error("writing", &tmp, e))?;
-        self.op.rename(&tmp, &path).map_err(|e| {
-            let _ = self.op.delete(&tmp);
-            Self::error("renaming", &tmp, e)
-        })
+        write_renamed(&self.op, &path, content.into_vec())
+            .map_err(|f| Self::error(f.what, &f.path, f.error))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {

@@ -38,6 +38,26 @@ fn packs(data: &Path) -> std::collections::BTreeMap<String, u64> {
     out
 }
 
+/// The standard `restic` client on the SFTP repository of `sb`, through `ssh -s sftp` with
+/// the test server's key and known_hosts.
+fn restic_over_sftp(sb: &Sandbox, sshd: &Sshd, args: &[&str]) -> std::process::Output {
+    let restic = support::find_on_path("restic").expect("restic (scripts/test installs it)");
+    std::process::Command::new(restic)
+        .args([
+            "-r",
+            &format!("sftp:root@127.0.0.1:{}", remote_dir(sb).display()),
+        ])
+        .args([
+            "--no-cache",
+            "-o",
+            &format!("sftp.command={}", sshd.sftp_command()),
+        ])
+        .args(args)
+        .env("RESTIC_PASSWORD_FILE", sb.password_file())
+        .output()
+        .expect("spawn restic")
+}
+
 fn arg(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
@@ -102,35 +122,8 @@ fn sftp_round_trip_and_restic_reads_it() {
         DEFAULT_EXCLUDES,
     );
 
-    let restic = support::find_on_path("restic").expect("restic (scripts/test installs it)");
-    let out = std::process::Command::new(restic)
-        .args([
-            "-r",
-            &format!("sftp:root@127.0.0.1:{}", remote_dir(&sb).display()),
-        ])
-        .args([
-            "--no-cache",
-            "-o",
-            &format!("sftp.command={}", sshd.sftp_command()),
-        ])
-        .args(["snapshots", "--json"])
-        .env("RESTIC_PASSWORD_FILE", sb.password_file())
-        .output()
-        .expect("spawn restic");
-    let check = std::process::Command::new(support::find_on_path("restic").expect("restic"))
-        .args([
-            "-r",
-            &format!("sftp:root@127.0.0.1:{}", remote_dir(&sb).display()),
-        ])
-        .args([
-            "--no-cache",
-            "-o",
-            &format!("sftp.command={}", sshd.sftp_command()),
-        ])
-        .args(["check", "--read-data"])
-        .env("RESTIC_PASSWORD_FILE", sb.password_file())
-        .output()
-        .expect("spawn restic check");
+    let out = restic_over_sftp(&sb, &sshd, &["snapshots", "--json"]);
+    let check = restic_over_sftp(&sb, &sshd, &["check", "--read-data"]);
     assert!(
         check.status.success(),
         "restic check --read-data over SFTP: {}",

@@ -54,7 +54,7 @@ pub fn run(repo: &Repository, set: &BackupSet, components: &[Box<dyn Component>]
     out.push(check(
         "repository: writable",
         writable.is_ok(),
-        writable.unwrap_or_else(|e| e),
+        writable.unwrap_or_else(|e| e.to_string()),
     ));
     for c in components {
         let name = c.name().to_string();

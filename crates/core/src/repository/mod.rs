@@ -67,6 +67,14 @@ pub enum RepoError {
     /// A set id prefix matching several sets.
     #[error("\"{0}\" matches several backup sets: give more digits")]
     Ambiguous(String),
+    /// A file could not be written to (or removed from) the repository's storage.
+    #[error("{at}: cannot write: {error}")]
+    NotWritable {
+        /// The storage, for messages.
+        at: String,
+        /// Cause (printed in the message, so not also the `source()`).
+        error: std::io::Error,
+    },
 }
 
 impl RepoError {
@@ -165,8 +173,8 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
                 .to_string(),
         ));
     };
-    if let Some(rest) = url.strip_prefix("sftp://") {
-        return sftp_location(config, url, rest);
+    if url.starts_with("sftp://") {
+        return sftp_location(config, url);
     }
     let rest = url.strip_prefix("s3://").ok_or_else(|| {
         RepoError::Config(format!(
@@ -197,8 +205,15 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
         connect_timeout_secs: config.connect_timeout_secs(),
         bandwidth: config.bandwidth.clone(),
     };
-    let work = config.work_dir.clone().unwrap_or_else(|| {
-        let name: String = format!("{bucket}-{prefix}")
+    let work = work_dir(config, &format!("{bucket}-{prefix}"));
+    Ok((engine::Location::S3(s3), work))
+}
+
+/// The configured work directory of a remote repository, or one under [`DEFAULT_WORK_DIR`]
+/// named after where it is (`name`, made safe for a file name).
+fn work_dir(config: &RepositoryConfig, name: &str) -> PathBuf {
+    config.work_dir.clone().unwrap_or_else(|| {
+        let safe: String = name
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' {
@@ -208,9 +223,8 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
                 }
             })
             .collect();
-        PathBuf::from(DEFAULT_WORK_DIR).join(name)
-    });
-    Ok((engine::Location::S3(s3), work))
+        PathBuf::from(DEFAULT_WORK_DIR).join(safe)
+    })
 }
 
 /// `sftp://user@host[:port]/absolute/path`, with the identity file checked like a password
@@ -218,7 +232,6 @@ pub fn location(config: &RepositoryConfig) -> Result<(engine::Location, PathBuf)
 fn sftp_location(
     config: &RepositoryConfig,
     url: &str,
-    _rest: &str,
 ) -> Result<(engine::Location, PathBuf), RepoError> {
     let (user, host, port, path) = parse_sftp_url(url).map_err(RepoError::Config)?;
     if let Some(key) = &config.identity_file {
@@ -234,19 +247,7 @@ fn sftp_location(
             )));
         }
     }
-    let work = config.work_dir.clone().unwrap_or_else(|| {
-        let name: String = format!("sftp-{user}-{host}-{port}-{path}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from(DEFAULT_WORK_DIR).join(name)
-    });
+    let work = work_dir(config, &format!("sftp-{user}-{host}-{port}-{path}"));
     let sftp = engine::SftpOptions {
         user,
         host,
@@ -449,18 +450,18 @@ impl Repository {
 
     /// Writes a small file at the repository's top and removes it: whether a backup could
     /// store anything (a read-only mount, a full disk, a user without write permission on the
-    /// server). `Ok` with where, or the storage's error on one line.
+    /// server). `Ok` with where.
     ///
     /// # Errors
-    /// The write or the removal failed, naming the storage.
-    pub fn check_writable(&self) -> Result<String, String> {
+    /// [`RepoError::NotWritable`]: the write or the removal failed, naming the storage.
+    pub fn check_writable(&self) -> Result<String, RepoError> {
         let probe = format!("akbackup-write-test-{}", std::process::id());
         let shown = self.store.shown();
         self.store
             .write(&probe, b"akbackup doctor: this file is removed at once\n")
             .and_then(|()| self.store.remove(&probe))
             .map(|()| format!("{shown}: a file was written and removed"))
-            .map_err(|e| format!("{shown}: cannot write: {e}"))
+            .map_err(|error| RepoError::NotWritable { at: shown, error })
     }
 
     /// The repository's keys: `(id, in use by this process)`.

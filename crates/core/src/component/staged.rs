@@ -336,6 +336,47 @@ pub trait ServedDirectory: LiveDirectory {
     fn health_after_start(&self) -> Box<dyn Fn() -> Result<String, HealthError> + '_>;
 }
 
+/// The plan's service steps of an in-place restore of a directory `unit` serves: stopped
+/// before the swap and started after it, then `check`ed, unless `restore --all` does both
+/// or `--no-restart` leaves it stopped.
+#[must_use]
+pub fn unit_steps(unit: &str, how: InPlace, check: &str) -> (Vec<String>, Vec<String>) {
+    let stop = if how.services_managed {
+        vec![]
+    } else {
+        vec![format!("systemctl stop {unit}")]
+    };
+    let start = if how.no_restart || how.services_managed {
+        vec![]
+    } else {
+        vec![format!("systemctl start {unit}"), check.to_string()]
+    };
+    (stop, start)
+}
+
+/// Polls `check` every half second until it answers or [`START_TIMEOUT`] has passed: a
+/// server opening a large store or dbpath takes a while after `systemctl start` returns.
+///
+/// # Errors
+/// [`HealthError::StillFailing`] with the last failure.
+pub fn wait_healthy(
+    check: impl Fn() -> Result<String, HealthError>,
+) -> Result<String, HealthError> {
+    let deadline = std::time::Instant::now() + *START_TIMEOUT;
+    loop {
+        match check() {
+            Ok(note) => return Ok(note),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(HealthError::StillFailing {
+                    seconds: START_TIMEOUT.as_secs(),
+                    last: Box::new(e),
+                });
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 /// A unit stopped by us; started again when dropped unless started explicitly.
 pub(crate) struct Stopped {
     unit: String,

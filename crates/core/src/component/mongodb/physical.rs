@@ -176,11 +176,9 @@ struct FsyncLock {
 /// `fsyncUnlock`, tried three times a second apart: a server that keeps writes held back
 /// is an outage, worth a retry.
 async fn unlock(conn: &Connection) -> Result<(), MongoError> {
-    let mut last = None;
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
         match conn
             .client
             .database("admin")
@@ -188,22 +186,18 @@ async fn unlock(conn: &Connection) -> Result<(), MongoError> {
             .await
         {
             Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
+            Err(e) if attempt == ATTEMPTS => {
+                return Err(PhysicalError::Unlock {
+                    error: conn.server_error_of(e),
+                }
+                .into());
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
         }
     }
-    Err(last.map_or_else(
-        || MongoError::Physical {
-            error: Box::new(PhysicalError::NoDbPath {
-                shown: conn.shown.clone(),
-            }),
-        },
-        |e| {
-            PhysicalError::Unlock {
-                error: conn.server_error_of(e),
-            }
-            .into()
-        },
-    ))
 }
 
 impl FsyncLock {
@@ -609,20 +603,9 @@ impl MongodbComponent {
     /// Polls `ping` until the server answers or [`crate::component::staged::START_TIMEOUT`]
     /// has passed: mongod recovering a large dbpath takes a while after `systemctl start`.
     pub(super) fn wait_answering(&self) -> Result<String, HealthError> {
-        let wait = *crate::component::staged::START_TIMEOUT;
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match self.ping() {
-                Ok(note) => return Ok(format!("health check ok: {note}")),
-                Err(e) if std::time::Instant::now() >= deadline => {
-                    return Err(HealthError::StillFailing {
-                        seconds: wait.as_secs(),
-                        last: Box::new(e),
-                    });
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
-            }
-        }
+        crate::component::staged::wait_healthy(|| {
+            self.ping().map(|note| format!("health check ok: {note}"))
+        })
     }
 
     /// The in-place restore of a physical set: version check, then the staged swap.
@@ -700,18 +683,7 @@ impl LiveDirectory for Physical<'_> {
     }
 
     fn service_steps(&self, how: InPlace) -> (Vec<String>, Vec<String>) {
-        let unit = self.unit_name();
-        let stop = if how.services_managed {
-            vec![]
-        } else {
-            vec![format!("systemctl stop {unit}")]
-        };
-        let start = if how.no_restart || how.services_managed {
-            vec![]
-        } else {
-            vec![format!("systemctl start {unit}"), "ping".to_string()]
-        };
-        (stop, start)
+        crate::component::staged::unit_steps(&self.unit_name(), how, "ping")
     }
 
     fn swap_in(

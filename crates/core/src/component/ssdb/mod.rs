@@ -500,21 +500,7 @@ impl LiveDirectory for SsdbComponent {
     }
 
     fn service_steps(&self, how: InPlace) -> (Vec<String>, Vec<String>) {
-        let unit = self.config.unit(&self.name.name);
-        let stop = if how.services_managed {
-            vec![]
-        } else {
-            vec![format!("systemctl stop {unit}")]
-        };
-        let start = if how.no_restart || how.services_managed {
-            vec![]
-        } else {
-            vec![
-                format!("systemctl start {unit}"),
-                "health check".to_string(),
-            ]
-        };
-        (stop, start)
+        super::staged::unit_steps(&self.config.unit(&self.name.name), how, "health check")
     }
 
     fn swap_in(
@@ -836,19 +822,11 @@ impl SsdbComponent {
     /// Polls the server until it answers or [`protocol::START_TIMEOUT`] has passed: a large
     /// store takes a while to open after `systemctl start` returns.
     fn wait_healthy(&self, host: &str, port: u16) -> Result<String, HealthError> {
-        let deadline = std::time::Instant::now() + *protocol::START_TIMEOUT;
-        loop {
-            match protocol::health_check(host, port, self.config.auth.as_deref()) {
-                Ok(size) => return Ok(format!("health check ok: ping answered, dbsize {size}")),
-                Err(error) if std::time::Instant::now() >= deadline => {
-                    return Err(HealthError::StillFailing {
-                        seconds: protocol::START_TIMEOUT.as_secs(),
-                        last: Box::new(HealthError::Ssdb { error }),
-                    });
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
-            }
-        }
+        super::staged::wait_healthy(|| {
+            protocol::health_check(host, port, self.config.auth.as_deref())
+                .map(|size| format!("health check ok: ping answered, dbsize {size}"))
+                .map_err(|error| HealthError::Ssdb { error })
+        })
     }
 }
 
